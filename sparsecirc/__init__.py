@@ -1,0 +1,21 @@
+"""sparsecirc: weight-sparse transformers (Gao et al. 2025) and sparse attention post-training (Draye, Lei et al.
+2025), reproduced at CPU scale. Chapters import this package and define no reusable code.
+"""
+import os as _os
+
+# datasets / huggingface_hub ping the network on import unless told otherwise (STYLE §10)
+_os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+_os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+__version__ = "0.1.0"
+
+from . import artifacts, check, hooks, repro  # noqa: E402
+from .artifacts import get_or_compute  # noqa: E402
+from .check import claim  # noqa: E402
+from .config import DataConfig, ModelConfig, RunConfig, TrainConfig, make_config  # noqa: E402
+from .hooks import patch, record  # noqa: E402
+from .model import GPT  # noqa: E402
+from .train import History, train  # noqa: E402
+
+__all__ = ["GPT", "ModelConfig", "DataConfig", "TrainConfig", "RunConfig", "make_config", "train", "History",
+           "record", "patch", "get_or_compute", "claim", "artifacts", "check", "hooks", "repro", "__version__"]

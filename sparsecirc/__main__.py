@@ -1,0 +1,84 @@
+"""Command line: ``python -m sparsecirc {corpus,tokenizer,train,reproduce,verify}`` (also the ``sparsecirc`` script).
+
+    python -m sparsecirc corpus                      # rebuild the committed stdlib snapshot (data/corpus/)
+    python -m sparsecirc tokenizer                   # retrain the committed 2048-token BPE (data/tokenizer/)
+    python -m sparsecirc train --config data/configs/<id>.yaml --scale ci --out runs/x [--resume]
+    python -m sparsecirc reproduce <id> [--scale book|ci] [--resume]
+    python -m sparsecirc verify [<id> ...]           # sha256 of committed artifacts against the registry
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _cmd_corpus(a):
+    from .corpus import build_stdlib_snapshot
+    print(build_stdlib_snapshot())
+
+
+def _cmd_tokenizer(a):
+    from .tokenizer import train_tokenizer
+    print(train_tokenizer())
+
+
+def _cmd_train(a):
+    import yaml
+
+    from .config import make_config
+    from .make import lm_tokens
+    from .train import train
+    spec = yaml.safe_load(Path(a.config).read_text())
+    if not isinstance(spec, dict) or "scales" not in spec:
+        raise SystemExit(f"{a.config}: expected a config with a 'scales' section (see data/configs/)")
+    cfg = make_config(a.scale, **spec["scales"].get(a.scale, {}))
+    tokens, val_tokens = lm_tokens(cfg)
+    _, hist = train(cfg, tokens, val_tokens, out=a.out, resume=a.resume)
+    print(f"done: {len(hist.step)} steps, val loss {hist.val_loss[-1]:.4f}, checkpoint in {a.out}")
+
+
+def _cmd_reproduce(a):
+    from .make import produce
+    print(produce(a.id, a.scale, resume=a.resume))
+
+
+def _cmd_verify(a):
+    from .artifacts import load_registry, verify
+    ids = a.ids or sorted(load_registry())
+    for i in ids:
+        print(f"ok  {i}  {verify(i)}")
+
+
+def main(argv=None) -> int:
+    from .artifacts import ArtifactError
+    from .config import ConfigError
+    p = argparse.ArgumentParser(prog="sparsecirc", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("corpus", help="rebuild the stdlib corpus snapshot").set_defaults(fn=_cmd_corpus)
+    sub.add_parser("tokenizer", help="retrain the BPE tokenizer").set_defaults(fn=_cmd_tokenizer)
+    t = sub.add_parser("train", help="train a language model from a config file")
+    t.add_argument("--config", required=True)
+    t.add_argument("--scale", default="ci", choices=["ci", "book", "paper"])
+    t.add_argument("--out", required=True, help="checkpoint folder")
+    t.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    t.set_defaults(fn=_cmd_train)
+    r = sub.add_parser("reproduce", help="rebuild a registered artifact")
+    r.add_argument("id")
+    r.add_argument("--scale", default="book", choices=["ci", "book"])
+    r.add_argument("--resume", action="store_true")
+    r.set_defaults(fn=_cmd_reproduce)
+    v = sub.add_parser("verify", help="check committed artifacts against the registry")
+    v.add_argument("ids", nargs="*")
+    v.set_defaults(fn=_cmd_verify)
+    a = p.parse_args(argv)
+    try:
+        a.fn(a)
+    except (ArtifactError, ConfigError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,214 @@
+"""Artifacts: atomic writes, sha256, the registry in ``data/registry.yaml``, and ``get_or_compute``.
+
+An artifact is a folder ``<id>/`` holding files plus ``manifest.json`` (config, seed, scale, versions, commit,
+wall time, sha256 and bytes of every file). Committed (``book`` scale) artifacts live in ``data/artifacts/<id>/``
+and are listed in the registry; ``ci``-scale ones are recomputed into the cache folder.
+
+Example::
+
+    run = get_or_compute("wst-codemodel-l2d128-dense", scale="book")   # verify + load the committed model
+    run.model, run.history, run.manifest
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .paths import DATA_DIR, cache_dir
+
+REGISTRY_PATH = DATA_DIR / "registry.yaml"
+ARTIFACTS_DIR = DATA_DIR / "artifacts"
+CONFIGS_DIR = DATA_DIR / "configs"
+
+
+class ArtifactError(RuntimeError):
+    """A missing, corrupt or unregistered artifact; the message names the file and the command that rebuilds it."""
+
+
+# --- files ----------------------------------------------------------------------------------------------------
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=True, default=_jsonable) + "\n").encode())
+
+
+def _jsonable(o):
+    if hasattr(o, "to_dict"):
+        return o.to_dict()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    path = Path(path)
+    if not path.exists():
+        raise ArtifactError(f"{path}: missing")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ArtifactError(f"{path}: not valid JSON ({e})") from None
+
+
+def save_tensors(path: str | os.PathLike, tensors: dict, metadata: dict[str, str] | None = None) -> None:
+    """safetensors, written atomically (contiguous copies; no pickles)."""
+    from safetensors.torch import save
+    atomic_write_bytes(path, save({k: v.detach().contiguous() for k, v in tensors.items()}, metadata=metadata))
+
+
+def load_tensors(path: str | os.PathLike) -> dict:
+    from safetensors.torch import load_file
+    path = Path(path)
+    if not path.exists():
+        raise ArtifactError(f"{path}: missing")
+    try:
+        return load_file(str(path))
+    except Exception as e:  # safetensors raises its own error types for truncated/corrupt files
+        raise ArtifactError(f"{path}: unreadable safetensors file ({e})") from None
+
+
+# --- manifests --------------------------------------------------------------------------------------------------
+def write_manifest(folder: str | os.PathLike, files: list[str], **info: Any) -> dict:
+    """Hash ``files`` (relative to ``folder``) and write ``manifest.json`` last, so a torn write is detectable."""
+    from .repro import environment
+    folder = Path(folder)
+    entries = [{"path": f, "sha256": sha256_file(folder / f), "bytes": (folder / f).stat().st_size} for f in files]
+    manifest = {**info, "environment": environment(), "files": entries}
+    write_json(folder / "manifest.json", manifest)
+    return manifest
+
+
+def verify_folder(folder: str | os.PathLike, rebuild_hint: str = "") -> dict:
+    """Check every file of ``folder/manifest.json`` against its sha256; return the manifest."""
+    folder = Path(folder)
+    hint = f"; rebuild with `{rebuild_hint}`" if rebuild_hint else ""
+    if not (folder / "manifest.json").exists():
+        raise ArtifactError(f"{folder / 'manifest.json'}: missing{hint}")
+    manifest = read_json(folder / "manifest.json")
+    for e in manifest["files"]:
+        p = folder / e["path"]
+        if not p.exists():
+            raise ArtifactError(f"{p}: missing{hint}")
+        got = sha256_file(p)
+        if got != e["sha256"]:
+            raise ArtifactError(f"{p}: sha256 mismatch (expected {e['sha256'][:12]}…, got {got[:12]}…){hint}")
+    return manifest
+
+
+# --- registry ---------------------------------------------------------------------------------------------------
+def load_registry() -> dict[str, dict]:
+    if not REGISTRY_PATH.exists():
+        return {}
+    return (yaml.safe_load(REGISTRY_PATH.read_text()) or {}).get("artifacts", {})
+
+
+def register(artifact_id: str, folder: str | os.PathLike, *, paper_ref: str, used_by: list[str]) -> dict:
+    """Add or update ``artifact_id`` in the registry from its folder's manifest."""
+    folder = Path(folder)
+    m = verify_folder(folder)
+    entry = {"files": m["files"] + [{"path": "manifest.json", "sha256": sha256_file(folder / "manifest.json"),
+                                     "bytes": (folder / "manifest.json").stat().st_size}],
+             "produced_by": f"python -m sparsecirc reproduce {artifact_id} --scale book",
+             "config": f"data/configs/{artifact_id}.yaml", "seed": m.get("seed"), "scale": m.get("scale"),
+             "commit": m["environment"].get("commit"), "torch": m["environment"].get("torch"),
+             "wall_time_s": m.get("wall_time_s"), "paper_ref": paper_ref, "used_by": sorted(used_by)}
+    reg = load_registry()
+    reg[artifact_id] = entry
+    text = "# Registry of committed artifacts: written by sparsecirc.artifacts.register; do not edit by hand.\n"
+    text += yaml.safe_dump({"artifacts": dict(sorted(reg.items()))}, sort_keys=False, width=120)
+    atomic_write_bytes(REGISTRY_PATH, text.encode())
+    return entry
+
+
+def verify(artifact_id: str) -> Path:
+    """Verify a committed artifact against the registry; return its folder."""
+    reg = load_registry()
+    hint = f"python -m sparsecirc reproduce {artifact_id} --scale book"
+    if artifact_id not in reg:
+        raise ArtifactError(f"{artifact_id!r} is not in {REGISTRY_PATH}; known: {sorted(reg)}")
+    folder = ARTIFACTS_DIR / artifact_id
+    for e in reg[artifact_id]["files"]:
+        p = folder / e["path"]
+        if not p.exists():
+            raise ArtifactError(f"{p}: missing; rebuild with `{hint}`")
+        got = sha256_file(p)
+        if got != e["sha256"]:
+            raise ArtifactError(f"{p}: sha256 mismatch with the registry (expected {e['sha256'][:12]}…, "
+                                f"got {got[:12]}…); rebuild with `{hint}`")
+    return folder
+
+
+# --- get_or_compute ---------------------------------------------------------------------------------------------
+@dataclass
+class Run:
+    """A loaded artifact bundle: what chapters call ``run``."""
+
+    id: str
+    scale: str
+    folder: Path
+    manifest: dict
+    model: Any = None
+    history: Any = None
+    extra: dict = field(default_factory=dict)
+
+
+def artifact_folder(artifact_id: str, scale: str) -> Path:
+    return ARTIFACTS_DIR / artifact_id if scale == "book" else cache_dir() / "artifacts" / scale / artifact_id
+
+
+def get_or_compute(artifact_id: str, scale: str = "book", recompute: bool = False, progress: bool = True) -> Run:
+    """Load a committed artifact (``book``, verified by sha256) or compute it (``ci``, or ``recompute=True``).
+
+    Args:
+        artifact_id: registry key, e.g. ``"wst-codemodel-l2d128-dense"``; its config is ``data/configs/<id>.yaml``.
+        scale: ``"book"`` (committed) or ``"ci"`` (recomputed in the cache folder in about a minute).
+        recompute: at ``book`` scale, rebuild into the cache folder instead of loading ``data/``.
+    Returns:
+        :class:`Run` with ``model``, ``history`` and ``manifest``.
+    """
+    from . import make
+    if scale not in ("book", "ci"):
+        raise ValueError(f"scale must be 'book' or 'ci', got {scale!r}")
+    if not isinstance(recompute, bool):
+        raise TypeError(f"recompute must be True or False, got {recompute!r}")
+    if scale == "book" and not recompute:
+        folder = verify(artifact_id)
+        return make.load(artifact_id, folder, scale)
+    folder = cache_dir() / "artifacts" / scale / artifact_id
+    try:
+        verify_folder(folder)
+        return make.load(artifact_id, folder, scale)  # cached from an earlier recompute
+    except ArtifactError:
+        pass
+    make.produce(artifact_id, scale, folder, progress=progress)
+    return make.load(artifact_id, folder, scale)

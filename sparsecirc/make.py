@@ -1,0 +1,106 @@
+"""Producers: how each registered artifact is (re)built from its config ``data/configs/<id>.yaml``.
+
+The only heavy entry point::
+
+    python -m sparsecirc reproduce wst-codemodel-l2d128-dense --scale book   # rewrites data/artifacts/<id>/
+    python -m sparsecirc reproduce wst-codemodel-l2d128-dense --scale ci     # into the cache folder
+
+A config file holds ``kind`` (which producer), ``paper_ref``, ``used_by`` and per-scale overrides of the presets
+in ``config.SCALES``::
+
+    kind: lm
+    scales:
+      book: {model: {n_layer: 2, d_model: 128}, train: {steps: 3000}}
+      ci:   {train: {steps: 150}}
+"""
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import yaml
+
+from . import artifacts
+from .artifacts import ArtifactError, Run
+from .config import RunConfig, make_config
+from .paths import cache_dir
+
+
+def read_spec(artifact_id: str) -> dict:
+    path = artifacts.CONFIGS_DIR / f"{artifact_id}.yaml"
+    if not path.exists():
+        known = sorted(p.stem for p in artifacts.CONFIGS_DIR.glob("*.yaml"))
+        raise ArtifactError(f"no config {path} for artifact {artifact_id!r}; known ids: {known}")
+    spec = yaml.safe_load(path.read_text())
+    for key in ("kind", "scales", "paper_ref", "used_by"):
+        if key not in spec:
+            raise ArtifactError(f"{path}: missing key {key!r}")
+    return spec
+
+
+def run_config(artifact_id: str, scale: str) -> RunConfig:
+    """The effective RunConfig of an artifact at a scale (preset + the config file's overrides)."""
+    spec = read_spec(artifact_id)
+    return make_config(scale, **spec["scales"].get(scale, {}))
+
+
+def lm_tokens(cfg: RunConfig):
+    """Train and validation token streams for a language-model config."""
+    from .corpus import corpus_tokens
+    from .tokenizer import load_tokenizer
+    tok = load_tokenizer()
+    kw = {"seed": cfg.data.seed, "parts": cfg.data.parts}
+    if cfg.data.n_simple is not None:
+        kw["n_simple"] = cfg.data.n_simple
+    return corpus_tokens("train", tok, **kw), corpus_tokens("val", tok, **kw)
+
+
+def _produce_lm(artifact_id: str, scale: str, folder: Path, progress: bool, resume: bool) -> None:
+    from .train import evaluate, eval_windows, train
+    cfg = run_config(artifact_id, scale)
+    tokens, val_tokens = lm_tokens(cfg)
+    ckpt = cache_dir() / "checkpoints" / scale / artifact_id
+    t0 = time.time()
+    model, hist = train(cfg, tokens, val_tokens, out=ckpt, resume=resume and (ckpt / "manifest.json").exists(),
+                        progress=progress)
+    wall = time.time() - t0
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("model.safetensors", "history.json", "config.json"):  # optimizer state stays in the cache
+        shutil.copyfile(ckpt / name, folder / name)
+    windows = eval_windows(val_tokens, cfg.train.eval_batches * cfg.train.batch_size, cfg.model.n_ctx)
+    metrics = {"val_loss": evaluate(model, windows), "val_windows": len(windows), "n_params": model.n_params(),
+               "tokens_seen": hist.tokens_seen, "tokens_per_s": hist.tokens_seen / max(hist.train_seconds, 1e-9),
+               "train_tokens": int(tokens.numel()), "val_tokens": int(val_tokens.numel())}
+    artifacts.write_json(folder / "metrics.json", metrics)
+    artifacts.write_manifest(folder, ["model.safetensors", "history.json", "config.json", "metrics.json"],
+                             id=artifact_id, kind="lm", scale=scale, seed=cfg.train.seed, config=cfg.to_dict(),
+                             precision="bf16-autocast" if cfg.train.bf16 else "fp32", wall_time_s=round(wall, 1),
+                             produced_by=f"python -m sparsecirc reproduce {artifact_id} --scale {scale}")
+
+
+PRODUCERS = {"lm": _produce_lm}
+
+
+def produce(artifact_id: str, scale: str, folder: Path | None = None, *, progress: bool = True,
+            resume: bool = False) -> Path:
+    """Build an artifact at ``scale`` into ``folder`` (default: data/artifacts/<id> for book, the cache for ci)."""
+    spec = read_spec(artifact_id)
+    folder = Path(folder) if folder is not None else artifacts.artifact_folder(artifact_id, scale)
+    PRODUCERS[spec["kind"]](artifact_id, scale, folder, progress, resume)
+    if scale == "book" and folder == artifacts.ARTIFACTS_DIR / artifact_id:
+        artifacts.register(artifact_id, folder, paper_ref=spec["paper_ref"], used_by=spec["used_by"])
+    return folder
+
+
+def load(artifact_id: str, folder: Path, scale: str) -> Run:
+    """Load a verified artifact folder into a :class:`Run`."""
+    from .train import History, load_model
+    manifest = artifacts.verify_folder(folder, f"python -m sparsecirc reproduce {artifact_id} --scale {scale}")
+    run = Run(id=artifact_id, scale=scale, folder=folder, manifest=manifest)
+    if manifest.get("kind") == "lm":
+        run.model = load_model(folder)
+        run.history = History.from_dict(artifacts.read_json(folder / "history.json"))
+        run.extra["metrics"] = artifacts.read_json(folder / "metrics.json")
+        run.extra["config"] = RunConfig.from_dict(artifacts.read_json(folder / "config.json"))
+    return run

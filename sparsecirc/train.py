@@ -1,0 +1,235 @@
+"""One training loop for every language model in the book (dense now; sparse recipes plug in via ``TrainHooks``).
+
+AdamW, warmup + linear decay, gradient-RMS clipping (or P1's normalisation), optional bf16 autocast, tqdm progress,
+periodic validation loss, checkpoints (safetensors + JSON manifest, written atomically). Batches are drawn from the
+step index alone, so a resumed run is bit-identical to an uninterrupted one.
+
+Run it::
+
+    python -m sparsecirc train --config data/configs/wst-codemodel-l2d128-dense.yaml --scale ci --out /tmp/run
+    python -m sparsecirc train ... --resume          # continue from the last checkpoint in --out
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from . import artifacts
+from .config import RunConfig
+from .model import GPT
+from .repro import seed_everything, setup_threads
+
+
+@dataclass
+class History:
+    """Per-step training loss and lr, periodic validation loss, throughput."""
+
+    step: list[int] = field(default_factory=list)
+    train_loss: list[float] = field(default_factory=list)
+    lr: list[float] = field(default_factory=list)
+    val_step: list[int] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    tokens_seen: int = 0
+    train_seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "History":
+        return cls(**d)
+
+
+@dataclass
+class TrainHooks:
+    """Extension points for recipes (weight sparsity, gating): all optional.
+
+    ``lr_factor(step) -> float`` multiplies the scheduled lr; ``after_step(model, step)`` runs after each
+    optimizer step (e.g. a top-k projection); ``extra_loss(model, tokens) -> Tensor`` adds to the loss.
+    """
+
+    lr_factor: Callable[[int], float] | None = None
+    after_step: Callable[[GPT, int], None] | None = None
+    extra_loss: Callable[[GPT, torch.Tensor], torch.Tensor] | None = None
+
+
+# --- schedule and batches -------------------------------------------------------------------------------------
+def lr_at(step: int, cfg: RunConfig) -> float:
+    """Linear warmup over ``warmup_frac`` of the steps, then linear decay to ``final_lr_frac`` (P1 A.2)."""
+    t = cfg.train
+    warm = max(1, round(t.warmup_frac * t.steps))
+    if step < warm:
+        return t.lr * (step + 1) / warm
+    frac = (step - warm) / max(1, t.steps - warm)
+    return t.lr * (1.0 - (1.0 - t.final_lr_frac) * frac)
+
+
+def sample_batch(tokens: torch.Tensor, batch_size: int, n_ctx: int, seed: int, step: int) -> torch.Tensor:
+    """Random windows [batch, n_ctx + 1] from a 1-D token tensor; depends only on (seed, step)."""
+    if tokens.numel() <= n_ctx + 1:
+        raise ValueError(f"token stream of length {tokens.numel()} is too short for n_ctx={n_ctx}")
+    g = torch.Generator().manual_seed(seed * 1_000_003 + step)
+    starts = torch.randint(0, tokens.numel() - n_ctx - 1, (batch_size,), generator=g)
+    return torch.stack([tokens[s:s + n_ctx + 1] for s in starts.tolist()]).long()
+
+
+def eval_windows(tokens: torch.Tensor, n: int, n_ctx: int, seed: int = 12345) -> torch.Tensor:
+    """A fixed set of ``n`` validation windows [n, n_ctx + 1]."""
+    return sample_batch(tokens, n, n_ctx, seed, step=0)
+
+
+@torch.no_grad()
+def evaluate(model: GPT, windows: torch.Tensor, batch_size: int = 32) -> float:
+    """Mean next-token cross-entropy (nats) over ``windows`` in fp32."""
+    was = model.training
+    model.eval()
+    total, count = 0.0, 0
+    for i in range(0, len(windows), batch_size):
+        w = windows[i:i + batch_size]
+        total += model.loss(w, reduction="sum").item()
+        count += w[:, 1:].numel()
+    model.train(was)
+    return total / count
+
+
+# --- optimizer --------------------------------------------------------------------------------------------------
+def make_optimizer(model: GPT, cfg: RunConfig) -> torch.optim.AdamW:
+    """AdamW; decoupled weight decay on weight matrices and embeddings only (not norms, biases, sink, bigram)."""
+    t = cfg.train
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and n != "bigram"]
+    rest = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and n != "bigram")]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": t.weight_decay}, {"params": rest, "weight_decay": 0.0}],
+                             lr=t.lr, betas=(t.beta1, t.beta2), eps=t.eps, foreach=False)
+
+
+def _grad_rms_(model: GPT, mode: str) -> float:
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    sq = sum(float(g.float().pow(2).sum()) for g in grads)
+    n = sum(g.numel() for g in grads)
+    rms = (sq / max(n, 1)) ** 0.5
+    if mode == "normalize" or (mode == "clip" and rms > 1.0):
+        for g in grads:
+            g.div_(rms + 1e-12)
+    return rms
+
+
+# --- checkpoints ------------------------------------------------------------------------------------------------
+def save_checkpoint(out: Path, model: GPT, opt, history: History, cfg: RunConfig, step: int, **info) -> None:
+    """Write model, optimizer state, history and config to ``out``; ``manifest.json`` last, with sha256s."""
+    out.mkdir(parents=True, exist_ok=True)
+    artifacts.save_tensors(out / "model.safetensors", model.state_dict())
+    names = {id(p): n for n, p in model.named_parameters()}
+    state = {}
+    for group in opt.param_groups:
+        for p in group["params"]:
+            for k, v in opt.state.get(p, {}).items():
+                state[f"{names[id(p)]}::{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
+    artifacts.save_tensors(out / "optimizer.safetensors", state)
+    artifacts.write_json(out / "history.json", history.to_dict())
+    artifacts.write_json(out / "config.json", cfg.to_dict())
+    artifacts.write_manifest(out, ["model.safetensors", "optimizer.safetensors", "history.json", "config.json"],
+                             step=step, seed=cfg.train.seed, scale=cfg.scale, config=cfg.to_dict(), **info)
+
+
+def load_model(folder: str | Path, rebuild_hint: str = "") -> GPT:
+    """Verify ``folder``'s manifest and load its model strictly (every key must match)."""
+    folder = Path(folder)
+    artifacts.verify_folder(folder, rebuild_hint)
+    cfg = RunConfig.from_dict(artifacts.read_json(folder / "config.json"))
+    model = GPT(cfg.model)
+    model.load_state_dict(artifacts.load_tensors(folder / "model.safetensors"), strict=True)
+    model.eval()
+    return model
+
+
+def _restore(out: Path, model: GPT, opt, cfg: RunConfig) -> tuple[int, History]:
+    manifest = artifacts.verify_folder(out, "delete the folder and train again")
+    saved = artifacts.read_json(out / "config.json")
+    if saved != json.loads(json.dumps(cfg.to_dict())):
+        raise ValueError(f"{out}: checkpoint was written with a different config; use another --out or the same config")
+    model.load_state_dict(artifacts.load_tensors(out / "model.safetensors"), strict=True)
+    state = artifacts.load_tensors(out / "optimizer.safetensors")
+    params = dict(model.named_parameters())
+    for key, v in state.items():
+        name, k = key.split("::")
+        opt.state[params[name]][k] = v
+    return manifest["step"], History.from_dict(artifacts.read_json(out / "history.json"))
+
+
+# --- the loop ---------------------------------------------------------------------------------------------------
+def train(cfg: RunConfig, tokens: torch.Tensor, val_tokens: torch.Tensor, *, out: str | Path | None = None,
+          resume: bool = False, progress: bool = True, hooks: TrainHooks | None = None,
+          stop_after: int | None = None) -> tuple[GPT, History]:
+    """Train a GPT on a token stream.
+
+    Args:
+        cfg: the run's configuration.
+        tokens, val_tokens: 1-D token tensors (train / validation).
+        out: checkpoint folder (written every ``checkpoint_every`` steps, on interrupt, and at the end).
+        resume: continue from the checkpoint in ``out``.
+        hooks: recipe extension points (:class:`TrainHooks`).
+        stop_after: stop (and checkpoint) after this many total steps, e.g. to test resuming.
+    Returns:
+        (model, History)
+    """
+    hooks = hooks or TrainHooks()
+    setup_threads()
+    seed_everything(cfg.train.seed)
+    model = GPT(cfg.model)
+    opt = make_optimizer(model, cfg)
+    t, m = cfg.train, cfg.model
+    out = Path(out) if out is not None else None
+    start, hist = 0, History()
+    if resume:
+        if out is None or not (out / "manifest.json").exists():
+            raise FileNotFoundError(f"--resume: no checkpoint in {out}; train without --resume first")
+        start, hist = _restore(out, model, opt, cfg)
+    windows = eval_windows(val_tokens, t.eval_batches * t.batch_size, m.n_ctx)
+    end = min(t.steps, stop_after) if stop_after else t.steps
+    model.train()
+    bar = tqdm(range(start, end), desc="train", disable=not progress, initial=start, total=end, leave=False)
+    step = start
+    try:
+        for step in bar:
+            t0 = time.perf_counter()
+            lr = lr_at(step, cfg) * (hooks.lr_factor(step) if hooks.lr_factor else 1.0)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            batch = sample_batch(tokens, t.batch_size, m.n_ctx, t.seed, step)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=t.bf16):
+                loss = model.loss(batch)
+                total = loss + hooks.extra_loss(model, batch) if hooks.extra_loss else loss
+            opt.zero_grad(set_to_none=True)
+            total.backward()
+            _grad_rms_(model, t.grad_rms)
+            opt.step()
+            if hooks.after_step:
+                hooks.after_step(model, step)
+            hist.step.append(step)
+            hist.train_loss.append(loss.item())
+            hist.lr.append(lr)
+            hist.tokens_seen += batch[:, 1:].numel()
+            hist.train_seconds += time.perf_counter() - t0
+            if (step + 1) % t.eval_every == 0 or step + 1 == t.steps:
+                hist.val_step.append(step + 1)
+                hist.val_loss.append(evaluate(model, windows))
+                bar.set_postfix(loss=f"{loss.item():.3f}", val=f"{hist.val_loss[-1]:.3f}")
+            if out is not None and t.checkpoint_every and (step + 1) % t.checkpoint_every == 0:
+                save_checkpoint(out, model, opt, hist, cfg, step + 1)
+    except KeyboardInterrupt:
+        if out is not None:  # nothing is lost: keep what was trained; --resume continues from here
+            save_checkpoint(out, model, opt, hist, cfg, len(hist.step))
+            print(f"\ninterrupted: checkpoint at step {len(hist.step)} in {out}; continue with --resume")
+        raise
+    finally:
+        bar.close()
+    if out is not None:
+        save_checkpoint(out, model, opt, hist, cfg, end, tokens_per_s=hist.tokens_seen / max(hist.train_seconds, 1e-9))
+    model.eval()
+    return model, hist

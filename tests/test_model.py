@@ -1,0 +1,130 @@
+import pytest
+import torch
+
+from sparsecirc import GPT, ModelConfig
+from sparsecirc.hooks import HOOK_TABLE, from_csp_name, hook_points, patch, record, to_csp_name
+from sparsecirc.model import abs_topk
+
+TINY = dict(n_layer=2, d_model=32, d_head=8, n_ctx=16, d_vocab=50)
+
+
+def test_shapes_and_hook_table_shapes():
+    m = GPT(ModelConfig(**TINY, pos_embed=True))
+    x = torch.randint(0, 50, (3, 16))
+    with record(m) as cache:
+        logits = m(x)
+    assert logits.shape == (3, 16, 50)
+    dims = {"batch": 3, "pos": 16, "q_pos": 16, "k_pos": 16, "d_model": 32, "n_head": 4, "d_head": 8, "d_mlp": 128}
+    for name, shape, _csp, _node in HOOK_TABLE:
+        for l in range(2):
+            key = name.replace("{l}", str(l))
+            want = tuple(dims[s.strip()] for s in shape.strip("[]").split(","))
+            assert cache[key].shape == want, key
+
+
+def test_abs_topk_keeps_exactly_k_largest():
+    x = torch.tensor([[3.0, -5.0, 1.0, 0.5, -2.0, 4.0, 0.1, -0.2]])
+    y = abs_topk(x, 0.25)
+    assert torch.equal(y, torch.tensor([[0.0, -5.0, 0, 0, 0, 4.0, 0, 0]]))
+
+
+def test_abstopk_sites_and_qkv_across_heads():
+    m = GPT(ModelConfig(**TINY, act_keep_frac=0.25))
+    x = torch.randint(0, 50, (2, 16))
+    with record(m) as c:
+        m(x)
+    for name in ["blocks.0.ln1.hook_normalized", "blocks.1.mlp.hook_post", "blocks.0.hook_attn_out",
+                 "blocks.1.hook_mlp_out", "blocks.1.ln2.hook_normalized"]:
+        nz = (c[name] != 0).sum(-1)
+        assert (nz == c[name].shape[-1] // 4).all(), name
+    q = c["blocks.0.attn.hook_q"].flatten(-2)  # [batch, pos, n_head*d_head]: k counted over all heads
+    assert ((q != 0).sum(-1) == 32 // 4).all()
+    per_head = (c["blocks.0.attn.hook_q"] != 0).sum(-1)
+    assert not (per_head == 2).all()  # not a per-head top-k (would be exactly 8/4 per head)
+
+
+def test_fast_attention_path_equals_pattern_path():
+    m = GPT(ModelConfig(**TINY))
+    x = torch.randint(0, 50, (2, 16))
+    fast = m(x)
+    with record(m, "blocks.*.attn.hook_pattern") as c:
+        slow = m(x)
+    torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-5)
+    assert torch.allclose(c["blocks.0.attn.hook_pattern"].sum(-1), torch.ones(2, 4, 16))
+
+
+def test_sink_absorbs_mass_and_bigram_adds_row():
+    m = GPT(ModelConfig(**TINY, attn_sink=True, bigram_table=True))
+    with torch.no_grad():
+        m.blocks[0].attn.sink_logit.fill_(5.0)
+    x = torch.randint(0, 50, (1, 16))
+    with record(m, "blocks.0.attn.hook_pattern") as c:
+        base = m(x)
+    assert (c["blocks.0.attn.hook_pattern"].sum(-1) < 0.9).all()  # the sink takes probability mass
+    with torch.no_grad():
+        m.bigram[x[0, 3]] += 1.0
+    assert torch.allclose(m(x)[0, 3] - base[0, 3], torch.ones(50), atol=1e-5)
+
+
+def test_causality():
+    m = GPT(ModelConfig(**TINY, attn_sink=True))
+    x = torch.randint(0, 50, (1, 16))
+    y = x.clone()
+    y[0, 10] = (y[0, 10] + 1) % 50
+    torch.testing.assert_close(m(x)[:, :10], m(y)[:, :10])
+    assert not torch.allclose(m(x)[:, 10:], m(y)[:, 10:])
+
+
+def test_patch_changes_output_and_hooks_are_removed_even_on_error():
+    m = GPT(ModelConfig(**TINY))
+    x = torch.randint(0, 50, (1, 16))
+    clean = m(x)
+    user = m.blocks[0].hook_attn_out.register_forward_hook(lambda *_: None)
+    with patch(m, {"blocks.0.hook_attn_out": torch.zeros_like}):
+        assert not torch.allclose(m(x), clean)
+    with pytest.raises(RuntimeError):
+        with record(m, "blocks.*.hook_resid_post"):
+            raise RuntimeError("boom")
+    counts = {n: len(p._forward_hooks) for n, p in hook_points(m).items()}
+    assert counts["blocks.0.hook_attn_out"] == 1 and sum(counts.values()) == 1  # only the user's hook is left
+    user.remove()
+    torch.testing.assert_close(m(x), clean)
+
+
+def test_cache_then_patch_same_value_is_noop():
+    m = GPT(ModelConfig(**TINY, act_keep_frac=0.5))
+    x = torch.randint(0, 50, (2, 16))
+    with record(m, "blocks.1.mlp.hook_post") as c:
+        clean = m(x)
+    with patch(m, {"blocks.1.mlp.hook_post": lambda _: c["blocks.1.mlp.hook_post"]}):
+        torch.testing.assert_close(m(x), clean)
+
+
+def test_unknown_hook_name_is_a_clear_error():
+    m = GPT(ModelConfig(**TINY))
+    with pytest.raises(KeyError, match="no hook point matches"):
+        with record(m, "blocks.0.mlp.hook_postt"):
+            pass
+
+
+def test_circuit_sparsity_names_both_ways():
+    n = 3
+    assert to_csp_name("blocks.0.mlp.hook_post", n) == "0.mlp.post_act"
+    assert to_csp_name("blocks.2.hook_resid_post", n) == "final_resid"
+    assert to_csp_name("blocks.1.ln1.hook_normalized", n) == "1.attn.act_in"
+    m = GPT(ModelConfig(**{**TINY, "n_layer": n}))
+    for name in hook_points(m):
+        try:
+            csp = to_csp_name(name, n)
+        except KeyError:
+            continue
+        back = from_csp_name(csp, n)
+        assert back == name or (name.endswith("hook_resid_post") and back.endswith("hook_resid_pre")), (name, csp)
+
+
+def test_wrong_input_shape():
+    m = GPT(ModelConfig(**TINY))
+    with pytest.raises(ValueError, match=r"\[batch, pos\]"):
+        m(torch.zeros(16, dtype=torch.long))
+    with pytest.raises(ValueError, match="n_ctx"):
+        m(torch.zeros(1, 17, dtype=torch.long))

@@ -1,0 +1,115 @@
+import json
+
+import pytest
+import torch
+
+from sparsecirc import artifacts
+from sparsecirc.artifacts import ArtifactError
+from sparsecirc.config import make_config
+from sparsecirc.train import TrainHooks, load_model, lr_at, sample_batch, train
+
+TINY = {"n_layer": 1, "d_model": 32, "d_head": 8, "n_ctx": 16, "d_vocab": 40}
+
+
+def _tokens(n=4000, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    base = torch.randint(0, 40, (n,), generator=g)
+    base[1::2] = (base[0::2] + 1) % 40  # learnable structure: every odd token = previous + 1
+    return base
+
+
+def _cfg(steps=12, **train):
+    return make_config("ci", model=TINY, train={"steps": steps, "batch_size": 4, "eval_every": 4, "eval_batches": 2,
+                                                "lr": 1e-2, **train})
+
+
+def test_lr_schedule_warmup_then_linear_decay():
+    cfg = make_config("ci", train={"steps": 1000, "lr": 1.0, "warmup_frac": 0.01})
+    assert lr_at(0, cfg) == pytest.approx(0.1)
+    assert lr_at(9, cfg) == pytest.approx(1.0)
+    assert lr_at(10, cfg) == pytest.approx(1.0)
+    assert lr_at(505, cfg) == pytest.approx(0.5)
+    assert lr_at(999, cfg) == pytest.approx(1 / 990, rel=1e-6)
+
+
+def test_batches_depend_only_on_seed_and_step():
+    t = _tokens()
+    assert torch.equal(sample_batch(t, 4, 16, 0, 7), sample_batch(t, 4, 16, 0, 7))
+    assert not torch.equal(sample_batch(t, 4, 16, 0, 7), sample_batch(t, 4, 16, 0, 8))
+    with pytest.raises(ValueError, match="too short"):
+        sample_batch(t[:10], 4, 16, 0, 0)
+
+
+def test_training_lowers_loss():
+    _, hist = train(_cfg(steps=60), _tokens(), _tokens(seed=1), progress=False)
+    assert hist.val_loss[-1] < hist.val_loss[0] - 0.3
+
+
+def test_resume_is_bit_identical(tmp_path):
+    cfg = _cfg(steps=12)
+    straight, h1 = train(cfg, _tokens(), _tokens(seed=1), out=tmp_path / "a", progress=False)
+    train(cfg, _tokens(), _tokens(seed=1), out=tmp_path / "b", progress=False, stop_after=6)
+    assert json.loads((tmp_path / "b" / "manifest.json").read_text())["step"] == 6
+    resumed, h2 = train(cfg, _tokens(), _tokens(seed=1), out=tmp_path / "b", resume=True, progress=False)
+    for (n, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(a, b), n
+    assert h1.train_loss == h2.train_loss and h1.val_loss == h2.val_loss
+
+
+def test_interrupt_saves_a_resumable_checkpoint(tmp_path):
+    cfg = _cfg(steps=12)
+
+    def boom(model, step):
+        if step == 4:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, _tokens(), _tokens(seed=1), out=tmp_path, progress=False, hooks=TrainHooks(after_step=boom))
+    assert (tmp_path / "manifest.json").exists()
+    _, hist = train(cfg, _tokens(), _tokens(seed=1), out=tmp_path, resume=True, progress=False)
+    assert hist.step[-1] == 11
+
+
+def test_resume_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        train(_cfg(), _tokens(), _tokens(), out=tmp_path / "none", resume=True, progress=False)
+    train(_cfg(steps=4), _tokens(), _tokens(), out=tmp_path / "x", progress=False)
+    with pytest.raises(ValueError, match="different config"):
+        train(_cfg(steps=8), _tokens(), _tokens(), out=tmp_path / "x", resume=True, progress=False)
+
+
+def test_corrupt_or_missing_checkpoint_is_named(tmp_path):
+    train(_cfg(steps=2), _tokens(), _tokens(), out=tmp_path, progress=False)
+    load_model(tmp_path)
+    with open(tmp_path / "model.safetensors", "r+b") as f:
+        f.seek(200)
+        f.write(b"\x00\x01\x02\x03")
+    with pytest.raises(ArtifactError, match=r"model\.safetensors: sha256 mismatch.*rebuild with `make it`"):
+        load_model(tmp_path, rebuild_hint="make it")
+    train(_cfg(steps=2), _tokens(), _tokens(), out=tmp_path / "m", progress=False)
+    (tmp_path / "m" / "config.json").unlink()
+    with pytest.raises(ArtifactError, match=r"config\.json: missing"):
+        load_model(tmp_path / "m")
+
+
+def test_strict_loading_rejects_foreign_keys(tmp_path):
+    train(_cfg(steps=2), _tokens(), _tokens(), out=tmp_path, progress=False)
+    sd = artifacts.load_tensors(tmp_path / "model.safetensors")
+    sd["extra.weight"] = torch.zeros(1)
+    artifacts.save_tensors(tmp_path / "model.safetensors", sd)
+    artifacts.write_manifest(tmp_path, ["model.safetensors", "config.json"])
+    with pytest.raises(RuntimeError, match="Unexpected key"):
+        load_model(tmp_path)
+
+
+def test_bf16_autocast_trains():
+    _, hist = train(_cfg(steps=20, bf16=True), _tokens(), _tokens(seed=1), progress=False)
+    assert hist.val_loss[-1] < hist.val_loss[0]
+
+
+def test_grad_normalize_mode_runs_and_hooks_are_called():
+    seen = []
+    hooks = TrainHooks(lr_factor=lambda s: 0.5, after_step=lambda m, s: seen.append(s))
+    _, hist = train(_cfg(steps=5, grad_rms="normalize"), _tokens(), _tokens(), progress=False, hooks=hooks)
+    assert seen == list(range(5))
+    assert hist.lr[-1] == pytest.approx(0.5 * lr_at(4, _cfg(steps=5)))
