@@ -164,8 +164,8 @@ def _restore(out: Path, model: GPT, opt, cfg: RunConfig) -> tuple[int, History]:
 
 # --- the loop ---------------------------------------------------------------------------------------------------
 def train(cfg: RunConfig, tokens: torch.Tensor, val_tokens: torch.Tensor, *, out: str | Path | None = None,
-          resume: bool = False, progress: bool = True, hooks: TrainHooks | None = None,
-          stop_after: int | None = None) -> tuple[GPT, History]:
+          resume: bool = False, progress: bool = True,
+          hooks: TrainHooks | Callable[[GPT], TrainHooks] | None = None, stop_after: int | None = None) -> tuple[GPT, History]:
     """Train a GPT on a token stream.
 
     Args:
@@ -173,15 +173,16 @@ def train(cfg: RunConfig, tokens: torch.Tensor, val_tokens: torch.Tensor, *, out
         tokens, val_tokens: 1-D token tensors (train / validation).
         out: checkpoint folder (written every ``checkpoint_every`` steps, on interrupt, and at the end).
         resume: continue from the checkpoint in ``out``.
-        hooks: recipe extension points (:class:`TrainHooks`).
+        hooks: recipe extension points: a :class:`TrainHooks`, or a function of the new model returning one
+            (e.g. ``lambda m: Projector(m, sparsity_cfg, steps).train_hooks()``).
         stop_after: stop (and checkpoint) after this many total steps, e.g. to test resuming.
     Returns:
         (model, History)
     """
-    hooks = hooks or TrainHooks()
     setup_threads()
     seed_everything(cfg.train.seed)
     model = GPT(cfg.model)
+    hooks = (hooks(model) if callable(hooks) else hooks) or TrainHooks()
     opt = make_optimizer(model, cfg)
     t, m = cfg.train, cfg.model
     out = Path(out) if out is not None else None
