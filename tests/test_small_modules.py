@@ -1,0 +1,49 @@
+import math
+
+import matplotlib
+import numpy as np
+import pytest
+import torch
+
+from sparsecirc import GPT, ModelConfig
+from sparsecirc.metrics import per_token_loss, unigram_entropy
+from sparsecirc.plotting import loss_curves, rank_frequency, token_heatmap
+from sparsecirc.sampling import generate
+from sparsecirc.train import History
+
+matplotlib.use("Agg")
+TINY = dict(n_layer=1, d_model=32, d_head=8, n_ctx=16, d_vocab=40)
+
+
+def test_unigram_entropy_uniform_and_point_mass():
+    assert unigram_entropy(torch.arange(8).repeat(10), 8) == pytest.approx(math.log(8))
+    assert unigram_entropy(torch.zeros(20, dtype=torch.long), 8) == pytest.approx(0.0)
+
+
+def test_per_token_loss_matches_model_loss():
+    m = GPT(ModelConfig(**TINY))
+    w = torch.randint(0, 40, (5, 17))
+    ptl = per_token_loss(m, w, batch_size=2)
+    assert ptl.shape == (5, 16)
+    assert ptl.mean().item() == pytest.approx(m.loss(w).item(), rel=1e-5)
+
+
+def test_generate_greedy_is_argmax_and_seeded_sampling_repeats():
+    m = GPT(ModelConfig(**TINY))
+    out = generate(m, [1, 2, 3], 5)
+    assert len(out) == 5
+    assert out[0] == int(m(torch.tensor([[1, 2, 3]]))[0, -1].argmax())
+    assert generate(m, [1], 8, temperature=1.0, seed=3) == generate(m, [1], 8, temperature=1.0, seed=3)
+    long = generate(m, list(range(20)), 3)  # prompt longer than n_ctx is cropped, not an error
+    assert len(long) == 3
+    with pytest.raises(ValueError):
+        generate(m, [], 3)
+
+
+def test_plots_return_figures_and_check_shapes():
+    h = History(step=list(range(30)), train_loss=list(np.linspace(3, 1, 30)), val_step=[10, 30], val_loss=[2.0, 1.2])
+    assert loss_curves({"dense": h}, smooth=5).axes
+    assert rank_frequency(np.array([5, 3, 0, 1])).axes
+    with pytest.raises(ValueError, match="expected"):
+        token_heatmap(["a", "b"], np.zeros((2, 3)), ["x", "y"])
+    assert token_heatmap(["a", "b"], np.ones((1, 2)), ["x"]).axes
