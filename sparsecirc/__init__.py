@@ -9,7 +9,7 @@ _os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 __version__ = "0.1.0"
 
-from . import artifacts, check, hooks, repro  # noqa: E402
+from . import artifacts, book, check, hooks, repro  # noqa: E402
 from .artifacts import get_or_compute  # noqa: E402
 from .check import claim  # noqa: E402
 from .config import DataConfig, ModelConfig, RunConfig, TrainConfig, make_config  # noqa: E402
@@ -18,4 +18,4 @@ from .model import GPT  # noqa: E402
 from .train import History, train  # noqa: E402
 
 __all__ = ["GPT", "ModelConfig", "DataConfig", "TrainConfig", "RunConfig", "make_config", "train", "History",
-           "record", "patch", "get_or_compute", "claim", "artifacts", "check", "hooks", "repro", "__version__"]
+           "record", "patch", "get_or_compute", "claim", "artifacts", "book", "check", "hooks", "repro", "__version__"]

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from . import artifacts
 from .config import RunConfig
