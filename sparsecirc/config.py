@@ -90,6 +90,8 @@ class ModelConfig(_DictMixin):
     bigram_table: bool = False  # dense d_vocab x d_vocab logit table (P1 A.1)
     use_bias: bool = True
     init_std: float = 0.02
+    attn_gate: bool = False  # P2: hard Bernoulli gate per attention edge from the same score (gating.py)
+    attn_gate_bias: float = 3.0  # P2's constant b in gate logit = q.k/sqrt(d) + b (sigma(3) ~ 0.95: open at start)
 
     def __post_init__(self):
         for name in ("n_layer", "d_model", "d_head", "n_ctx", "d_vocab"):

@@ -74,7 +74,9 @@ class Attention(nn.Module):
         self.hook_k = HookPoint()  # [batch, pos, n_head, d_head]
         self.hook_v = HookPoint()  # [batch, pos, n_head, d_head]
         self.hook_pattern = HookPoint()  # [batch, n_head, q_pos, k_pos]
+        self.hook_sparse_mask = HookPoint()  # [batch, n_head, q_pos, k_pos] P2 gate (only with attn_gate)
         self.hook_z = HookPoint()  # [batch, pos, n_head, d_head]
+        self.gate_density: torch.Tensor | None = None  # [batch, n_head] expected open fraction (with grad)
 
     def _site(self, x: torch.Tensor, site: str) -> torch.Tensor:
         c = self.cfg
@@ -88,7 +90,9 @@ class Attention(nn.Module):
         k = self.hook_k(self._site(self.W_K(x), "attn_k").view(B, T, c.n_head, c.d_head))
         v = self.hook_v(self._site(self.W_V(x), "attn_v").view(B, T, c.n_head, c.d_head))
         qh, kh, vh = (t.transpose(1, 2) for t in (q, k, v))  # [B, n_head, T, d_head]
-        if self.sink_logit is None and not self.hook_pattern._forward_hooks:
+        if c.attn_gate:
+            zh = self._gated(qh, kh, vh)
+        elif self.sink_logit is None and not self.hook_pattern._forward_hooks:
             zh = F.scaled_dot_product_attention(qh, kh, vh, is_causal=True)  # fast path, same maths
         else:
             scores = qh @ kh.transpose(-1, -2) / math.sqrt(c.d_head)  # [B, n_head, T, T]
@@ -103,6 +107,21 @@ class Attention(nn.Module):
             zh = pattern @ vh
         z = self.hook_z(zh.transpose(1, 2))  # [B, T, n_head, d_head]
         return self.W_O(z.reshape(B, T, c.n_head * c.d_head))
+
+    def _gated(self, qh: torch.Tensor, kh: torch.Tensor, vh: torch.Tensor) -> torch.Tensor:
+        """P2's gated attention: y_i = sum_j softmax_j(s_ij) * A_ij * v_j, no renormalisation.
+
+        Gate logit g = s + b from the same scaled score. Training: A = 1[g + logistic noise > 0] forward,
+        gradient of sigmoid(g + noise) backward (straight-through, temperature 1). Eval: A = 1[g > 0].
+        """
+        from .gating import gate_mask  # one home for the gate maths
+        c = self.cfg
+        T = qh.shape[2]
+        scores = qh @ kh.transpose(-1, -2) / math.sqrt(c.d_head)  # [B, n_head, T, T]
+        causal = torch.ones(T, T, dtype=torch.bool, device=qh.device).tril()
+        pattern = self.hook_pattern(torch.softmax(scores.masked_fill(~causal, float("-inf")), dim=-1))
+        mask, self.gate_density = gate_mask(scores, causal, c.attn_gate_bias, sample=self.training)
+        return (pattern * self.hook_sparse_mask(mask)) @ vh
 
 
 class MLP(nn.Module):
