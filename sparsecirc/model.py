@@ -213,11 +213,21 @@ class GPT(nn.Module):
             logits = logits + self.bigram[tokens]  # [batch, pos, d_vocab]
         return logits
 
-    def loss(self, tokens: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-        """Next-token cross-entropy of ``tokens`` [batch, pos+1]; ``reduction='none'`` gives [batch, pos]."""
+    def loss(self, tokens: torch.Tensor, reduction: str = "mean", loss_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Next-token cross-entropy of ``tokens`` [batch, pos+1].
+
+        ``reduction='none'`` gives [batch, pos]; ``'sum'`` the sum. ``loss_mask`` (bool, [pos] or [batch, pos])
+        keeps only some predicted positions (e.g. the answer digits of a toy task) in the mean / sum.
+        """
         logits = self(tokens[:, :-1])
-        ce = F.cross_entropy(logits.float().flatten(0, 1), tokens[:, 1:].flatten(), reduction=reduction)
-        return ce.view(tokens.shape[0], -1) if reduction == "none" else ce
+        ce = F.cross_entropy(logits.float().flatten(0, 1), tokens[:, 1:].flatten(), reduction="none")
+        ce = ce.view(tokens.shape[0], -1)  # [batch, pos]
+        if reduction == "none":
+            return ce
+        if loss_mask is not None:
+            m = loss_mask.to(ce.dtype).expand_as(ce)
+            return (ce * m).sum() if reduction == "sum" else (ce * m).sum() / m.sum()
+        return ce.sum() if reduction == "sum" else ce.mean()
 
     def n_params(self, include_embeddings: bool = True) -> int:
         return sum(p.numel() for n, p in self.named_parameters()

@@ -37,6 +37,7 @@ class History:
     val_loss: list[float] = field(default_factory=list)
     tokens_seen: int = 0
     train_seconds: float = 0.0
+    extra: dict = field(default_factory=dict)  # recipe series by name, one value per step
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -51,12 +52,15 @@ class TrainHooks:
     """Extension points for recipes (weight sparsity, gating): all optional.
 
     ``lr_factor(step) -> float`` multiplies the scheduled lr; ``after_step(model, step)`` runs after each
-    optimizer step (e.g. a top-k projection); ``extra_loss(model, tokens) -> Tensor`` adds to the loss.
+    optimizer step (e.g. a top-k projection); ``objective(model, batch, ce) -> Tensor`` turns the batch's
+    cross-entropy into the loss that is backpropagated (default: ce itself), e.g. P2's GECO Lagrangian.
+    ``log(step) -> dict`` adds recipe values (lambda, density, ...) to the history's ``extra`` series.
     """
 
     lr_factor: Callable[[int], float] | None = None
     after_step: Callable[[GPT, int], None] | None = None
-    extra_loss: Callable[[GPT, torch.Tensor], torch.Tensor] | None = None
+    objective: Callable[[GPT, torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+    log: Callable[[int], dict] | None = None
 
 
 # --- schedule and batches -------------------------------------------------------------------------------------
@@ -80,20 +84,22 @@ def sample_batch(tokens: torch.Tensor, batch_size: int, n_ctx: int, seed: int, s
 
 
 def eval_windows(tokens: torch.Tensor, n: int, n_ctx: int, seed: int = 12345) -> torch.Tensor:
-    """A fixed set of ``n`` validation windows [n, n_ctx + 1]."""
+    """A fixed set of ``n`` validation windows [n, n_ctx + 1] (a 2-D tensor is taken as the windows)."""
+    if tokens.dim() == 2:
+        return tokens
     return sample_batch(tokens, n, n_ctx, seed, step=0)
 
 
 @torch.no_grad()
-def evaluate(model: GPT, windows: torch.Tensor, batch_size: int = 32) -> float:
-    """Mean next-token cross-entropy (nats) over ``windows`` in fp32."""
+def evaluate(model: GPT, windows: torch.Tensor, batch_size: int = 32, loss_mask: torch.Tensor | None = None) -> float:
+    """Mean next-token cross-entropy (nats) over ``windows`` in fp32 (eval mode: deterministic gates)."""
     was = model.training
     model.eval()
-    total, count = 0.0, 0
+    total, count = 0.0, 0.0
     for i in range(0, len(windows), batch_size):
         w = windows[i:i + batch_size]
-        total += model.loss(w, reduction="sum").item()
-        count += w[:, 1:].numel()
+        total += model.loss(w, reduction="sum", loss_mask=loss_mask).item()
+        count += w[:, 1:].numel() if loss_mask is None else float(loss_mask.expand(len(w), -1).sum())
     model.train(was)
     return total / count
 
@@ -165,23 +171,30 @@ def _restore(out: Path, model: GPT, opt, cfg: RunConfig) -> tuple[int, History]:
 # --- the loop ---------------------------------------------------------------------------------------------------
 def train(cfg: RunConfig, tokens: torch.Tensor, val_tokens: torch.Tensor, *, out: str | Path | None = None,
           resume: bool = False, progress: bool = True,
-          hooks: TrainHooks | Callable[[GPT], TrainHooks] | None = None, stop_after: int | None = None) -> tuple[GPT, History]:
+          hooks: TrainHooks | Callable[[GPT], TrainHooks] | None = None, stop_after: int | None = None,
+          batch_fn: Callable[[int], torch.Tensor] | None = None, loss_mask: torch.Tensor | None = None,
+          init_state: dict | None = None) -> tuple[GPT, History]:
     """Train a GPT on a token stream.
 
     Args:
         cfg: the run's configuration.
-        tokens, val_tokens: 1-D token tensors (train / validation).
+        tokens, val_tokens: 1-D token tensors (train / validation); ``val_tokens`` may be 2-D fixed windows.
         out: checkpoint folder (written every ``checkpoint_every`` steps, on interrupt, and at the end).
         resume: continue from the checkpoint in ``out``.
         hooks: recipe extension points: a :class:`TrainHooks`, or a function of the new model returning one
             (e.g. ``lambda m: Projector(m, sparsity_cfg, steps).train_hooks()``).
         stop_after: stop (and checkpoint) after this many total steps, e.g. to test resuming.
+        batch_fn: ``batch_fn(step) -> [batch, pos+1]`` replaces sampling windows from ``tokens`` (toy tasks).
+        loss_mask: bool [pos] of predicted positions that count in the loss (train and validation).
+        init_state: a state dict to start from (post-training), loaded strictly.
     Returns:
         (model, History)
     """
     setup_threads()
     seed_everything(cfg.train.seed)
     model = GPT(cfg.model)
+    if init_state is not None:
+        model.load_state_dict(init_state, strict=True)
     hooks = (hooks(model) if callable(hooks) else hooks) or TrainHooks()
     opt = make_optimizer(model, cfg)
     t, m = cfg.train, cfg.model
@@ -202,10 +215,10 @@ def train(cfg: RunConfig, tokens: torch.Tensor, val_tokens: torch.Tensor, *, out
             lr = lr_at(step, cfg) * (hooks.lr_factor(step) if hooks.lr_factor else 1.0)
             for group in opt.param_groups:
                 group["lr"] = lr
-            batch = sample_batch(tokens, t.batch_size, m.n_ctx, t.seed, step)
+            batch = batch_fn(step) if batch_fn else sample_batch(tokens, t.batch_size, m.n_ctx, t.seed, step)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=t.bf16):
-                loss = model.loss(batch)
-                total = loss + hooks.extra_loss(model, batch) if hooks.extra_loss else loss
+                loss = model.loss(batch, loss_mask=loss_mask)
+                total = hooks.objective(model, batch, loss) if hooks.objective else loss
             opt.zero_grad(set_to_none=True)
             total.backward()
             _grad_rms_(model, t.grad_rms)
@@ -216,10 +229,12 @@ def train(cfg: RunConfig, tokens: torch.Tensor, val_tokens: torch.Tensor, *, out
             hist.train_loss.append(loss.item())
             hist.lr.append(lr)
             hist.tokens_seen += batch[:, 1:].numel()
+            for k, v in (hooks.log(step) if hooks.log else {}).items():
+                hist.extra.setdefault(k, []).append(v)
             hist.train_seconds += time.perf_counter() - t0
             if (step + 1) % t.eval_every == 0 or step + 1 == t.steps:
                 hist.val_step.append(step + 1)
-                hist.val_loss.append(evaluate(model, windows))
+                hist.val_loss.append(evaluate(model, windows, loss_mask=loss_mask))
                 bar.set_postfix(loss=f"{loss.item():.3f}", val=f"{hist.val_loss[-1]:.3f}")
             if out is not None and t.checkpoint_every and (step + 1) % t.checkpoint_every == 0:
                 save_checkpoint(out, model, opt, hist, cfg, step + 1)

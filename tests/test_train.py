@@ -113,3 +113,30 @@ def test_grad_normalize_mode_runs_and_hooks_are_called():
     _, hist = train(_cfg(steps=5, grad_rms="normalize"), _tokens(), _tokens(), progress=False, hooks=hooks)
     assert seen == list(range(5))
     assert hist.lr[-1] == pytest.approx(0.5 * lr_at(4, _cfg(steps=5)))
+
+
+def test_loss_mask_batch_fn_init_state_and_objective():
+    from sparsecirc import GPT
+    cfg = _cfg(steps=6)
+    toks = _tokens()
+    mask = torch.zeros(16, dtype=torch.bool)
+    mask[-3:] = True
+    m = GPT(cfg.model)
+    w = sample_batch(toks, 4, 16, 0, 0)
+    per = m.loss(w, reduction="none")
+    assert m.loss(w, loss_mask=mask).item() == pytest.approx(per[:, -3:].mean().item(), rel=1e-6)
+    seen, logged = [], {}
+    fixed = sample_batch(toks, 4, 16, 0, 99)
+
+    def batch_fn(step):
+        seen.append(step)
+        return fixed
+
+    hooks = TrainHooks(objective=lambda model, batch, ce: 0 * ce, log=lambda s: {"twice": 2 * s})
+    model, hist = train(cfg, toks, fixed, progress=False, batch_fn=batch_fn, loss_mask=mask,
+                        init_state=m.state_dict(), hooks=hooks)
+    assert seen == list(range(6))
+    assert hist.extra["twice"] == [0, 2, 4, 6, 8, 10]
+    # a zero objective leaves weights where init_state put them (up to decoupled weight decay with zero grads)
+    before = m.state_dict()["blocks.0.mlp.W_in.bias"]
+    assert torch.equal(model.state_dict()["blocks.0.mlp.W_in.bias"], before)
