@@ -142,3 +142,11 @@ def from_csp_name(name: str, n_layer: int) -> str:
     if name == "final_resid":
         return f"blocks.{n_layer - 1}.hook_resid_post"
     raise KeyError(f"{name!r} is not a circuit_sparsity recorder name for a {n_layer}-layer model")
+
+
+def hook_table_markdown() -> str:
+    """The name table as Markdown (ours = TransformerLens legacy names; circuit_sparsity's recorder names)."""
+    rows = ["| ours (= TransformerLens legacy) | shape | openai/circuit_sparsity | P1 node |", "|---|---|---|---|"]
+    rows += [f"| `{o}` | {s} | {'`' + c + '`' if c != '-' else '—'} | {n if n != '-' else '—'} |"
+             for o, s, c, n in HOOK_TABLE]
+    return "\n".join(rows)

@@ -56,8 +56,18 @@ def lm_tokens(cfg: RunConfig):
     return corpus_tokens("train", tok, **kw), corpus_tokens("val", tok, **kw)
 
 
+def lm_val_loss(model, cfg: RunConfig, val_tokens) -> tuple[float, int]:
+    """Validation loss exactly as the producer measures it: fixed windows of the validation stream, fp32.
+
+    Returns (loss in nats/token, number of windows).
+    """
+    from .train import evaluate, eval_windows
+    windows = eval_windows(val_tokens, cfg.train.eval_batches * cfg.train.batch_size, cfg.model.n_ctx)
+    return evaluate(model, windows), len(windows)
+
+
 def _produce_lm(artifact_id: str, scale: str, folder: Path, progress: bool, resume: bool) -> None:
-    from .train import evaluate, eval_windows, train
+    from .train import train
     cfg = run_config(artifact_id, scale)
     tokens, val_tokens = lm_tokens(cfg)
     ckpt = cache_dir() / "checkpoints" / scale / artifact_id
@@ -68,8 +78,8 @@ def _produce_lm(artifact_id: str, scale: str, folder: Path, progress: bool, resu
     folder.mkdir(parents=True, exist_ok=True)
     for name in ("model.safetensors", "history.json", "config.json"):  # optimizer state stays in the cache
         shutil.copyfile(ckpt / name, folder / name)
-    windows = eval_windows(val_tokens, cfg.train.eval_batches * cfg.train.batch_size, cfg.model.n_ctx)
-    metrics = {"val_loss": evaluate(model, windows), "val_windows": len(windows), "n_params": model.n_params(),
+    val_loss, n_windows = lm_val_loss(model, cfg, val_tokens)
+    metrics = {"val_loss": val_loss, "val_windows": n_windows, "n_params": model.n_params(),
                "tokens_seen": hist.tokens_seen, "tokens_per_s": hist.tokens_seen / max(hist.train_seconds, 1e-9),
                "train_tokens": int(tokens.numel()), "val_tokens": int(val_tokens.numel())}
     artifacts.write_json(folder / "metrics.json", metrics)

@@ -70,3 +70,17 @@ def report() -> None:
     sha = (env["commit"] or "unknown")[:10] + ("+dirty" if env["dirty"] else "")
     print(f"sparsecirc {env['sparsecirc']} @ {sha} | torch {env['torch']} | python {env['python']} | "
           f"threads {env['threads']}")
+
+
+def setup_notebook(SCALE, RECOMPUTE, SEED) -> None:  # noqa: N803 -- the chapters' parameter names
+    """One call at the top of every chapter: validate parameters, set threads, seed, print the report.
+
+    Example::
+
+        sc.setup_notebook(SCALE, RECOMPUTE, SEED)
+    """
+    from .book import validate_params
+    validate_params(SCALE, RECOMPUTE, SEED)
+    setup_threads()
+    seed_everything(SEED)
+    report()
