@@ -168,6 +168,57 @@ def _restore(out: Path, model: GPT, opt, cfg: RunConfig) -> tuple[int, History]:
     return manifest["step"], History.from_dict(artifacts.read_json(out / "history.json"))
 
 
+# --- several processes (torchrun) ---------------------------------------------------------------------------
+def init_distributed() -> tuple[int, int]:
+    """Join the process group torchrun set up (gloo on CPU); returns (rank, world_size), (0, 1) without torchrun."""
+    import os
+
+    import torch.distributed as dist
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group("gloo")
+    return dist_info()
+
+
+def dist_info() -> tuple[int, int]:
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _mean_over_ranks(x: torch.Tensor, world: int) -> torch.Tensor:
+    if world == 1:
+        return x
+    import torch.distributed as dist
+    x = x.detach().clone()
+    dist.all_reduce(x)
+    return x / world
+
+
+def _assert_in_sync(model: GPT, world: int) -> None:
+    """Every rank must hold identical weights (and so identical top-k masks); fail loudly otherwise."""
+    if world == 1:
+        return
+    import torch.distributed as dist
+    check = torch.stack([p.detach().double().abs().sum() for p in model.parameters()])
+    lo, hi = check.clone(), check.clone()
+    dist.all_reduce(lo, op=dist.ReduceOp.MIN)
+    dist.all_reduce(hi, op=dist.ReduceOp.MAX)
+    if not torch.equal(lo, hi):
+        raise RuntimeError("ranks hold different weights: data-parallel training went out of sync")
+
+
+class _LossModule(torch.nn.Module):
+    """The model's loss as a forward pass, so DistributedDataParallel can wrap it."""
+
+    def __init__(self, model: GPT):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: torch.Tensor, loss_mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.model.loss(batch, loss_mask=loss_mask)
+
+
 # --- the loop ---------------------------------------------------------------------------------------------------
 def train(cfg: RunConfig, tokens: torch.Tensor, val_tokens: torch.Tensor, *, out: str | Path | None = None,
           resume: bool = False, progress: bool = True,
@@ -189,7 +240,14 @@ def train(cfg: RunConfig, tokens: torch.Tensor, val_tokens: torch.Tensor, *, out
         init_state: a state dict to start from (post-training), loaded strictly.
     Returns:
         (model, History)
+
+    Under ``torchrun --nproc_per_node N`` each rank computes ``batch_size / N`` rows of the same global batch and
+    DistributedDataParallel averages the gradients, so N processes follow the one-process run; only rank 0
+    writes checkpoints.
     """
+    rank, world = init_distributed()
+    if cfg.train.batch_size % world:
+        raise ValueError(f"batch_size {cfg.train.batch_size} is not divisible by the {world} processes")
     setup_threads()
     seed_everything(cfg.train.seed)
     model = GPT(cfg.model)
@@ -207,7 +265,14 @@ def train(cfg: RunConfig, tokens: torch.Tensor, val_tokens: torch.Tensor, *, out
     windows = eval_windows(val_tokens, t.eval_batches * t.batch_size, m.n_ctx)
     end = min(t.steps, stop_after) if stop_after else t.steps
     model.train()
-    bar = tqdm(range(start, end), desc="train", disable=not progress, initial=start, total=end, leave=False)
+    net = _LossModule(model)
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+        net = DistributedDataParallel(net)
+    rows = slice(rank * t.batch_size // world, (rank + 1) * t.batch_size // world)
+    out = out if rank == 0 else None  # one writer
+    bar = tqdm(range(start, end), desc="train", disable=not progress or rank > 0, initial=start, total=end,
+               leave=False)
     step = start
     try:
         for step in bar:
@@ -217,8 +282,8 @@ def train(cfg: RunConfig, tokens: torch.Tensor, val_tokens: torch.Tensor, *, out
                 group["lr"] = lr
             batch = batch_fn(step) if batch_fn else sample_batch(tokens, t.batch_size, m.n_ctx, t.seed, step)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=t.bf16):
-                loss = model.loss(batch, loss_mask=loss_mask)
-                total = hooks.objective(model, batch, loss) if hooks.objective else loss
+                loss = net(batch[rows], loss_mask)
+                total = hooks.objective(model, batch[rows], loss) if hooks.objective else loss
             opt.zero_grad(set_to_none=True)
             total.backward()
             _grad_rms_(model, t.grad_rms)
@@ -226,6 +291,7 @@ def train(cfg: RunConfig, tokens: torch.Tensor, val_tokens: torch.Tensor, *, out
             if hooks.after_step:
                 hooks.after_step(model, step)
             hist.step.append(step)
+            loss = _mean_over_ranks(loss, world)
             hist.train_loss.append(loss.item())
             hist.lr.append(lr)
             hist.tokens_seen += batch[:, 1:].numel()
@@ -235,6 +301,7 @@ def train(cfg: RunConfig, tokens: torch.Tensor, val_tokens: torch.Tensor, *, out
             if (step + 1) % t.eval_every == 0 or step + 1 == t.steps:
                 hist.val_step.append(step + 1)
                 hist.val_loss.append(evaluate(model, windows, loss_mask=loss_mask))
+                _assert_in_sync(model, world)
                 bar.set_postfix(loss=f"{loss.item():.3f}", val=f"{hist.val_loss[-1]:.3f}")
             if out is not None and t.checkpoint_every and (step + 1) % t.checkpoint_every == 0:
                 save_checkpoint(out, model, opt, hist, cfg, step + 1)
