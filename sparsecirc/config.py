@@ -156,13 +156,57 @@ class TrainConfig(_DictMixin):
 
 
 @dataclass(frozen=True)
+class SparsityConfig(_DictMixin):
+    """Weight-sparsity knobs of P1 §2.1 / A.2 (applied by ``sparsity.Projector``); 1.0 everywhere = dense.
+
+    ``weight_nonzero_frac``: kept fraction of every block weight matrix at the end of the anneal.
+    ``embed_nonzero_frac``: kept fraction of embed / unembed (None: same as matrices).
+    ``sparsify_biases``: P1's text sparsifies biases too; the authors' train.py keeps them dense (our default).
+    """
+
+    weight_nonzero_frac: float = 1.0
+    embed_nonzero_frac: float | None = None
+    sparsify_biases: bool = False
+    min_nonzero_per_unit: int = 4  # P1 A.2 (j = 4)
+    anneal_start_frac: float = 0.01  # [C-train]: dense until 1% of training
+    anneal_end_frac: float = 0.5  # P1 A.2: target reached at 50% of training
+    lr_scale_with_l0: bool = True  # the "sharkfin" factor sqrt(L0_target / L0_now)
+
+    def __post_init__(self):
+        for name in ("weight_nonzero_frac",) + (("embed_nonzero_frac",) if self.embed_nonzero_frac is not None else ()):
+            v = getattr(self, name)
+            if not 0.0 < v <= 1.0:
+                raise ConfigError(f"SparsityConfig.{name} must be in (0, 1], got {v!r}")
+        if not 0.0 <= self.anneal_start_frac <= self.anneal_end_frac <= 1.0:
+            raise ConfigError("SparsityConfig: need 0 <= anneal_start_frac <= anneal_end_frac <= 1, got "
+                              f"{self.anneal_start_frac}, {self.anneal_end_frac}")
+        if self.min_nonzero_per_unit < 0:
+            raise ConfigError(f"SparsityConfig.min_nonzero_per_unit must be >= 0, got {self.min_nonzero_per_unit}")
+
+    @classmethod
+    def from_budget(cls, expansion_factor: int, pfrac: float, **kw) -> "SparsityConfig":
+        """P1's size bookkeeping ([C-train]): matrices keep ``pfrac / ef**2``, embeddings ``pfrac / ef``.
+
+        ``pfrac`` is the nonzero count as a multiple of the dense ef = 1 model; ``ef`` widens every layer.
+        """
+        ef = expansion_factor
+        return cls(weight_nonzero_frac=min(1.0, pfrac / ef**2), embed_nonzero_frac=min(1.0, pfrac / ef), **kw)
+
+
+@dataclass(frozen=True)
 class RunConfig(_DictMixin):
     """Everything a training run needs; written as ``config.json`` next to its artifact."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    sparsity: SparsityConfig = field(default_factory=SparsityConfig)
     scale: str = "ci"
+
+    @property
+    def is_sparse(self) -> bool:
+        s = self.sparsity
+        return s.weight_nonzero_frac < 1.0 or (s.embed_nonzero_frac is not None and s.embed_nonzero_frac < 1.0)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
@@ -170,7 +214,8 @@ class RunConfig(_DictMixin):
             raise ConfigError(f"RunConfig: expected a mapping, got {type(d).__name__}")
         _check_keys(cls, d)
         return cls(model=ModelConfig.from_dict(d.get("model", {})), data=DataConfig.from_dict(d.get("data", {})),
-                   train=TrainConfig.from_dict(d.get("train", {})), scale=d.get("scale", "ci"))
+                   train=TrainConfig.from_dict(d.get("train", {})),
+                   sparsity=SparsityConfig.from_dict(d.get("sparsity", {})), scale=d.get("scale", "ci"))
 
 
 # --- the scale dial ----------------------------------------------------------------------------------------
@@ -202,7 +247,8 @@ def make_config(scale: str = "ci", **overrides: dict[str, Any]) -> RunConfig:
 
     Args:
         scale: one of ``SCALES`` (``"ci"``, ``"book"``, ``"paper"``).
-        overrides: ``model={...}``, ``data={...}``, ``train={...}`` dicts applied on top of the preset.
+        overrides: ``model={...}``, ``data={...}``, ``train={...}``, ``sparsity={...}`` dicts applied on top of
+            the preset.
     Returns:
         RunConfig with ``scale`` set.
     Example::
@@ -211,9 +257,9 @@ def make_config(scale: str = "ci", **overrides: dict[str, Any]) -> RunConfig:
     """
     if scale not in SCALES:
         raise ConfigError(f"unknown scale {scale!r}; valid scales are {sorted(SCALES)}")
-    bad = sorted(set(overrides) - {"model", "data", "train"})
+    bad = sorted(set(overrides) - {"model", "data", "train", "sparsity"})
     if bad:
-        raise ConfigError(f"make_config: unknown section(s) {bad}; valid: ['data', 'model', 'train']")
+        raise ConfigError(f"make_config: unknown section(s) {bad}; valid: ['data', 'model', 'sparsity', 'train']")
     d = _merge(SCALES[scale], overrides)
     d["scale"] = scale
     return RunConfig.from_dict(d)

@@ -21,45 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .config import ConfigError, _DictMixin
-
-
-@dataclass(frozen=True)
-class SparsityConfig(_DictMixin):
-    """Weight-sparsity knobs (names spelled out; circuit_sparsity equivalents in STYLE §3).
-
-    ``weight_nonzero_frac``: kept fraction of every block weight matrix at the end of the anneal.
-    ``embed_nonzero_frac``: kept fraction of embed / unembed (None: same as matrices).
-    ``sparsify_biases``: P1's text sparsifies biases too; the authors' train.py keeps them dense (our default).
-    """
-
-    weight_nonzero_frac: float = 1.0
-    embed_nonzero_frac: float | None = None
-    sparsify_biases: bool = False
-    min_nonzero_per_unit: int = 4  # P1 A.2 (j = 4)
-    anneal_start_frac: float = 0.01  # [C-train]: dense until 1% of training
-    anneal_end_frac: float = 0.5  # P1 A.2: target reached at 50% of training
-    lr_scale_with_l0: bool = True  # the "sharkfin" factor sqrt(L0_target / L0_now)
-
-    def __post_init__(self):
-        for name in ("weight_nonzero_frac",) + (("embed_nonzero_frac",) if self.embed_nonzero_frac is not None else ()):
-            v = getattr(self, name)
-            if not 0.0 < v <= 1.0:
-                raise ConfigError(f"SparsityConfig.{name} must be in (0, 1], got {v!r}")
-        if not 0.0 <= self.anneal_start_frac <= self.anneal_end_frac <= 1.0:
-            raise ConfigError("SparsityConfig: need 0 <= anneal_start_frac <= anneal_end_frac <= 1, got "
-                              f"{self.anneal_start_frac}, {self.anneal_end_frac}")
-        if self.min_nonzero_per_unit < 0:
-            raise ConfigError(f"SparsityConfig.min_nonzero_per_unit must be >= 0, got {self.min_nonzero_per_unit}")
-
-    @classmethod
-    def from_budget(cls, expansion_factor: int, pfrac: float, **kw) -> "SparsityConfig":
-        """P1's size bookkeeping ([C-train]): matrices keep ``pfrac / ef**2``, embeddings ``pfrac / ef``.
-
-        ``pfrac`` is the nonzero count as a multiple of the dense ef = 1 model; ``ef`` widens every layer.
-        """
-        ef = expansion_factor
-        return cls(weight_nonzero_frac=min(1.0, pfrac / ef**2), embed_nonzero_frac=min(1.0, pfrac / ef), **kw)
+from .config import SparsityConfig
 
 
 def l0_fraction(step: int, total_steps: int, target: float, cfg: SparsityConfig) -> float:

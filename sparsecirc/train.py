@@ -63,6 +63,29 @@ class TrainHooks:
     log: Callable[[int], dict] | None = None
 
 
+def compose_hooks(first: TrainHooks, second: TrainHooks) -> TrainHooks:
+    """Both recipes at once: lr factors multiply, after_step runs first then second, logs merge.
+
+    At most one of them may define ``objective``.
+    """
+    if first.objective and second.objective:
+        raise ValueError("two recipes both define an objective; combine them into one")
+
+    def lr_factor(s):
+        return (first.lr_factor(s) if first.lr_factor else 1.0) * (second.lr_factor(s) if second.lr_factor else 1.0)
+
+    def after_step(m, s):
+        for h in (first, second):
+            if h.after_step:
+                h.after_step(m, s)
+
+    def log(s):
+        return {**(first.log(s) if first.log else {}), **(second.log(s) if second.log else {})}
+
+    return TrainHooks(lr_factor=lr_factor, after_step=after_step, objective=first.objective or second.objective,
+                      log=log)
+
+
 # --- schedule and batches -------------------------------------------------------------------------------------
 def lr_at(step: int, cfg: RunConfig) -> float:
     """Linear warmup over ``warmup_frac`` of the steps, then linear decay to ``final_lr_frac`` (P1 A.2)."""
@@ -254,6 +277,9 @@ def train(cfg: RunConfig, tokens: torch.Tensor, val_tokens: torch.Tensor, *, out
     if init_state is not None:
         model.load_state_dict(init_state, strict=True)
     hooks = (hooks(model) if callable(hooks) else hooks) or TrainHooks()
+    if cfg.is_sparse:  # P1's weight-sparse recipe, from the config's sparsity section
+        from .sparsity import Projector
+        hooks = compose_hooks(Projector(model, cfg.sparsity, cfg.train.steps).train_hooks(), hooks)
     opt = make_optimizer(model, cfg)
     t, m = cfg.train, cfg.model
     out = Path(out) if out is not None else None

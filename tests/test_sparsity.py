@@ -113,3 +113,18 @@ def test_sparse_training_ends_at_target_density():
     for t in holder["p"].tensors:
         if t.kind == "matrix":
             assert (t.param != 0).float().mean().item() == pytest.approx(0.125, abs=1 / t.param.numel() + 1e-6)
+
+
+def test_sparsity_section_of_the_config_drives_training_and_round_trips():
+    from sparsecirc.config import RunConfig
+    g = torch.Generator().manual_seed(0)
+    toks = torch.randint(0, 40, (3000,), generator=g)
+    cfg = make_config("ci", model=TINY, train={"steps": 10, "batch_size": 4, "eval_every": 10, "eval_batches": 1},
+                      sparsity={"weight_nonzero_frac": 0.25, "embed_nonzero_frac": 0.5, "min_nonzero_per_unit": 0})
+    assert cfg.is_sparse and not make_config("ci").is_sparse
+    assert RunConfig.from_dict(cfg.to_dict()) == cfg
+    model, _ = train(cfg, toks, toks, progress=False)
+    w = model.blocks[0].attn.W_K.weight
+    assert (w != 0).sum().item() == math.ceil(0.25 * w.numel())
+    e = model.embed.weight
+    assert (e != 0).sum().item() == math.ceil(0.5 * e.numel())
