@@ -67,13 +67,20 @@ def lm_val_loss(model, cfg: RunConfig, val_tokens) -> tuple[float, int]:
 
 
 def _produce_lm(artifact_id: str, scale: str, folder: Path, progress: bool, resume: bool) -> None:
+    """Train a language model. With ``match_val_loss_of: <id>`` in the config, training stops at the first
+    validation whose loss is at or below that artifact's (a matched-loss baseline, P1 Fig. 2)."""
     from .train import train
     cfg = run_config(artifact_id, scale)
     tokens, val_tokens = lm_tokens(cfg)
     ckpt = cache_dir() / "checkpoints" / scale / artifact_id
+    stop_when, target = None, None
+    other = read_spec(artifact_id).get("match_val_loss_of")
+    if other:
+        target = artifacts.read_json(_folder_for(other, scale) / "metrics.json")["val_loss"]
+        stop_when = lambda h: h.val_loss[-1] <= target  # noqa: E731
     t0 = time.time()
     model, hist = train(cfg, tokens, val_tokens, out=ckpt, resume=resume and (ckpt / "manifest.json").exists(),
-                        progress=progress)
+                        progress=progress, stop_when=stop_when)
     wall = time.time() - t0
     folder.mkdir(parents=True, exist_ok=True)
     for name in ("model.safetensors", "history.json", "config.json"):  # optimizer state stays in the cache
@@ -81,7 +88,9 @@ def _produce_lm(artifact_id: str, scale: str, folder: Path, progress: bool, resu
     val_loss, n_windows = lm_val_loss(model, cfg, val_tokens)
     metrics = {"val_loss": val_loss, "val_windows": n_windows, "n_params": model.n_params(),
                "tokens_seen": hist.tokens_seen, "tokens_per_s": hist.tokens_seen / max(hist.train_seconds, 1e-9),
-               "train_tokens": int(tokens.numel()), "val_tokens": int(val_tokens.numel())}
+               "train_tokens": int(tokens.numel()), "val_tokens": int(val_tokens.numel()), "steps_run": len(hist.step)}
+    if other:
+        metrics.update(matched_to=other, matched_target_val_loss=target)
     artifacts.write_json(folder / "metrics.json", metrics)
     artifacts.write_manifest(folder, ["model.safetensors", "history.json", "config.json", "metrics.json"],
                              id=artifact_id, kind="lm", scale=scale, seed=cfg.train.seed, config=cfg.to_dict(),
@@ -89,7 +98,32 @@ def _produce_lm(artifact_id: str, scale: str, folder: Path, progress: bool, resu
                              produced_by=f"python -m sparsecirc reproduce {artifact_id} --scale {scale}")
 
 
+def _folder_for(artifact_id: str, scale: str) -> Path:
+    """The verified folder of another artifact this one depends on (built first at ci scale if missing)."""
+    if scale == "book":
+        return artifacts.verify(artifact_id)
+    folder = artifacts.artifact_folder(artifact_id, scale)
+    try:
+        artifacts.verify_folder(folder)
+    except ArtifactError:
+        produce(artifact_id, scale, folder, progress=False)
+    return folder
+
+
 PRODUCERS = {"lm": _produce_lm}
+
+
+def _produce_addition(kind: str):
+    """P2 Fig. 1's addition toy (sparsecirc/addition.py), imported lazily like the lm producer's training code."""
+    def produce(*args):
+        from . import addition
+        return {"addition_dense": addition.produce_dense, "addition_sparse": addition.produce_sparse}[kind](*args)
+    return produce
+
+
+PRODUCERS.update({kind: _produce_addition(kind) for kind in ("addition_dense", "addition_sparse")})
+# manifest kinds whose folder holds model.safetensors + history.json + config.json + metrics.json (loaded by load)
+GPT_FOLDER_KINDS = ("lm", "addition_dense", "addition_sparse")
 
 
 def produce(artifact_id: str, scale: str, folder: Path | None = None, *, progress: bool = True,
@@ -108,7 +142,7 @@ def load(artifact_id: str, folder: Path, scale: str) -> Run:
     from .train import History, load_model
     manifest = artifacts.verify_folder(folder, f"python -m sparsecirc reproduce {artifact_id} --scale {scale}")
     run = Run(id=artifact_id, scale=scale, folder=folder, manifest=manifest)
-    if manifest.get("kind") == "lm":
+    if manifest.get("kind") in GPT_FOLDER_KINDS:
         run.model = load_model(folder)
         run.history = History.from_dict(artifacts.read_json(folder / "history.json"))
         run.extra["metrics"] = artifacts.read_json(folder / "metrics.json")

@@ -247,7 +247,7 @@ def train(cfg: RunConfig, tokens: torch.Tensor, val_tokens: torch.Tensor, *, out
           resume: bool = False, progress: bool = True,
           hooks: TrainHooks | Callable[[GPT], TrainHooks] | None = None, stop_after: int | None = None,
           batch_fn: Callable[[int], torch.Tensor] | None = None, loss_mask: torch.Tensor | None = None,
-          init_state: dict | None = None) -> tuple[GPT, History]:
+          init_state: dict | None = None, stop_when: Callable[[History], bool] | None = None) -> tuple[GPT, History]:
     """Train a GPT on a token stream.
 
     Args:
@@ -261,6 +261,7 @@ def train(cfg: RunConfig, tokens: torch.Tensor, val_tokens: torch.Tensor, *, out
         batch_fn: ``batch_fn(step) -> [batch, pos+1]`` replaces sampling windows from ``tokens`` (toy tasks).
         loss_mask: bool [pos] of predicted positions that count in the loss (train and validation).
         init_state: a state dict to start from (post-training), loaded strictly.
+        stop_when: checked after every validation; ``True`` ends training there (e.g. at a matched loss).
     Returns:
         (model, History)
 
@@ -328,6 +329,9 @@ def train(cfg: RunConfig, tokens: torch.Tensor, val_tokens: torch.Tensor, *, out
                 hist.val_step.append(step + 1)
                 hist.val_loss.append(evaluate(model, windows, loss_mask=loss_mask))
                 _assert_in_sync(model, world)
+                if stop_when is not None and stop_when(hist):
+                    end = step + 1
+                    break
                 bar.set_postfix(loss=f"{loss.item():.3f}", val=f"{hist.val_loss[-1]:.3f}")
             if out is not None and t.checkpoint_every and (step + 1) % t.checkpoint_every == 0:
                 save_checkpoint(out, model, opt, hist, cfg, step + 1)

@@ -140,3 +140,11 @@ def test_loss_mask_batch_fn_init_state_and_objective():
     # a zero objective leaves weights where init_state put them (up to decoupled weight decay with zero grads)
     before = m.state_dict()["blocks.0.mlp.W_in.bias"]
     assert torch.equal(model.state_dict()["blocks.0.mlp.W_in.bias"], before)
+
+
+def test_stop_when_ends_training_at_the_first_validation_that_satisfies_it(tmp_path):
+    cfg = _cfg(steps=40)
+    _, hist = train(cfg, _tokens(), _tokens(seed=1), out=tmp_path, progress=False,
+                    stop_when=lambda h: len(h.val_loss) == 2)
+    assert hist.val_step == [4, 8] and hist.step[-1] == 7
+    assert json.loads((tmp_path / "manifest.json").read_text())["step"] == 8
