@@ -47,3 +47,23 @@ def test_plots_return_figures_and_check_shapes():
     with pytest.raises(ValueError, match="expected"):
         token_heatmap(["a", "b"], np.zeros((2, 3)), ["x", "y"])
     assert token_heatmap(["a", "b"], np.ones((1, 2)), ["x"]).axes
+
+
+def test_pearson_neuron_activity_kurtosis_nonzero_table():
+    from sparsecirc.metrics import neuron_activity, nonzero_table, pearson, residual_kurtosis
+    a = torch.randn(100)
+    assert pearson(a, 2 * a + 1) == pytest.approx(1.0)
+    assert pearson(a, -a) == pytest.approx(-1.0)
+    with pytest.raises(ValueError):
+        pearson(a, a[:5])
+    m = GPT(ModelConfig(**TINY))
+    with torch.no_grad():
+        m.blocks[0].mlp.W_in.weight[3].zero_()
+        m.blocks[0].mlp.W_in.bias[3] = -10.0  # GELU(-10) ~ -8e-22: dead
+    w = torch.randint(0, 40, (4, 17))
+    act = neuron_activity(m, w)
+    assert act.shape == (1, 128) and act[0, 3] == 0 and act[0, 0] > 0
+    k = residual_kurtosis(m, w)
+    assert 1.0 <= k < 20
+    rows = {r["tensor"]: r for r in nonzero_table(m)}
+    assert rows["blocks.0.mlp.W_in.weight"]["nonzero"] == 128 * 32 - 32
