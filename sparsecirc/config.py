@@ -194,6 +194,37 @@ class SparsityConfig(_DictMixin):
 
 
 @dataclass(frozen=True)
+class PruneConfig(_DictMixin):
+    """Node-mask pruning (P1 §2.2, A.5). Defaults are P1 Table 2's CARBS search centres where given.
+
+    P1 tunes these per model and task with CARBS (256-768 runs); we use the centres, fixed and documented.
+    """
+
+    steps: int = 400
+    batch_pairs: int = 32  # P1: 64 pairs
+    lr: float = 3e-3
+    beta2: float = 0.95  # P1 Table 2: inv_beta2 = 1 - beta2 = 0.05
+    weight_decay: float = 1e-3
+    warmup_frac: float = 0.05
+    k_coef: float = 1e-4  # penalty per kept node
+    init_noise_scale: float = 1e-2
+    init_noise_bias: float = 0.1
+    heaviside_temp: float = 1.0
+    target_loss: float = 0.15  # P1: task loss 0.15 per prompt
+    calibrate: bool = True  # fit a logit scale and a relative candidate shift (16 LBFGS steps)
+    calib_steps: int = 16
+    n_mean_windows: int = 64  # pretraining windows for the mean-ablation values
+    eval_pairs: int = 64  # training-split pairs the bisection measures
+    node_kinds: tuple[str, ...] = ("attn_read", "q", "k", "v", "attn_write", "mlp_read", "neuron", "mlp_write")
+    seed: int = 0
+
+    def __post_init__(self):
+        object.__setattr__(self, "node_kinds", tuple(self.node_kinds))
+        _require(self.steps > 0 and self.batch_pairs > 0, "PruneConfig: steps and batch_pairs must be positive")
+        _require(self.target_loss > 0, f"PruneConfig.target_loss must be > 0, got {self.target_loss}")
+
+
+@dataclass(frozen=True)
 class RunConfig(_DictMixin):
     """Everything a training run needs; written as ``config.json`` next to its artifact."""
 

@@ -1,0 +1,144 @@
+import math
+
+import pytest
+import torch
+
+from sparsecirc import GPT, ModelConfig
+from sparsecirc.circuits import Circuit, count_edges, draw_circuit, node_sites
+from sparsecirc.config import PruneConfig
+from sparsecirc.prune import (NodeMask, PairData, ablate, bisect_k, calibrate, compute_means, gates_from_nodes,
+                              masked_loss, pair_margin, train_mask)
+
+TINY = dict(n_layer=2, d_model=16, d_head=4, n_ctx=12, d_vocab=30)
+
+
+def _model(**kw):
+    torch.manual_seed(0)
+    return GPT(ModelConfig(**{**TINY, **kw}))
+
+
+def _windows(n=8):
+    return torch.randint(0, 30, (n, 13), generator=torch.Generator().manual_seed(1))
+
+
+def _pairs(model, n=32):
+    """Prompts labelled by the model's own preference between tokens 3 and 5 (so the full model solves them)."""
+    g = torch.Generator().manual_seed(2)
+    tokens = torch.randint(0, 30, (n, 8), generator=g)
+    last = torch.full((n,), 7)
+    with torch.no_grad():
+        lg = model(tokens)[:, -1]
+    pref3 = lg[:, 3] > lg[:, 5]
+    cand = torch.stack([torch.where(pref3, 3, 5), torch.where(pref3, 5, 3)], 1)
+    return PairData(tokens, last, cand)
+
+
+def test_all_ones_mask_reproduces_the_model():
+    m = _model(act_keep_frac=0.5)
+    sites = node_sites(m)
+    means = compute_means(m, _windows())
+    x = _windows()[:, :12]
+    ones = {n: torch.ones(d) for n, d in sites.items()}
+    with ablate(m, ones, means):
+        torch.testing.assert_close(m(x), m(x))
+        out = m(x)
+    torch.testing.assert_close(out, m(x))
+
+
+def test_ablating_everything_leaves_embedding_plus_mean_writes():
+    m = _model()
+    means = compute_means(m, _windows())
+    zeros = {n: torch.zeros(d) for n, d in node_sites(m).items()}
+    x = _windows()[:, :12]
+    with torch.no_grad(), ablate(m, zeros, means):
+        got = m(x)
+        resid = m.embed(x) + sum(means[f"blocks.{l}.hook_attn_out"] + means[f"blocks.{l}.hook_mlp_out"]
+                                 for l in range(2))
+        want = m.unembed(m.ln_final(resid))
+    torch.testing.assert_close(got, want)
+
+
+def test_means_are_means_over_all_positions():
+    m = _model()
+    w = _windows()
+    from sparsecirc.hooks import record
+    with record(m, "blocks.1.attn.hook_v") as c:
+        m(w[:, :12])
+    means = compute_means(m, w)
+    torch.testing.assert_close(means["blocks.1.attn.hook_v"], c["blocks.1.attn.hook_v"].flatten(2).mean((0, 1)))
+
+
+def test_edge_counting_on_a_hand_built_model():
+    m = _model()
+    with torch.no_grad():
+        for p in m.parameters():
+            if p.dim() == 2:
+                p.zero_()
+        m.blocks[0].mlp.W_in.weight[7, 3] = 0.5  # read 3 -> neuron 7
+        m.blocks[0].mlp.W_out.weight[2, 7] = -1.5  # neuron 7 -> write 2
+        m.blocks[0].mlp.W_out.weight[9, 7] = 1.0  # neuron 7 -> write 9 (not kept)
+        m.blocks[1].attn.W_V.weight[4, 2] = 2.0  # read 2 (layer 1) -> v 4
+    nodes = {"blocks.0.ln2.hook_normalized": [3], "blocks.0.mlp.hook_post": [7], "blocks.0.hook_mlp_out": [2]}
+    edges = count_edges(m, nodes)
+    assert len(edges) == 2  # P1: read -> neuron -> write = 3 nodes / 2 edges
+    assert ("blocks.0.ln2.hook_normalized", 3, "blocks.0.mlp.hook_post", 7, 0.5) in edges
+    nodes.update({"blocks.1.ln1.hook_normalized": [2], "blocks.1.attn.hook_v": [4]})
+    assert len(count_edges(m, nodes)) == 3  # the residual path write 2 -> read 2 is not an edge
+    c = Circuit(task="t", nodes=nodes, edges=count_edges(m, nodes), target_loss=0.15, loss=0.1)
+    assert (c.n_nodes, c.n_edges) == (5, 3)
+    again = Circuit.from_json(c.to_json())
+    assert again == c
+    g = c.to_networkx()
+    assert g.number_of_nodes() == 5 and g.number_of_edges() == 3
+    assert draw_circuit(c).axes
+
+
+def test_dense_edges_are_all_pairs():
+    m = _model()
+    nodes = {"blocks.0.ln2.hook_normalized": [0, 1, 2], "blocks.0.mlp.hook_post": [5, 6]}
+    assert len(count_edges(m, nodes)) == 6
+
+
+def test_calibration_cannot_use_the_label():
+    cand = torch.tensor([[3, 5], [5, 3]] * 20)
+    margin = torch.tensor([0.3, -0.3] * 20)  # the same logits (token 3 ahead by 0.3) whatever the prompt
+    _, loss = calibrate(margin, cand)
+    assert loss >= math.log(2) - 1e-6
+    margin = torch.tensor([2.0, -2.0] * 20)  # informative but mis-scaled and biased
+    calib, loss2 = calibrate(margin + 1.0, cand)
+    assert loss2 < torch.nn.functional.softplus(-(margin + 1.0)).mean().item()
+    assert calib["scale"] > 0
+
+
+def test_bisection_returns_the_smallest_k_reaching_the_target():
+    m = _model()
+    data = _pairs(m)
+    means = compute_means(m, _windows())
+    cfg = PruneConfig(steps=30, batch_pairs=8, k_coef=1e-3, eval_pairs=16, calibrate=False)
+    mask, hist = train_mask(m, data, means, cfg)
+    assert len(hist["kept"]) == 30 and hist["kept"][-1] <= hist["kept"][0]
+    full = masked_loss(m, data, means, {n: torch.ones(d) for n, d in node_sites(m).items()})[0]
+    target = full + 0.05
+    cache = {}
+    k, loss, _ = bisect_k(m, mask, data, means, target, cfg, cache)
+    assert loss <= target
+    if k > 0:
+        sites = node_sites(m)
+        below = masked_loss(m, data, means, gates_from_nodes(sites, mask.topk_nodes(k - 1)))[0]
+        assert below > target
+    assert bisect_k(m, mask, data, means, 1e-9, cfg) is None  # unreachable target
+
+
+def test_inverted_gates_and_margin_shapes():
+    m = _model()
+    data = _pairs(m, 10)
+    assert pair_margin(m, data).shape == (10,)
+    sites = node_sites(m)
+    nodes = {"blocks.0.mlp.hook_post": [1, 2]}
+    g = gates_from_nodes(sites, nodes)
+    gi = gates_from_nodes(sites, nodes, invert=True)
+    assert g["blocks.0.mlp.hook_post"].sum() == 2 and gi["blocks.0.mlp.hook_post"].sum() == 64 - 2
+    mask = NodeMask(sites, PruneConfig())
+    assert sum(len(v) for v in mask.topk_nodes(5).values()) == 5
+    with pytest.raises(ValueError, match="unknown node kind"):
+        node_sites(m, ("neuron", "bogus"))
