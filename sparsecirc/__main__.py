@@ -1,7 +1,8 @@
-"""Command line: ``python -m sparsecirc {corpus,tokenizer,train,reproduce,verify}`` (also the ``sparsecirc`` script).
+"""Command line: ``python -m sparsecirc {corpus,tokenizer,tasks,train,reproduce,verify}`` (also the ``sparsecirc`` script).
 
     python -m sparsecirc corpus                      # rebuild the committed stdlib snapshot (data/corpus/)
     python -m sparsecirc tokenizer                   # retrain the committed 2048-token BPE (data/tokenizer/)
+    python -m sparsecirc tasks                       # regenerate the 20 P1 task datasets (data/tasks/)
     python -m sparsecirc train --config data/configs/<id>.yaml --scale ci --out runs/x [--resume]
     python -m sparsecirc reproduce <id> [--scale book|ci] [--resume]
     python -m sparsecirc verify [<id> ...]           # sha256 of committed artifacts against the registry
@@ -21,6 +22,11 @@ def _cmd_corpus(a):
 def _cmd_tokenizer(a):
     from .tokenizer import train_tokenizer
     print(train_tokenizer())
+
+
+def _cmd_tasks(a):
+    from .tasks import main
+    main()
 
 
 def _cmd_train(a):
@@ -57,6 +63,7 @@ def main(argv=None) -> int:
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("corpus", help="rebuild the stdlib corpus snapshot").set_defaults(fn=_cmd_corpus)
     sub.add_parser("tokenizer", help="retrain the BPE tokenizer").set_defaults(fn=_cmd_tokenizer)
+    sub.add_parser("tasks", help="regenerate the 20 P1 task datasets").set_defaults(fn=_cmd_tasks)
     t = sub.add_parser("train", help="train a language model from a config file")
     t.add_argument("--config", required=True)
     t.add_argument("--scale", default="ci", choices=["ci", "book", "paper"])
