@@ -195,8 +195,13 @@ class GPT(nn.Module):
             elif p.dim() == 2 and name != "bigram":
                 p.normal_(0.0, std)
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """tokens [batch, pos] (int) -> logits [batch, pos, d_vocab]."""
+    def forward(self, tokens: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
+        """tokens [batch, pos] (int) -> logits [batch, pos, d_vocab].
+
+        With ``positions`` [batch] (one position per row), only those positions are unembedded and the result is
+        [batch, d_vocab]: task losses need the last prompt position only, and the unembedding is a large part of
+        a small model's cost.
+        """
         if tokens.dim() != 2:
             raise ValueError(f"GPT expects tokens of shape [batch, pos], got {tuple(tokens.shape)}")
         T = tokens.shape[1]
@@ -208,10 +213,13 @@ class GPT(nn.Module):
             x = x + self.hook_pos_embed(pos)  # [batch, pos, d_model]
         for block in self.blocks:
             x = block(x)
+        if positions is not None:
+            rows = torch.arange(tokens.shape[0], device=tokens.device)
+            x, tokens = x[rows, positions][:, None], tokens[rows, positions][:, None]  # [batch, 1, d_model]
         logits = self.unembed(self.ln_final(x))
         if self.bigram is not None:
             logits = logits + self.bigram[tokens]  # [batch, pos, d_vocab]
-        return logits
+        return logits[:, 0] if positions is not None else logits
 
     def loss(self, tokens: torch.Tensor, reduction: str = "mean", loss_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Next-token cross-entropy of ``tokens`` [batch, pos+1].

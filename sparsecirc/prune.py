@@ -142,8 +142,7 @@ def pair_margin(model: GPT, data: PairData, batch_size: int = 128) -> torch.Tens
     outs = []
     for i in range(0, len(data), batch_size):
         d = data.subset(torch.arange(i, min(i + batch_size, len(data))))
-        logits = model(d.tokens)  # [b, T, vocab]
-        final = logits[torch.arange(len(d)), d.last]  # [b, vocab]
+        final = model(d.tokens, positions=d.last)  # [b, vocab]
         two = final.gather(1, d.cand)  # [b, 2]
         outs.append(two[:, 0] - two[:, 1])
     return torch.cat(outs)

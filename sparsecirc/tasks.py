@@ -408,8 +408,7 @@ def pair_logits(model: torch.nn.Module, data, batch_size: int = 64) -> torch.Ten
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
             tokens, last = pad_batch([ids[i] for i in idx], n_ctx)
-            logits = model(tokens.to(device))  # [b, T, vocab]
-            final = logits[torch.arange(len(idx), device=device), last.to(device)]  # [b, vocab]
+            final = model(tokens.to(device), positions=last.to(device))  # [b, vocab]
             out[idx] = final.gather(1, cand[idx].to(device)).float().cpu()  # [b, 2]
     finally:
         model.train(was_training)

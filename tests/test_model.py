@@ -128,3 +128,10 @@ def test_wrong_input_shape():
         m(torch.zeros(16, dtype=torch.long))
     with pytest.raises(ValueError, match="n_ctx"):
         m(torch.zeros(1, 17, dtype=torch.long))
+
+
+def test_positions_gives_the_same_logits_as_the_full_forward():
+    m = GPT(ModelConfig(**TINY, bigram_table=True, attn_sink=True))
+    x = torch.randint(0, 50, (3, 16))
+    pos = torch.tensor([15, 3, 9])
+    torch.testing.assert_close(m(x, positions=pos), m(x)[torch.arange(3), pos])
