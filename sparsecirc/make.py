@@ -110,7 +110,12 @@ def _folder_for(artifact_id: str, scale: str) -> Path:
     return folder
 
 
-PRODUCERS = {"lm": _produce_lm}
+def _produce_circuits(*args) -> None:
+    from .circuit_study import produce_circuits
+    produce_circuits(*args)
+
+
+PRODUCERS = {"lm": _produce_lm, "circuits": _produce_circuits}
 
 
 def _produce_addition(kind: str):

@@ -270,7 +270,11 @@ def masked_loss(model: GPT, data: PairData, means: dict[str, torch.Tensor], gate
 
 def bisect_k(model: GPT, mask: NodeMask, data: PairData, means: dict[str, torch.Tensor], target: float,
              cfg: PruneConfig, cache: dict | None = None) -> tuple[int, float, dict | None] | None:
-    """Smallest k whose top-k circuit reaches ``target`` task loss (calibrated); None if even all nodes cannot."""
+    """Smallest k whose top-k circuit reaches ``target`` task loss (calibrated).
+
+    The upper end is all nodes, or else the trained mask's own node count (pruning is itself an optimisation and
+    can do better than the whole model); None if neither reaches the target.
+    """
     sites = node_sites(model, cfg.node_kinds)
     cache = {} if cache is None else cache
     steps = cfg.calib_steps if cfg.calibrate else 0
@@ -282,9 +286,11 @@ def bisect_k(model: GPT, mask: NodeMask, data: PairData, means: dict[str, torch.
         return cache[k]
 
     n = sum(sites.values())
-    if loss_at(n)[0] > target:
+    trained = int((mask.flat() > 0).sum())  # the mask's own choice; can beat all nodes (e.g. random-init models)
+    hi = next((k for k in (n, trained) if loss_at(k)[0] <= target), None)
+    if hi is None:
         return None
-    lo, hi = 0, n
+    lo = 0
     while lo < hi:  # loss is (close to) decreasing in k: the classic lower-bound bisection
         mid = (lo + hi) // 2
         if loss_at(mid)[0] <= target:

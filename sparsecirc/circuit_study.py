@@ -1,0 +1,174 @@
+"""The circuit-size study behind chapters 03-04 (P1 Fig. 2-3) and its faithfulness controls: one producer.
+
+For every model of a ``kind: circuits`` config, compute the mean-ablation values, evaluate the 20 tasks, keep the
+tasks every model learns (test accuracy >= ``min_accuracy``), prune each (model, task) and bisect the circuit at
+each target loss. Controls (``controls:``): prune a random-init copy of a model (sparsified like the trained one)
+and a trained model on a nonsense task (labels flipped at random), as in Drori's critique of P1.
+
+Stored: ``results.json`` (metrics, counts, timings) and ``circuits/<model>__<task>.json`` (kept nodes at the
+headline target; edges are recomputed from the model's weights on load, see :func:`load_circuit`).
+"""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from . import artifacts
+from .circuits import Circuit, count_edges
+from .config import PruneConfig
+from .model import GPT
+
+
+def geometric_mean(values, floor: float = 1.0) -> float:
+    """Geometric mean with values floored at ``floor`` (an empty circuit counts as 1 edge: log 0 is undefined)."""
+    vals = [max(float(v), floor) for v in values]
+    if not vals:
+        raise ValueError("geometric mean of nothing")
+    return math.exp(sum(math.log(v) for v in vals) / len(vals))
+
+
+def nonsense_labels(ds, seed: int = 0):
+    """The same prompts with target and distractor swapped on a random half (P1's critique: a task with no
+    signal); returns a new ``datasets.Dataset``."""
+    g = torch.Generator().manual_seed(seed)
+    flip = (torch.rand(ds.num_rows, generator=g) < 0.5).tolist()
+
+    def swap(row, i):
+        if flip[i]:
+            row["target"], row["distractor"] = row["distractor"], row["target"]
+            row["target_id"], row["distractor_id"] = row["distractor_id"], row["target_id"]
+        return row
+    return ds.map(swap, with_indices=True, load_from_cache_file=False, keep_in_memory=True)
+
+
+def _lm(model_id: str, scale: str):
+    from .make import _folder_for, load, lm_tokens
+    run = load(model_id, _folder_for(model_id, scale), scale)
+    cfg = run.extra["config"]
+    return run.model, cfg, lm_tokens(cfg)[1]
+
+
+def _means(model: GPT, cfg, val_tokens, pcfg: PruneConfig) -> dict:
+    from .prune import compute_means
+    from .train import eval_windows
+    return compute_means(model, eval_windows(val_tokens, pcfg.n_mean_windows, cfg.model.n_ctx))
+
+
+def random_init_like(model: GPT, cfg, seed: int = 0) -> GPT:
+    """An untrained model of the same config, sparsified to the trained model's final nonzero fractions."""
+    from .sparsity import Projector
+    torch.manual_seed(seed)
+    fresh = GPT(cfg.model)
+    if cfg.is_sparse:
+        Projector(fresh, cfg.sparsity, cfg.train.steps).project(cfg.train.steps)
+    fresh.eval()
+    return fresh
+
+
+def _prune_one(model, means, train_ds, test_ds, pcfg, targets, task, *, inverse: bool = True) -> tuple[dict, Circuit | None]:
+    from .prune import circuit_metrics, prune_to_circuit
+    res = prune_to_circuit(model, train_ds, means, pcfg, targets=tuple(targets[1:]), task=task)
+    row = {"task": task, "seconds": round(res.seconds, 1), "full_loss": res.full_loss,
+           "final_kept": res.history["kept"][-1], "targets": {}}
+    for tgt in targets:
+        c = res.circuits.get(tgt)
+        row["targets"][str(tgt)] = None if c is None else {"nodes": c.n_nodes, "edges": c.n_edges, "loss": c.loss}
+    head = res.circuits.get(targets[0])
+    if head is not None:
+        row["test"] = circuit_metrics(model, head, test_ds, means, cfg=pcfg)
+        if inverse:
+            row["inverse"] = circuit_metrics(model, head, test_ds, means, invert=True, cfg=pcfg)
+    return row, head
+
+
+def produce_circuits(artifact_id: str, scale: str, folder: Path, progress: bool, resume: bool) -> None:
+    from tqdm import tqdm
+
+    from .make import read_spec
+    from .tasks import TASKS, evaluate_all, load_task
+    spec = read_spec(artifact_id)
+    sspec = spec["scales"][scale]
+    pcfg = PruneConfig.from_dict(sspec.get("prune", {}))
+    targets = [float(t) for t in sspec.get("targets", spec["targets"])]
+    min_acc = sspec.get("min_accuracy", spec["min_accuracy"])
+    pcfg = pcfg.replace(target_loss=targets[0])
+    names = sspec.get("tasks") or list(TASKS)
+    t0 = time.time()
+    models, results = {}, {"targets": targets, "min_accuracy": min_acc, "models": {}, "runs": [],
+                           "prune_config": pcfg.to_dict()}
+    for mid in spec["models"]:
+        model, cfg, val = _lm(mid, scale)
+        models[mid] = (model, cfg, _means(model, cfg, val, pcfg))
+        metrics = evaluate_all(model, "test")
+        results["models"][mid] = {"tasks": metrics}
+    learned = [t for t in names if all(results["models"][m]["tasks"][t]["accuracy"] >= min_acc
+                                       for m in models)]
+    results["tasks"] = learned
+    (folder / "circuits").mkdir(parents=True, exist_ok=True)
+    files = []
+    jobs = [(mid, t) for mid in models for t in learned]
+    for mid, task in tqdm(jobs, desc="prune", disable=not progress):
+        model, cfg, means = models[mid]
+        row, head = _prune_one(model, means, load_task(task, "train"), load_task(task, "test"), pcfg, targets, task)
+        row["model"] = mid
+        results["runs"].append(row)
+        if head is not None:
+            name = f"circuits/{mid}__{task}.json"
+            artifacts.atomic_write_bytes(folder / name, _nodes_json(head, mid).encode())
+            files.append(name)
+    results["controls"] = _controls(spec.get("controls"), sspec, models, pcfg, targets, progress)
+    results["wall_time_s"] = round(time.time() - t0, 1)
+    artifacts.write_json(folder / "results.json", results)
+    artifacts.write_manifest(folder, ["results.json", *files], id=artifact_id, kind="circuits", scale=scale,
+                             seed=pcfg.seed, config={"spec": spec, "prune": pcfg.to_dict()},
+                             wall_time_s=results["wall_time_s"],
+                             produced_by=f"python -m sparsecirc reproduce {artifact_id} --scale {scale}")
+
+
+def _controls(ctrl: dict | None, sspec: dict, models: dict, pcfg: PruneConfig, targets, progress: bool) -> dict:
+    """Random-init and nonsense-task pruning, side by side with the real thing (same tasks, same settings)."""
+    from .tasks import load_task
+    if not ctrl:
+        return {}
+    out = {"random_init": [], "nonsense": []}
+    mid = ctrl["model"]
+    model, cfg, means = models[mid]
+    tasks = sspec.get("control_tasks") or ctrl["tasks"]
+    fresh = random_init_like(model, cfg, seed=ctrl.get("seed", 0))
+    fresh_means = _means(fresh, cfg, _val_tokens(cfg), pcfg)
+    for task in tasks:
+        row, _ = _prune_one(fresh, fresh_means, load_task(task, "train"), load_task(task, "test"), pcfg, targets,
+                            task, inverse=False)
+        out["random_init"].append({**row, "model": f"random-init {mid}"})
+        ns_train = nonsense_labels(load_task(task, "train"), seed=1)
+        ns_test = nonsense_labels(load_task(task, "test"), seed=2)
+        row, _ = _prune_one(model, means, ns_train, ns_test, pcfg, targets, f"nonsense:{task}", inverse=False)
+        out["nonsense"].append({**row, "model": mid})
+    return out
+
+
+def _val_tokens(cfg):
+    from .make import lm_tokens
+    return lm_tokens(cfg)[1]
+
+
+def _nodes_json(c: Circuit, model_id: str) -> str:
+    import json
+    return json.dumps({"model": model_id, "task": c.task, "nodes": c.nodes, "target_loss": c.target_loss,
+                       "loss": c.loss, "n_edges": c.n_edges, "meta": c.meta}, sort_keys=True)
+
+
+def load_circuit(path: str | Path, model: GPT) -> Circuit:
+    """Rebuild a stored circuit: nodes from the file, edges from ``model``'s weights (checked against the count)."""
+    import json
+    d = json.loads(Path(path).read_text())
+    nodes = {k: list(v) for k, v in d["nodes"].items()}
+    edges = count_edges(model, nodes)
+    if len(edges) != d["n_edges"]:
+        raise artifacts.ArtifactError(f"{path}: stored {d['n_edges']} edges but the model gives {len(edges)}; "
+                                      "the circuit does not belong to this model")
+    return Circuit(task=d["task"], nodes=nodes, edges=edges, target_loss=d["target_loss"], loss=d["loss"],
+                   meta=d["meta"])
