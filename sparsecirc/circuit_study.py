@@ -172,3 +172,35 @@ def load_circuit(path: str | Path, model: GPT) -> Circuit:
                                       "the circuit does not belong to this model")
     return Circuit(task=d["task"], nodes=nodes, edges=edges, target_loss=d["target_loss"], loss=d["loss"],
                    meta=d["meta"])
+
+
+# --- reading results (chapters 03-04) ------------------------------------------------------------------------
+def edges_table(results: dict, target: float) -> dict[str, dict[str, int | None]]:
+    """{task: {model: edges at ``target`` or None if the circuit never reached it}} over the studied tasks."""
+    out: dict[str, dict[str, int | None]] = {t: {} for t in results["tasks"]}
+    for run in results["runs"]:
+        cell = run["targets"].get(str(float(target)))
+        out[run["task"]][run["model"]] = None if cell is None else cell["edges"]
+    return out
+
+
+def geomean_edges(results: dict, model: str, target: float) -> float | None:
+    """Geometric mean over tasks of the model's circuit edges at ``target`` (P1's headline metric); only tasks
+    where every studied model reached the target count, so models are compared on the same tasks."""
+    table = edges_table(results, target)
+    usable = [row for row in table.values() if row and all(v is not None for v in row.values())]
+    if not usable:
+        return None
+    return geometric_mean([row[model] for row in usable])
+
+
+def size_ratio(results: dict, dense: str, sparse: str, target: float) -> float | None:
+    """Dense / sparse geometric-mean edges at ``target`` (P1: about 16)."""
+    d, s = geomean_edges(results, dense, target), geomean_edges(results, sparse, target)
+    return None if d is None or s is None else d / s
+
+
+def n_reached(results: dict, target: float) -> int:
+    """How many studied tasks every model reached ``target`` on."""
+    table = edges_table(results, target)
+    return sum(1 for row in table.values() if row and all(v is not None for v in row.values()))

@@ -55,3 +55,58 @@ def rank_frequency(counts: np.ndarray, *, ax=None, label: str = "tokens"):
     ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
     return fig
+
+
+def sparsity_schedule(cfg, history=None, *, ax=None):
+    """P1's L0 anneal and "sharkfin" lr for a sparse RunConfig; overlays the lr a run actually used."""
+    from .sparsity import l0_fraction, sharkfin_factor
+    from .train import lr_at
+    steps = np.arange(cfg.train.steps)
+    target = cfg.sparsity.weight_nonzero_frac
+    frac = [l0_fraction(int(s), cfg.train.steps, target, cfg.sparsity) for s in steps]
+    lr = [lr_at(int(s), cfg) * sharkfin_factor(int(s), cfg.train.steps, cfg.sparsity) for s in steps]
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(6.4, 3.4))
+    ax.plot(steps, frac, color="C0", label="kept fraction of each matrix (L0 / dense)")
+    ax.set(xlabel="step", ylabel="kept fraction", yscale="log")
+    ax2 = ax.twinx()
+    ax2.plot(steps, np.asarray(lr) / cfg.train.lr, color="C1", label="lr / base lr (schedule)")
+    if history is not None and history.lr:
+        ax2.plot(np.asarray(history.step), np.asarray(history.lr) / cfg.train.lr, color="C1", ls=":", lw=2,
+                 label="lr / base lr (recorded)")
+    ax2.set_ylabel("relative lr")
+    lines = ax.get_lines() + ax2.get_lines()
+    ax.legend(lines, [x.get_label() for x in lines], fontsize=8, loc="center right")
+    ax.set_title("weight-sparse schedule: L0 anneal and sharkfin lr")
+    fig.tight_layout()
+    return fig
+
+
+def loss_scatter(a: np.ndarray, b: np.ndarray, xlabel: str, ylabel: str, *, ax=None, title: str = ""):
+    """Hexbin of two models' per-token losses on the same tokens, with the diagonal."""
+    a, b = np.asarray(a, dtype=float).ravel(), np.asarray(b, dtype=float).ravel()
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(4.2, 4.0))
+    hi = float(np.percentile(np.concatenate([a, b]), 99.5))
+    ax.hexbin(a, b, gridsize=45, extent=(0, hi, 0, hi), bins="log", cmap="viridis", mincnt=1)
+    ax.plot([0, hi], [0, hi], color="w", lw=1, ls="--")
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title, xlim=(0, hi), ylim=(0, hi))
+    fig.tight_layout()
+    return fig
+
+
+def task_heatmap(acc: dict[str, dict[str, float]], *, threshold: float = 0.9, ax=None, title: str = ""):
+    """Accuracy per task (rows) and model (columns), cells at or above ``threshold`` outlined."""
+    models = list(acc)
+    tasks = list(next(iter(acc.values())))
+    vals = np.array([[acc[m][t] for m in models] for t in tasks])
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(1.3 * len(models) + 3, 0.32 * len(tasks) + 1.6))
+    im = ax.imshow(vals, cmap="RdYlGn", vmin=0.4, vmax=1.0, aspect="auto")
+    for i in range(len(tasks)):
+        for j in range(len(models)):
+            ax.text(j, i, f"{vals[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                    fontweight="bold" if vals[i, j] >= threshold else "normal")
+    ax.set_xticks(range(len(models)), models, rotation=30, ha="right", fontsize=8)
+    ax.set_yticks(range(len(tasks)), tasks, fontsize=8)
+    ax.set_title(title or f"task accuracy (bold: >= {threshold:.0%})", fontsize=10)
+    fig.colorbar(im, ax=ax, fraction=0.03, pad=0.01)
+    fig.tight_layout()
+    return fig

@@ -142,3 +142,31 @@ def test_inverted_gates_and_margin_shapes():
     assert sum(len(v) for v in mask.topk_nodes(5).values()) == 5
     with pytest.raises(ValueError, match="unknown node kind"):
         node_sites(m, ("neuron", "bogus"))
+
+
+def test_study_summaries():
+    from sparsecirc.circuit_study import edges_table, geomean_edges, geometric_mean, n_reached, size_ratio
+    assert geometric_mean([4, 16]) == pytest.approx(8.0)
+    assert geometric_mean([0, 4]) == pytest.approx(2.0)  # empty circuits count as one edge
+    res = {"tasks": ["a", "b"], "runs": [
+        {"task": "a", "model": "d", "targets": {"0.15": {"edges": 400}}},
+        {"task": "a", "model": "s", "targets": {"0.15": {"edges": 25}}},
+        {"task": "b", "model": "d", "targets": {"0.15": {"edges": 100}}},
+        {"task": "b", "model": "s", "targets": {"0.15": None}}]}
+    assert edges_table(res, 0.15)["b"] == {"d": 100, "s": None}
+    assert n_reached(res, 0.15) == 1
+    assert geomean_edges(res, "d", 0.15) == pytest.approx(400)
+    assert size_ratio(res, "d", "s", 0.15) == pytest.approx(16)
+    assert size_ratio(res, "d", "s", 0.3) is None
+
+
+def test_nonsense_labels_flip_about_half_and_keep_prompts():
+    import datasets
+
+    from sparsecirc.circuit_study import nonsense_labels
+    ds = datasets.Dataset.from_dict({"prompt": [f"p{i}" for i in range(200)], "target": ["a"] * 200,
+                                     "distractor": ["b"] * 200, "target_id": [1] * 200, "distractor_id": [2] * 200})
+    ns = nonsense_labels(ds, seed=0)
+    flipped = sum(t == 2 for t in ns["target_id"])
+    assert 60 < flipped < 140 and ns["prompt"] == ds["prompt"]
+    assert all({a, b} == {1, 2} for a, b in zip(ns["target_id"], ns["distractor_id"]))

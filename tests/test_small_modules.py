@@ -67,3 +67,13 @@ def test_pearson_neuron_activity_kurtosis_nonzero_table():
     assert 1.0 <= k < 20
     rows = {r["tensor"]: r for r in nonzero_table(m)}
     assert rows["blocks.0.mlp.W_in.weight"]["nonzero"] == 128 * 32 - 32
+
+
+def test_chapter02_plots():
+    from sparsecirc.config import make_config
+    from sparsecirc.plotting import loss_scatter, sparsity_schedule, task_heatmap
+    cfg = make_config("ci", train={"steps": 100}, sparsity={"weight_nonzero_frac": 0.1})
+    h = History(step=list(range(100)), lr=[0.001] * 100)
+    assert sparsity_schedule(cfg, h).axes
+    assert loss_scatter(np.random.rand(50), np.random.rand(50), "a", "b").axes
+    assert task_heatmap({"m1": {"t1": 0.5, "t2": 1.0}, "m2": {"t1": 0.9, "t2": 0.7}}).axes
