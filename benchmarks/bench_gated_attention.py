@@ -1,0 +1,84 @@
+"""Cost of P2's gated attention on the addition toy: train-step time gated vs plain, and post-training wall time.
+
+    SPARSECIRC_NUM_THREADS=1 .venv/bin/python benchmarks/bench_gated_attention.py [--steps 100] [--batch 256]
+
+Same model shape (P2 Fig. 1 toy: 4 layers, 4 heads, d_model 64), same weights, same batch. "plain" runs the fused
+SDPA path; "plain, explicit pattern" forces the softmax-matrix path the gate also uses (a hook on hook_pattern),
+so the gate's own cost is the last ratio. The post-training row times ``train`` with GECO hooks per 100 steps.
+Never run it beside another torch job on a 2-core machine (STYLE §10).
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from sparsecirc import GPT, addition
+from sparsecirc.config import make_config
+from sparsecirc.geco import GECO, GECOConfig
+from sparsecirc.hooks import patch
+from sparsecirc.repro import setup_threads
+from sparsecirc.train import make_optimizer, train
+
+MODEL = dict(n_layer=4, n_head=4, d_head=16, d_model=64, d_mlp=256, n_ctx=11, d_vocab=12, pos_embed=True)
+
+
+def step_seconds(gate: bool, batch: torch.Tensor, steps: int, explicit_pattern: bool = False) -> float:
+    cfg = make_config("book", model={**MODEL, "attn_gate": gate}, train={"lr": 3e-4, "weight_decay": 0.0})
+    torch.manual_seed(0)
+    model = GPT(cfg.model).train()
+    opt = make_optimizer(model, cfg)
+    hooks = {"blocks.*.attn.hook_pattern": lambda p: p} if explicit_pattern else {}
+
+    def step():
+        with patch(model, hooks):
+            loss = model.loss(batch, loss_mask=addition.LOSS_MASK)
+            if gate:
+                loss = loss + torch.stack([b.attn.gate_density for b in model.blocks]).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    for _ in range(5):  # warm-up
+        step()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return (time.perf_counter() - t0) / steps
+
+
+def post_training_seconds_per_100(steps: int, batch_size: int) -> float:
+    cfg = make_config("book", model={**MODEL, "attn_gate": True},
+                      train={"steps": steps, "batch_size": batch_size, "lr": 3e-4, "weight_decay": 0.0,
+                             "warmup_frac": 0.0, "final_lr_frac": 1.0, "grad_rms": "none", "eval_every": 10**9})
+    test = addition.test_set()
+    geco = GECO(GECOConfig(tau=0.01))
+    t0 = time.perf_counter()
+    train(cfg, None, test[:256], batch_fn=addition.batch_fn(batch_size), loss_mask=addition.LOSS_MASK,
+          hooks=geco.train_hooks(), progress=False)
+    return 100 * (time.perf_counter() - t0) / steps
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--steps", type=int, default=100)
+    ap.add_argument("--batch", type=int, default=256)
+    a = ap.parse_args()
+    n = setup_threads(a.threads)
+    batch = addition.batch_fn(a.batch)(0)
+    plain = step_seconds(False, batch, a.steps)
+    explicit = step_seconds(False, batch, a.steps, explicit_pattern=True)
+    gated = step_seconds(True, batch, a.steps)
+    per100 = post_training_seconds_per_100(a.steps, a.batch)
+    print(f"threads={n} torch={torch.__version__} batch={a.batch} steps={a.steps}")
+    print(f"{'train step':32s} {'ms/step':>8s} {'vs plain':>9s}")
+    for name, t in (("plain (fused SDPA)", plain), ("plain, explicit pattern", explicit), ("gated (P2)", gated)):
+        print(f"{name:32s} {1e3 * t:8.1f} {t / plain:9.2f}")
+    print(f"gated / plain-explicit ratio: {gated / explicit:.2f}")
+    print(f"post-training (train() + GECO): {per100:.1f} s per 100 steps")
+
+
+if __name__ == "__main__":
+    main()
