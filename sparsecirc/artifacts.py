@@ -192,7 +192,8 @@ def get_or_compute(artifact_id: str, scale: str = "book", recompute: bool = Fals
     Args:
         artifact_id: registry key, e.g. ``"wst-codemodel-l2d128-dense"``; its config is ``data/configs/<id>.yaml``.
         scale: ``"book"`` (committed) or ``"ci"`` (recomputed in the cache folder in about a minute).
-        recompute: at ``book`` scale, rebuild into the cache folder instead of loading ``data/``.
+        recompute: rebuild into the cache folder (at ``book`` scale instead of loading ``data/``; at ``ci`` scale
+            instead of reusing an earlier ci build in the cache). Artifacts it depends on are reused if cached.
     Returns:
         :class:`Run` with ``model``, ``history`` and ``manifest``.
     """
@@ -205,10 +206,11 @@ def get_or_compute(artifact_id: str, scale: str = "book", recompute: bool = Fals
         folder = verify(artifact_id)
         return make.load(artifact_id, folder, scale)
     folder = cache_dir() / "artifacts" / scale / artifact_id
-    try:
-        verify_folder(folder)
-        return make.load(artifact_id, folder, scale)  # cached from an earlier recompute
-    except ArtifactError:
-        pass
+    if not recompute:
+        try:
+            verify_folder(folder)
+            return make.load(artifact_id, folder, scale)  # cached from an earlier run at this scale
+        except ArtifactError:
+            pass
     make.produce(artifact_id, scale, folder, progress=progress)
     return make.load(artifact_id, folder, scale)

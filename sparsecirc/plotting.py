@@ -98,7 +98,7 @@ def task_heatmap(acc: dict[str, dict[str, float]], *, threshold: float = 0.9, ax
     models = list(acc)
     tasks = list(next(iter(acc.values())))
     vals = np.array([[acc[m][t] for m in models] for t in tasks])
-    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(1.3 * len(models) + 3, 0.32 * len(tasks) + 1.6))
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(0.9 * len(models) + 3.2, 0.27 * len(tasks) + 1.4))
     im = ax.imshow(vals, cmap="RdYlGn", vmin=0.4, vmax=1.0, aspect="auto")
     for i in range(len(tasks)):
         for j in range(len(models)):
