@@ -33,15 +33,14 @@ def geometric_mean(values, floor: float = 1.0) -> float:
 def nonsense_labels(ds, seed: int = 0):
     """The same prompts with target and distractor swapped on a random half (P1's critique: a task with no
     signal); returns a new ``datasets.Dataset``."""
+    import datasets
     g = torch.Generator().manual_seed(seed)
     flip = (torch.rand(ds.num_rows, generator=g) < 0.5).tolist()
-
-    def swap(row, i):
-        if flip[i]:
-            row["target"], row["distractor"] = row["distractor"], row["target"]
-            row["target_id"], row["distractor_id"] = row["distractor_id"], row["target_id"]
-        return row
-    return ds.map(swap, with_indices=True, load_from_cache_file=False, keep_in_memory=True)
+    cols = ds.with_format(None).to_dict()
+    for a, b in (("target", "distractor"), ("target_id", "distractor_id")):
+        cols[a], cols[b] = ([y if f else x for x, y, f in zip(cols[a], cols[b], flip)],
+                            [x if f else y for x, y, f in zip(cols[a], cols[b], flip)])
+    return datasets.Dataset.from_dict(cols)
 
 
 def _lm(model_id: str, scale: str):

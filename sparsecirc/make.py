@@ -147,6 +147,8 @@ def load(artifact_id: str, folder: Path, scale: str) -> Run:
     from .train import History, load_model
     manifest = artifacts.verify_folder(folder, f"python -m sparsecirc reproduce {artifact_id} --scale {scale}")
     run = Run(id=artifact_id, scale=scale, folder=folder, manifest=manifest)
+    if manifest.get("kind") == "circuits":
+        run.extra["results"] = artifacts.read_json(folder / "results.json")
     if manifest.get("kind") in GPT_FOLDER_KINDS:
         run.model = load_model(folder)
         run.history = History.from_dict(artifacts.read_json(folder / "history.json"))
