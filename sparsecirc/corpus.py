@@ -41,6 +41,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from sparsecirc import simple_python  # noqa: E402
+from sparsecirc.artifacts import sha256_file  # noqa: E402
 from sparsecirc.paths import DATA_DIR, cache_dir  # noqa: E402
 
 STDLIB_VERSION = "3.11.7"  # the snapshot is pinned to this interpreter's Lib/
@@ -66,15 +67,6 @@ class SnapshotError(RuntimeError):
 # --- helpers ------------------------------------------------------------------------------------------
 def _sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

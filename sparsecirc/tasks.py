@@ -47,6 +47,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from . import task_generators as gen  # noqa: E402
+from .artifacts import sha256_file  # noqa: E402
 from .paths import DATA_DIR  # noqa: E402
 from .tokenizer import CodeTokenizer, load_tokenizer  # noqa: E402
 
@@ -256,10 +257,6 @@ def build_task_dataset(name: str, n_train_pairs: int = DEFAULT_N_TRAIN_PAIRS, n_
     return datasets.DatasetDict({s: datasets.Dataset(t) for s, t in tables.items()})
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def save_task_data(out_dir: str | Path | None = None, n_train_pairs: int = DEFAULT_N_TRAIN_PAIRS,
                    n_test_pairs: int = DEFAULT_N_TEST_PAIRS, seed: int = DEFAULT_SEED, *,
                    names: tuple[str, ...] | None = None, check_corpus: bool = True) -> Path:
@@ -285,7 +282,7 @@ def save_task_data(out_dir: str | Path | None = None, n_train_pairs: int = DEFAU
             path = out_dir / f"{name}-{split}.parquet"
             pq.write_table(table, path, compression="zstd", compression_level=19)
             lengths = [len(x) for x in table.column("prompt_ids").to_pylist()]
-            files[split] = {"file": path.name, "sha256": _sha256(path), "bytes": path.stat().st_size,
+            files[split] = {"file": path.name, "sha256": sha256_file(path), "bytes": path.stat().st_size,
                             "rows": table.num_rows, "max_prompt_tokens": max(lengths),
                             "mean_prompt_tokens": round(sum(lengths) / len(lengths), 1)}
         manifest["tasks"][name] = {"description": task.description, "candidates": task.candidates,
@@ -311,7 +308,7 @@ def load_task(name: str, split: str = "test") -> datasets.Dataset:
     path = TASKS_DIR / entry["file"]
     if not path.exists():
         raise TaskDataError(f"task file {path} is missing; rebuild with `{REBUILD_CMD}`")
-    if (sha := _sha256(path)) != entry["sha256"]:
+    if (sha := sha256_file(path)) != entry["sha256"]:
         raise TaskDataError(f"task file {path} has sha256 {sha[:12]}..., the manifest pins {entry['sha256'][:12]}...; "
                             f"restore it from git or rebuild with `{REBUILD_CMD}`")
     if manifest["tokenizer_sha256"] != _tokenizer().sha256:

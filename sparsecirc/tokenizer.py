@@ -33,6 +33,7 @@ from pathlib import Path
 
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from sparsecirc.artifacts import sha256_file
 from sparsecirc.paths import DATA_DIR
 
 VOCAB_SIZE = 2048
@@ -132,10 +133,6 @@ class CodeTokenizer:
         return ids[0]
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def load_tokenizer(path: str | Path | None = None, *, verify: bool = True) -> CodeTokenizer:
     """Load the committed tokenizer (default ``data/tokenizer/tinypy-2048.json``).
 
@@ -148,7 +145,7 @@ def load_tokenizer(path: str | Path | None = None, *, verify: bool = True) -> Co
     path = Path(path) if path is not None else TOKENIZER_DIR / TOKENIZER_NAME
     if not path.exists():
         raise TokenizerError(f"tokenizer {path} is missing; rebuild with `{REBUILD_CMD}`")
-    sha = _sha256(path)
+    sha = sha256_file(path)
     if verify:
         sources = path.parent / "SOURCES.json"
         pinned = json.loads(sources.read_text()).get(path.name, {}).get("sha256") if sources.exists() else None
@@ -207,7 +204,7 @@ def train_tokenizer(out_path: str | Path | None = None, vocab_size: int = VOCAB_
 def main(argv: list[str] | None = None) -> None:
     """``python -m sparsecirc tokenizer``: retrain and rewrite the committed tokenizer."""
     path = train_tokenizer()
-    print(f"wrote {path} ({path.stat().st_size} bytes, sha256 {_sha256(path)})")
+    print(f"wrote {path} ({path.stat().st_size} bytes, sha256 {sha256_file(path)})")
 
 
 if __name__ == "__main__":
