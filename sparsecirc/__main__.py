@@ -39,9 +39,13 @@ def _cmd_train(a):
     if not isinstance(spec, dict) or "scales" not in spec:
         raise SystemExit(f"{a.config}: expected a config with a 'scales' section (see data/configs/)")
     cfg = make_config(a.scale, **spec["scales"].get(a.scale, {}))
+    if a.steps is not None:
+        cfg = cfg.replace(train=cfg.train.replace(steps=a.steps))
     tokens, val_tokens = lm_tokens(cfg)
     _, hist = train(cfg, tokens, val_tokens, out=a.out, resume=a.resume)
-    print(f"done: {len(hist.step)} steps, val loss {hist.val_loss[-1]:.4f}, checkpoint in {a.out}")
+    from .train import dist_info
+    if dist_info()[0] == 0:
+        print(f"done: {len(hist.step)} steps, val loss {hist.val_loss[-1]:.4f}, checkpoint in {a.out}")
 
 
 def _cmd_reproduce(a):
@@ -69,6 +73,7 @@ def main(argv=None) -> int:
     t.add_argument("--scale", default="ci", choices=["ci", "book", "paper"])
     t.add_argument("--out", required=True, help="checkpoint folder")
     t.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    t.add_argument("--steps", type=int, default=None, help="override the config's number of steps")
     t.set_defaults(fn=_cmd_train)
     r = sub.add_parser("reproduce", help="rebuild a registered artifact")
     r.add_argument("id")
