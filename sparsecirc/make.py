@@ -66,6 +66,32 @@ def lm_val_loss(model, cfg: RunConfig, val_tokens) -> tuple[float, int]:
     return evaluate(model, windows), len(windows)
 
 
+def lm_task_metrics(model) -> dict:
+    """Loss and accuracy on the test split of all 20 P1 tasks (recorded in every language model's metrics)."""
+    from .tasks import evaluate_all
+    return {t: {"loss": round(m["loss"], 5), "accuracy": round(m["accuracy"], 5)}
+            for t, m in evaluate_all(model, "test").items()}
+
+
+def refresh_lm_metrics(artifact_id: str) -> dict:
+    """Recompute a committed language model's metrics.json from its weights (what the producer writes after
+    training), rewrite its manifest and registry entry. For artifacts built before a metric was added."""
+    folder = artifacts.verify(artifact_id)
+    manifest = artifacts.read_json(folder / "manifest.json")
+    run = load(artifact_id, folder, "book")
+    metrics = artifacts.read_json(folder / "metrics.json")
+    val_loss, _ = lm_val_loss(run.model, run.extra["config"], lm_tokens(run.extra["config"])[1])
+    if abs(val_loss - metrics["val_loss"]) > 1e-4 * abs(metrics["val_loss"]):
+        raise ArtifactError(f"{artifact_id}: validation loss {val_loss} differs from the recorded {metrics['val_loss']}")
+    metrics["tasks"] = lm_task_metrics(run.model)
+    artifacts.write_json(folder / "metrics.json", metrics)
+    keep = {k: v for k, v in manifest.items() if k not in ("files", "environment")}
+    artifacts.write_manifest(folder, [f["path"] for f in manifest["files"]], **keep)
+    spec = read_spec(artifact_id)
+    artifacts.register(artifact_id, folder, paper_ref=spec["paper_ref"], used_by=spec["used_by"])
+    return metrics
+
+
 def _produce_lm(artifact_id: str, scale: str, folder: Path, progress: bool, resume: bool) -> None:
     """Train a language model. With ``match_val_loss_of: <id>`` in the config, training stops at the first
     validation whose loss is at or below that artifact's (a matched-loss baseline, P1 Fig. 2)."""
@@ -91,6 +117,7 @@ def _produce_lm(artifact_id: str, scale: str, folder: Path, progress: bool, resu
                "train_tokens": int(tokens.numel()), "val_tokens": int(val_tokens.numel()), "steps_run": len(hist.step)}
     if other:
         metrics.update(matched_to=other, matched_target_val_loss=target)
+    metrics["tasks"] = lm_task_metrics(model)
     artifacts.write_json(folder / "metrics.json", metrics)
     artifacts.write_manifest(folder, ["model.safetensors", "history.json", "config.json", "metrics.json"],
                              id=artifact_id, kind="lm", scale=scale, seed=cfg.train.seed, config=cfg.to_dict(),
@@ -115,7 +142,12 @@ def _produce_circuits(*args) -> None:
     produce_circuits(*args)
 
 
-PRODUCERS = {"lm": _produce_lm, "circuits": _produce_circuits}
+def _produce_case_study(*args) -> None:
+    from .case_study import produce_case_study
+    produce_case_study(*args)
+
+
+PRODUCERS = {"lm": _produce_lm, "circuits": _produce_circuits, "case_study": _produce_case_study}
 
 
 def _produce_addition(kind: str):
@@ -147,7 +179,7 @@ def load(artifact_id: str, folder: Path, scale: str) -> Run:
     from .train import History, load_model
     manifest = artifacts.verify_folder(folder, f"python -m sparsecirc reproduce {artifact_id} --scale {scale}")
     run = Run(id=artifact_id, scale=scale, folder=folder, manifest=manifest)
-    if manifest.get("kind") == "circuits":
+    if manifest.get("kind") in ("circuits", "case_study"):  # GPT-less kinds: results.json (+ circuits/)
         run.extra["results"] = artifacts.read_json(folder / "results.json")
     if manifest.get("kind") in GPT_FOLDER_KINDS:
         run.model = load_model(folder)
