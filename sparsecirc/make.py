@@ -86,6 +86,7 @@ def refresh_lm_metrics(artifact_id: str) -> dict:
     metrics["tasks"] = lm_task_metrics(run.model)
     artifacts.write_json(folder / "metrics.json", metrics)
     keep = {k: v for k, v in manifest.items() if k not in ("files", "environment")}
+    keep.setdefault("trained_environment", manifest["environment"])  # provenance of the weights themselves
     artifacts.write_manifest(folder, [f["path"] for f in manifest["files"]], **keep)
     spec = read_spec(artifact_id)
     artifacts.register(artifact_id, folder, paper_ref=spec["paper_ref"], used_by=spec["used_by"])
