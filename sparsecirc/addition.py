@@ -1,0 +1,237 @@
+"""The two-digit addition toy of P2 Fig. 1 (digest §8): task, exact-match evaluation and the two artifact producers.
+
+Vocabulary: digits ``0``-``9`` (ids 0-9), ``+`` (10), ``=`` (11). An example is ``ab+cd=eeeee``: 11 tokens with the
+sum zero-padded to 5 digits (``36+28=00064``), as on P2 Fig. 1. The model reads the first 10 tokens; loss and
+accuracy count only the 5 answer digits (``LOSS_MASK``). The 10,000 possible problems are split once: a fixed
+test set of 4096 pairs and the rest for training, from which every step draws a fresh seeded batch.
+
+Artifacts (``data/configs/spa-fig1-addition-l4h4-*.yaml``)::
+
+    python -m sparsecirc reproduce spa-fig1-addition-l4h4-dense --scale book    # dense model, AdamW
+    python -m sparsecirc reproduce spa-fig1-addition-l4h4-sparse --scale book   # gated post-training with GECO
+
+Example::
+
+    test = test_set()                                # [4096, 11]
+    evaluate(model, test)                            # {"accuracy": ..., "ce": ..., "density": ..., ...}
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+
+from . import artifacts
+from .attention_edges import edge_stats, topk_attention, topk_edges_per_example
+from .config import RunConfig, make_config
+
+VOCAB = list("0123456789+=")
+PLUS, EQUALS = 10, 11
+SEQ_LEN = 11  # a b + c d = e e e e e
+N_TEST = 4096
+TEST_SEED = 1234
+ANSWER = slice(6, 11)  # token positions of the 5 answer digits
+LOSS_MASK = torch.zeros(SEQ_LEN - 1, dtype=torch.bool)
+LOSS_MASK[5:] = True  # predicted positions 5..9 (inputs `=` and the first four answer digits)
+FIG1_PROMPTS = ("53+21", "36+28", "43+59")  # no carry, one carry, two carries (P2 Fig. 1 and its companion)
+
+
+def encode(a: int, b: int) -> torch.Tensor:
+    """``ab+cd=eeeee`` for two numbers in [0, 99]: [11] long."""
+    if not (0 <= a <= 99 and 0 <= b <= 99):
+        raise ValueError(f"operands must be in [0, 99], got {a}, {b}")
+    return torch.tensor([VOCAB.index(ch) for ch in f"{a:02d}+{b:02d}={a + b:05d}"])
+
+
+def encode_prompt(prompt: str) -> torch.Tensor:
+    """``"36+28"`` -> the full example [11] (answer included; the model reads the first 10 tokens)."""
+    a, b = (int(x) for x in prompt.split("+"))
+    return encode(a, b)
+
+
+def decode(tokens) -> str:
+    return "".join(VOCAB[int(t)] for t in tokens)
+
+
+def _pairs_to_tokens(pairs: torch.Tensor) -> torch.Tensor:
+    """pairs [n] in [0, 10000) (a = p // 100, b = p % 100) -> examples [n, 11]."""
+    a, b = pairs // 100, pairs % 100
+    s = a + b
+    digits = lambda x, n: torch.stack([(x // 10 ** (n - 1 - i)) % 10 for i in range(n)], -1)  # noqa: E731
+    n = len(pairs)
+    return torch.cat([digits(a, 2), torch.full((n, 1), PLUS), digits(b, 2), torch.full((n, 1), EQUALS),
+                      digits(s, 5)], dim=1).long()  # [n, 11]
+
+
+def split(seed: int = TEST_SEED) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train pair ids [5904], test pair ids [4096]): a fixed partition of the 10,000 problems."""
+    perm = torch.randperm(10_000, generator=torch.Generator().manual_seed(seed))
+    return perm[N_TEST:].sort().values, perm[:N_TEST].sort().values
+
+
+def test_set(seed: int = TEST_SEED) -> torch.Tensor:
+    """The fixed test examples [4096, 11]."""
+    return _pairs_to_tokens(split(seed)[1])
+
+
+def batch_fn(batch_size: int, seed: int = 0):
+    """``step -> [batch_size, 11]``: fresh training pairs drawn with replacement, depending only on (seed, step)."""
+    train_ids = split()[0]
+
+    def fn(step: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(seed * 1_000_003 + step)
+        return _pairs_to_tokens(train_ids[torch.randint(0, len(train_ids), (batch_size,), generator=g)])
+    return fn
+
+
+def carries(tokens: torch.Tensor) -> torch.Tensor:
+    """The two carries of each example [n, >=5] -> [n, 2] bool: (units digits sum >= 10, tens column sum >= 10)."""
+    a1, a0, b1, b0 = tokens[:, 0], tokens[:, 1], tokens[:, 3], tokens[:, 4]
+    c_units = a0 + b0 >= 10
+    c_tens = a1 + b1 + c_units.long() >= 10
+    return torch.stack([c_units, c_tens], -1)
+
+
+@torch.no_grad()
+def evaluate(model, tokens: torch.Tensor, batch_size: int = 1024) -> dict:
+    """Exact match and answer-digit CE in eval mode (deterministic gates), plus the edge counts of ``edge_stats``.
+
+    Exact match under teacher forcing: all 5 answer digits are the argmax (equivalent to greedy decoding).
+    Call it inside :func:`~sparsecirc.attention_edges.topk_attention` to evaluate the top-k baseline (its edge
+    counts are then those of the unpatched model).
+    """
+    was = model.training
+    model.eval()
+    correct, ce_sum = [], 0.0
+    try:
+        for i in range(0, len(tokens), batch_size):
+            x = tokens[i:i + batch_size]
+            logits = model(x[:, :-1])[:, LOSS_MASK]  # [b, 5, d_vocab]
+            correct.append((logits.argmax(-1) == x[:, ANSWER]).all(-1))
+            ce_sum += torch.nn.functional.cross_entropy(logits.flatten(0, 1), x[:, ANSWER].flatten(),
+                                                        reduction="sum").item()
+    finally:
+        model.train(was)
+    correct = torch.cat(correct)
+    return {"accuracy": float(correct.float().mean()), "ce": ce_sum / (5 * len(tokens)), "n": len(tokens),
+            **edge_stats(model, tokens[:, :-1])}
+
+
+# --- artifacts ----------------------------------------------------------------------------------------------
+def task_config(artifact_id: str, scale: str) -> tuple[RunConfig, dict, dict]:
+    """(RunConfig, geco overrides, spec) of an addition artifact: the config file's ``geco:`` section is split off."""
+    from .make import read_spec
+    spec = read_spec(artifact_id)
+    over = dict(spec["scales"].get(scale, {}))
+    geco = over.pop("geco", {})
+    return make_config(scale, **over), geco, spec
+
+
+def _val_subset(test: torch.Tensor, n: int = 1024) -> torch.Tensor:
+    return test[:n]  # the in-training validation curve uses the first n test examples (eval mode)
+
+
+def _save(folder: Path, artifact_id: str, kind: str, scale: str, cfg: RunConfig, model, hist, metrics: dict,
+          wall: float, **info) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    artifacts.save_tensors(folder / "model.safetensors", model.state_dict())
+    artifacts.write_json(folder / "history.json", hist.to_dict())
+    artifacts.write_json(folder / "config.json", cfg.to_dict())
+    artifacts.write_json(folder / "metrics.json", metrics)
+    artifacts.write_manifest(folder, ["model.safetensors", "history.json", "config.json", "metrics.json"],
+                             id=artifact_id, kind=kind, scale=scale, seed=cfg.train.seed, config=cfg.to_dict(),
+                             precision="fp32", wall_time_s=round(wall, 1),
+                             produced_by=f"python -m sparsecirc reproduce {artifact_id} --scale {scale}", **info)
+
+
+def produce_dense(artifact_id: str, scale: str, folder: Path, progress: bool, resume: bool) -> None:
+    """Train the dense toy (AdamW, fresh pairs each step) and store model, history and test metrics."""
+    from .train import train
+    cfg, _, _ = task_config(artifact_id, scale)
+    test = test_set()
+    t0 = time.time()
+    model, hist = train(cfg, None, _val_subset(test), batch_fn=batch_fn(cfg.train.batch_size, cfg.train.seed),
+                        loss_mask=LOSS_MASK, progress=progress)  # tokens=None: batches come from batch_fn
+    wall = time.time() - t0
+    metrics = {"test": evaluate(model, test), "n_params": model.n_params(), "train_seconds": hist.train_seconds,
+               "seconds_per_step": hist.train_seconds / len(hist.step)}
+    _save(folder, artifact_id, "addition_dense", scale, cfg, model, hist, metrics, wall)
+
+
+def _log_point(traj: dict, step: int, ev: dict) -> None:
+    for key, v in (("step", step), ("accuracy", ev["accuracy"]), ("ce", ev["ce"]), ("density", ev["density"]),
+                   ("density_per_layer", ev["density_per_layer"]), ("edges_per_example", ev["edges_per_example"])):
+        traj.setdefault(key, []).append(v)
+
+
+def _trajectory_hook(geco, val: torch.Tensor, every: int, traj: dict):
+    """after_step: GECO's λ update, then every ``every`` steps the deterministic density and exact match."""
+    def after_step(model, step):
+        geco.update()
+        if (step + 1) % every == 0:
+            _log_point(traj, step + 1, evaluate(model, val))
+    return after_step
+
+
+def produce_sparse(artifact_id: str, scale: str, folder: Path, progress: bool, resume: bool) -> None:
+    """Post-train the dense toy with P2's gate and GECO (τ = dense test CE + slack); store metrics and baselines."""
+    from .artifacts import ARTIFACTS_DIR, get_or_compute
+    from .geco import GECO, GECOConfig
+    from .model import GPT
+    from .train import TrainHooks, train
+    cfg, geco_over, spec = task_config(artifact_id, scale)
+    dense_id = spec["init_from"]
+    committed = Path(folder) == ARTIFACTS_DIR / artifact_id
+    dense = get_or_compute(dense_id, scale=scale, recompute=(scale == "book" and not committed), progress=progress)
+    test = test_set()
+    dense_test = dense.extra["metrics"]["test"]
+    geco = GECO(GECOConfig.from_dict(geco_over), reference_ce=dense_test["ce"])
+    # step 0: the dense weights under the gate (b > 0), before any post-training
+    init = GPT(cfg.model)
+    init.load_state_dict(dense.model.state_dict(), strict=True)
+    init_test = evaluate(init, test)
+    traj: dict = {}
+    _log_point(traj, 0, evaluate(init, _val_subset(test)))
+    hooks = geco.train_hooks()
+    hooks = TrainHooks(objective=hooks.objective, log=hooks.log,
+                       after_step=_trajectory_hook(geco, _val_subset(test), cfg.train.eval_every, traj))
+    t0 = time.time()
+    model, hist = train(cfg, None, _val_subset(test), batch_fn=batch_fn(cfg.train.batch_size, cfg.train.seed),
+                        loss_mask=LOSS_MASK, init_state=dense.model.state_dict(), hooks=hooks, progress=progress)
+    wall = time.time() - t0
+    ev = evaluate(model, test)
+    metrics = {"test": ev, "dense_test": dense_test, "init_test": init_test, "geco": geco.state(),
+               "trajectory": traj,
+               "n_params": model.n_params(), "train_seconds": hist.train_seconds,
+               "seconds_per_step": hist.train_seconds / len(hist.step),
+               "topk_baseline": topk_baseline(dense.model, test, ev["edges_per_example_per_layer"])}
+    dense_sha = next(f["sha256"] for f in dense.manifest["files"] if f["path"] == "model.safetensors")
+    _save(folder, artifact_id, "addition_sparse", scale, cfg, model, hist, metrics, wall,
+          init_from={"id": dense_id, "model_sha256": dense_sha})
+
+
+def topk_baseline(dense_model, test: torch.Tensor, sparse_edges_per_layer: list[float],
+                  ks: tuple[int, ...] = (1, 2, 4)) -> list[dict]:
+    """Training-free baselines on the dense model: per-query top-k and a per-layer budget matched to the sparse model.
+
+    Returns rows {"method", "k" or "budget", "renormalize", "accuracy", "ce", "edges_per_example", "density"}.
+    """
+    c = dense_model.cfg
+    T = SEQ_LEN - 1
+    possible = c.n_layer * c.n_head * T * (T + 1) // 2
+    budget = [max(1, round(e)) for e in sparse_edges_per_layer]
+    rows = []
+    for renorm in (False, True):
+        for k in ks:
+            with topk_attention(dense_model, k=k, renormalize=renorm):
+                ev = evaluate(dense_model, test)
+            edges = topk_edges_per_example(c.n_layer, c.n_head, T, k)
+            rows.append({"method": f"top-{k} per query", "k": k, "renormalize": renorm, "accuracy": ev["accuracy"],
+                         "ce": ev["ce"], "edges_per_example": edges, "density": edges / possible})
+        with topk_attention(dense_model, per_layer_budget=budget, renormalize=renorm):
+            ev = evaluate(dense_model, test)
+        rows.append({"method": "matched budget per layer", "budget": budget, "renormalize": renorm,
+                     "accuracy": ev["accuracy"], "ce": ev["ce"], "edges_per_example": sum(budget),
+                     "density": sum(budget) / possible})
+    return rows

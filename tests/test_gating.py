@@ -1,0 +1,237 @@
+"""P2's gated attention, GECO, edge counting, the top-k baseline and the addition toy (digest §3-§5, §8, §11)."""
+import math
+
+import pytest
+import torch
+
+from sparsecirc import GPT, ModelConfig
+from sparsecirc import addition as A
+from sparsecirc.attention_edges import (attention_graph, causal_pairs, edge_stats, graph_edges, topk_attention,
+                                        topk_edges_per_example)
+from sparsecirc.config import ConfigError
+from sparsecirc.gating import gate_mask
+from sparsecirc.geco import GECO, GECOConfig
+from sparsecirc.hooks import record
+
+TINY = dict(n_layer=2, d_model=32, d_head=8, n_ctx=12, d_vocab=20, pos_embed=True)
+
+
+def _gated_pair(bias: float):
+    """A dense model and the same weights with the gate on (bias b)."""
+    dense = GPT(ModelConfig(**TINY))
+    gated = GPT(ModelConfig(**TINY, attn_gate=True, attn_gate_bias=bias))
+    gated.load_state_dict(dense.state_dict(), strict=True)
+    return dense.eval(), gated.eval()
+
+
+# --- the gate ---------------------------------------------------------------------------------------------------
+def test_straight_through_gradient_matches_the_reference_formula():
+    """digest §3: dL/ds_ij = P_ij [(A_ij + σ'(g_ij+ℓ)) (dy_i·v_j) − dy_i·y_i] + λ_sp σ'(g_ij)/count."""
+    torch.manual_seed(0)
+    B, H, T, D, b, lam_sp = 2, 3, 6, 4, 0.7, 0.3
+    s = torch.randn(B, H, T, T, dtype=torch.float64, requires_grad=True)
+    v = torch.randn(B, H, T, D, dtype=torch.float64)
+    w = torch.randn(B, H, T, D, dtype=torch.float64)  # L = sum(w * y) + lam_sp * sum(density): dL/dy = w
+    causal = torch.ones(T, T, dtype=torch.bool).tril()
+    P = torch.softmax(s.masked_fill(~causal, float("-inf")), -1)
+    mask, density = gate_mask(s, causal, b, sample=True, generator=torch.Generator().manual_seed(7))
+    y = (P * mask) @ v
+    ((w * y).sum() + lam_sp * density.sum()).backward()
+
+    with torch.no_grad():  # the same noise, drawn again from the same generator
+        u = torch.rand(s.shape, generator=torch.Generator().manual_seed(7), dtype=s.dtype).clamp_(1e-6, 1 - 1e-6)
+        g = s + b
+        noisy = g + u.log() - (-u).log1p()
+        A_ = (noisy > 0).double() * causal
+        dsig = lambda x: torch.sigmoid(x) * (1 - torch.sigmoid(x))  # noqa: E731
+        dy_v = w @ v.transpose(-1, -2)  # [B, H, i, j] = dy_i · v_j
+        dy_y = (w * y).sum(-1, keepdim=True)  # [B, H, i, 1]
+        ref = P * ((A_ + dsig(noisy) * causal) * dy_v - dy_y) + lam_sp * dsig(g) * causal / causal.sum()
+    torch.testing.assert_close(s.grad, ref, rtol=1e-10, atol=1e-12)
+    hard = mask.detach()  # hard forward values (gate_mask computes (hard + soft) - soft: 0/1 up to rounding)
+    torch.testing.assert_close(hard, hard.round(), rtol=0, atol=1e-12)
+
+
+def test_all_open_gate_equals_ordinary_attention():
+    dense, gated = _gated_pair(bias=100.0)  # |logistic noise| <= 13.8 after the clamp, so every gate is open
+    x = torch.randint(0, 20, (3, 12))
+    torch.testing.assert_close(gated(x), dense(x), atol=1e-5, rtol=1e-5)
+    gated.train()
+    torch.testing.assert_close(gated(x), dense(x), atol=1e-5, rtol=1e-5)
+
+
+def test_fully_closed_rows_output_only_the_W_O_bias():
+    _, gated = _gated_pair(bias=-100.0)
+    with torch.no_grad():
+        for blk in gated.blocks:
+            blk.attn.W_O.bias.normal_()
+    x = torch.randint(0, 20, (2, 12))
+    with record(gated, ["blocks.*.attn.hook_z", "blocks.*.hook_attn_out"]) as c:
+        gated(x)
+    for l, blk in enumerate(gated.blocks):
+        assert torch.equal(c[f"blocks.{l}.attn.hook_z"], torch.zeros_like(c[f"blocks.{l}.attn.hook_z"]))
+        assert torch.equal(c[f"blocks.{l}.hook_attn_out"], blk.attn.W_O.bias.detach().expand(2, 12, -1))
+
+
+def test_sampled_mask_tends_to_the_deterministic_one():
+    s = torch.randn(2, 2, 8, 8)
+    causal = torch.ones(8, 8, dtype=torch.bool).tril()
+    for b in (-50.0, 50.0):
+        det, _ = gate_mask(s, causal, b, sample=False)
+        smp, _ = gate_mask(s, causal, b, sample=True, generator=torch.Generator().manual_seed(1))
+        assert torch.equal(det, smp)
+        assert torch.equal(det, float(b > 0) * causal.float().expand_as(det))
+    # in between, the sample is Bernoulli(sigmoid(s + b))
+    s1 = torch.full((1, 1, 400, 400), 0.4)
+    ones = torch.ones(400, 400, dtype=torch.bool)
+    smp, dens = gate_mask(s1, ones, 0.0, sample=True, generator=torch.Generator().manual_seed(2))
+    assert abs(smp.mean().item() - torch.sigmoid(torch.tensor(0.4)).item()) < 0.005
+    assert dens.item() == pytest.approx(torch.sigmoid(torch.tensor(0.4)).item())
+
+
+def test_density_is_monotone_in_the_bias():
+    s = torch.randn(2, 3, 10, 10)
+    causal = torch.ones(10, 10, dtype=torch.bool).tril()
+    dens = [gate_mask(s, causal, b, sample=False)[1].mean().item() for b in (-6, -3, -1, 0, 1, 3, 6)]
+    det = [gate_mask(s, causal, b, sample=False)[0].sum().item() for b in (-6, -3, -1, 0, 1, 3, 6)]
+    assert all(a < b for a, b in zip(dens, dens[1:]))
+    assert all(a <= b for a, b in zip(det, det[1:])) and det[0] < det[-1]
+
+
+# --- GECO -------------------------------------------------------------------------------------------------------
+def test_geco_lambda_rises_above_tau_falls_below_and_is_clamped():
+    cfg = GECOConfig(tau=1.0, eta=0.5, alpha=0.5, lambda_min=0.1, lambda_max=10.0)
+    up = GECO(cfg)
+    lams = [up.update(c_t=0.5) for _ in range(5)]  # CE = 1.5 > tau
+    assert all(b > a for a, b in zip([1.0] + lams, lams))
+    for _ in range(200):
+        up.update(c_t=0.5)
+    assert up.lam == 10.0
+    down = GECO(cfg)
+    lams = [down.update(c_t=-0.5) for _ in range(5)]
+    assert all(b < a for a, b in zip([1.0] + lams, lams))
+    for _ in range(200):
+        down.update(c_t=-0.5)
+    assert down.lam == 0.1
+    # the first step follows the EMA rule exactly: C_ema = (1 - alpha) * C_t, lam = exp(eta * C_ema)
+    g = GECO(cfg)
+    assert g.update(c_t=0.2) == pytest.approx(math.exp(0.5 * 0.5 * 0.2))
+
+
+def test_geco_objective_and_log_on_a_gated_model():
+    m = GPT(ModelConfig(**TINY, attn_gate=True)).train()
+    geco = GECO(GECOConfig(tau_slack=0.1), reference_ce=2.0)
+    assert geco.tau == pytest.approx(2.1)
+    x = torch.randint(0, 20, (4, 13))
+    ce = m.loss(x)
+    loss = geco.objective(m, x, ce)
+    dens = torch.stack([b.attn.gate_density for b in m.blocks]).mean()
+    torch.testing.assert_close(loss, dens + 1.0 * (ce - 2.1))
+    loss.backward()
+    assert m.blocks[0].attn.W_Q.weight.grad.abs().sum() > 0  # the density term reaches the query weights
+    geco.update()
+    log = geco.log(0)
+    assert set(log) == {"lambda", "constraint_ema", "constraint", "sparsity", "density_L0", "density_L1"}
+    with pytest.raises(ValueError, match="attn_gate"):
+        plain = GPT(ModelConfig(**TINY))
+        geco.objective(plain, x, plain.loss(x))
+    with pytest.raises(ConfigError):
+        GECOConfig(tau_slack=0.01).resolve_tau(None)
+
+
+def test_geco_hooks_post_train_a_language_model_on_a_token_stream():
+    from sparsecirc.config import make_config
+    from sparsecirc.train import train
+    cfg = make_config("ci", model={**TINY, "attn_gate": True},
+                      train={"steps": 6, "batch_size": 4, "eval_every": 3, "eval_batches": 1, "lr": 1e-3})
+    stream = torch.randint(0, 20, (500,))
+    geco = GECO(GECOConfig(tau=0.5, eta=0.1))
+    _, hist = train(cfg, stream, stream, hooks=geco.train_hooks(), progress=False)
+    assert len(hist.extra["lambda"]) == 6 and len(hist.extra["density_L1"]) == 6
+    assert hist.extra["lambda"][-1] > 1.0  # a random-token CE is far above tau = 0.5: lambda rises
+    assert hist.extra["constraint"][0] == pytest.approx(hist.train_loss[0] - 0.5, rel=1e-5)
+
+
+# --- edges and the top-k baseline -------------------------------------------------------------------------------
+def test_topk_with_k_at_least_T_is_the_dense_model_and_k1_changes_it():
+    m = GPT(ModelConfig(**TINY)).eval()
+    x = torch.randint(0, 20, (3, 12))
+    ref = m(x)
+    with topk_attention(m, k=12):
+        torch.testing.assert_close(m(x), ref, atol=1e-5, rtol=1e-5)
+    with topk_attention(m, k=1), record(m, "blocks.0.attn.hook_pattern") as c:
+        out = m(x)
+    assert not torch.allclose(out, ref)
+    assert ((c["blocks.0.attn.hook_pattern"] > 0).sum(-1) == 1).all()
+    torch.testing.assert_close(m(x), ref)  # the patch is gone after the block
+    with topk_attention(m, per_layer_budget=[5, 7]), record(m, "blocks.*.attn.hook_pattern") as c:
+        m(x)
+    assert ((c["blocks.1.attn.hook_pattern"] > 0).flatten(1).sum(-1) == 7).all()
+    assert topk_edges_per_example(2, 4, 12, 12) == 2 * 4 * causal_pairs(12)
+
+
+def test_edge_stats_and_graph():
+    dense, gated = _gated_pair(bias=0.0)
+    x = torch.randint(0, 20, (5, 12))
+    st = edge_stats(dense, x)
+    assert st["density"] == 1.0 and st["edges_per_example"] == st["possible_edges_per_example"] == 2 * 4 * 78
+    sg = edge_stats(gated, x)
+    with record(gated, "blocks.*.attn.hook_sparse_mask") as c:
+        gated(x)
+    n_open = sum(c[f"blocks.{l}.attn.hook_sparse_mask"].sum().item() for l in range(2))
+    assert sg["edges_per_example"] == pytest.approx(n_open / 5)
+    assert sg["edges_per_query_per_head"][0] == pytest.approx(sg["density_per_layer"][0] * 13 / 2)
+    graph = attention_graph(gated, x[0])
+    assert graph.shape == (2, 12, 12) and set(graph.ravel().tolist()) <= {0.0, 1.0}
+    assert all(k <= q for layer in graph_edges(graph) for q, k in layer)
+    assert attention_graph(dense, x[0]).max() <= 1.0
+
+
+# --- the addition toy -------------------------------------------------------------------------------------------
+def test_addition_layout_padding_and_answer_mask():
+    assert A.decode(A.encode(36, 28)) == "36+28=00064"
+    assert A.decode(A.encode(3, 9)) == "03+09=00012"
+    assert A.decode(A.encode_prompt("43+59")) == "43+59=00102"
+    train_ids, test_ids = A.split()
+    assert len(test_ids) == A.N_TEST and len(set(train_ids.tolist()) | set(test_ids.tolist())) == 10_000
+    batch = A.batch_fn(64, seed=3)(5)
+    assert batch.shape == (64, 11) and torch.equal(batch, A.batch_fn(64, seed=3)(5))
+    for row in batch:
+        s = A.decode(row)
+        assert int(s[:2]) + int(s[3:5]) == int(s[6:]) and s[2] == "+" and s[5] == "="
+    pair_ids = batch[:, :2] @ torch.tensor([1000, 100]) + batch[:, 3:5] @ torch.tensor([10, 1])  # a * 100 + b
+    assert not set(pair_ids.tolist()) & set(test_ids.tolist())  # training pairs never come from the test set
+    # predicted position p is trained on token p+1: the mask selects exactly the 5 answer digits
+    assert A.LOSS_MASK.tolist() == [False] * 5 + [True] * 5
+    x = A.test_set()[:3]
+    assert torch.equal(x[:, 1:][:, A.LOSS_MASK], x[:, A.ANSWER])
+
+
+def test_exact_match_needs_all_five_digits(monkeypatch):
+    test = A.test_set()[:50]
+    wrong_last = test.clone()
+    wrong_last[::2, -1] = (wrong_last[::2, -1] + 1) % 10  # half the examples get their units digit wrong
+
+    class Oracle(torch.nn.Module):  # predicts the next token of `wrong_last`, whatever it reads
+        def forward(self, x):
+            return torch.nn.functional.one_hot(wrong_last[:len(x), 1:], 12).float() * 30
+
+    monkeypatch.setattr(A, "edge_stats", lambda model, tokens: {})
+    ev = A.evaluate(Oracle(), test)
+    assert ev["accuracy"] == 0.5 and ev["ce"] == pytest.approx(30 / 5 * 0.5, rel=1e-3)
+
+
+@pytest.mark.slow
+def test_addition_toy_gets_sparse_at_full_accuracy(tmp_cache):
+    """ci-scale recipe end to end: dense model, then gated post-training with GECO (2-4 min on one thread).
+
+    Qualitative (the book-scale numbers are in chapter 07): post-training shuts a large share of the edges that are
+    open when the gate is switched on, while the exact match stays high.
+    """
+    from sparsecirc.artifacts import get_or_compute
+    sparse = get_or_compute("spa-fig1-addition-l4h4-sparse", scale="ci", progress=False)
+    m = sparse.extra["metrics"]
+    assert m["dense_test"]["accuracy"] >= 0.99
+    assert m["test"]["accuracy"] >= 0.98
+    assert m["test"]["density"] < 0.7 * m["init_test"]["density"]
+    assert m["trajectory"]["step"][-1] == len(sparse.history.step)
