@@ -1,0 +1,193 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from sparsecirc import GPT, ModelConfig, attacks
+from sparsecirc.tasks import _tokenizer
+
+
+def _tiny(n_ctx=64):
+    torch.manual_seed(0)
+    return GPT(ModelConfig(n_layer=1, d_model=16, d_head=8, n_ctx=n_ctx, attn_sink=True)).eval()
+
+
+def test_prompts_follow_the_bracket_counting_format():
+    base = attacks.draw_bases(1, [1, 5], seed=0)[0]
+    nested, flat = attacks.list_example(base, 5, True), attacks.list_example(base, 5, False)
+    assert nested.prompt.replace(" = [[", " = [") == flat.prompt  # only the opening differs
+    assert nested.prompt.count("\n") in (2, 3)  # 2-3 context lines, as the task
+    last = nested.prompt.splitlines()[-1]
+    assert last.startswith(f"{base.name} = [[") and last.count(",") == 4
+    assert (nested.target, nested.distractor, flat.target, flat.distractor) == ("]]", "]", "]", "]]")
+    tok = _tokenizer()
+    for e in (nested, flat):  # the task's encode-consistency rule
+        assert tok.encode(e.prompt + e.target) == list(e.prompt_ids) + [e.target_id]
+        assert tok.encode(e.prompt + e.distractor) == list(e.prompt_ids) + [e.distractor_id]
+
+
+def test_bases_are_seeded_and_fit_the_context():
+    a = attacks.draw_bases(4, [1, 10], seed=3, n_ctx=64)
+    assert a == attacks.draw_bases(4, [1, 10], seed=3, n_ctx=64)
+    assert a != attacks.draw_bases(4, [1, 10], seed=4, n_ctx=64)
+    n_max = attacks.max_list_length(64, seed=0, n_prompts=8)
+    bases = attacks.draw_bases(8, [n_max], seed=0, n_ctx=64)
+    assert all(len(attacks.list_example(b, n_max, True, max_tokens=64).prompt_ids) <= 64 for b in bases)
+    with pytest.raises(ValueError):
+        attacks.draw_bases(8, [60], seed=0, n_ctx=64)  # 60 elements need > 120 tokens
+
+
+def test_sweep_lengths_start_at_one_and_end_at_the_maximum():
+    assert attacks.sweep_lengths(4) == [1, 2, 3, 4]
+    ls = attacks.sweep_lengths(23)
+    assert ls[0] == 1 and ls[-1] == 23 and ls == sorted(set(ls))
+
+
+def test_dilution_sweep_shapes_and_probabilities():
+    m = _tiny()
+    sw = attacks.dilution_sweep(m, lengths=[1, 3, 6], n_prompts=4, seed=0, node=("blocks.0.hook_attn_out", 2))
+    assert sw["lengths"] == [1, 3, 6] and len(sw["n_tokens"]) == 3 and sw["n_tokens"] == sorted(sw["n_tokens"])
+    for kind in ("nested", "flat"):
+        assert all(0 < p < 1 for p in sw[kind]["p_correct"])
+        assert all(math.isfinite(v) for v in sw[kind]["node"])
+    # nested: correct is ]] ; flat: correct is ] -> p_nested = p_correct (nested) and 1 - p_correct (flat)
+    np.testing.assert_allclose(sw["nested"]["p_nested"], sw["nested"]["p_correct"], rtol=1e-6)
+    np.testing.assert_allclose(sw["flat"]["p_nested"], 1 - np.array(sw["flat"]["p_correct"]), rtol=1e-5)
+    full = attacks.dilution_sweep(m, n_prompts=4, seed=0)  # default: 1 .. longest that fits
+    assert full["lengths"][0] == 1 and full["n_tokens"][-1] <= 64
+
+
+def test_measure_reads_the_node_at_the_last_position():
+    m = _tiny()
+    base = attacks.draw_bases(2, [4], seed=0, n_ctx=64)
+    ex = [attacks.list_example(b, 4, True, max_tokens=64) for b in base]
+    got = attacks.measure(m, ex, ("blocks.0.attn.hook_v", 5))["node"]
+    from sparsecirc.hooks import record
+    for e, g in zip(ex, got):
+        with record(m, ["blocks.0.attn.hook_v"]) as c:
+            m(torch.tensor([e.prompt_ids]))
+        assert g == pytest.approx(float(c["blocks.0.attn.hook_v"][0, -1].flatten()[5]), rel=1e-5)
+
+
+def test_distractor_prompts_differ_only_in_the_bracket():
+    attack, ctrl = attacks.distractor_prompts(3, seed=0, n_ctx=128)
+    for a, c in zip(attack, ctrl):
+        assert a.prompt.replace(attacks.DISTRACTOR_COMMENT, attacks.CONTROL_COMMENT) == c.prompt
+        assert a.target == "]" and " = [[" not in a.prompt
+    eff = attacks.distractor_effect(_tiny(128), n_prompts=4, seed=0)
+    assert 0 <= eff["p_nested_control"] <= 1 and isinstance(eff["flips_majority"], bool)
+    assert eff["rise"] == pytest.approx(eff["p_nested_attack"] - eff["p_nested_control"])
+
+
+def test_fit_power_law_recovers_exponent_and_prefactor():
+    x = np.array([10, 20, 40, 80.0])
+    k, a = attacks.fit_power_law(x, 3.0 / x)
+    assert k == pytest.approx(-1) and a == pytest.approx(3)
+    k, a = attacks.fit_power_law(x, -0.5 * x ** -0.5)
+    assert k == pytest.approx(-0.5) and a == pytest.approx(-0.5)
+    assert attacks.power_law_r2(x, 3.0 / x) == pytest.approx(1)
+    with pytest.raises(ValueError):
+        attacks.fit_power_law([1], [1])
+
+
+def test_failure_length_interpolates():
+    assert attacks.failure_length([1, 2, 4], [0.9, 0.7, 0.3]) == pytest.approx(3.0)
+    assert attacks.failure_length([1, 2], [0.4, 0.3]) == 1
+    assert attacks.failure_length([1, 2], [0.9, 0.6]) is None
+
+
+def test_measure_reads_attention_to_the_opener_and_sink():
+    m = _tiny()
+    base = attacks.draw_bases(3, [6], seed=0, n_ctx=64)
+    ex = [attacks.list_example(b, 6, False, max_tokens=64) for b in base]
+    r = attacks.measure(m, ex, head=(0, 1))
+    assert np.all((r["attn_opening"] > 0) & (r["attn_opening"] < 1))
+    assert np.all((r["attn_sink"] > 0) & (r["attn_opening"] + r["attn_sink"] <= 1 + 1e-6))
+    tok = _tokenizer()
+    assert all(e.prompt_ids[attacks.opening_position(e.prompt_ids)] == tok.single_token_id(" [") for e in ex)
+
+
+# --- the case study's pieces ------------------------------------------------------------------------------------
+def test_depth_candidates_and_scoring_pick_the_falling_separating_node():
+    from sparsecirc import case_study
+    cands = case_study.depth_candidates({"blocks.0.attn.hook_v": [3], "blocks.1.hook_attn_out": [5, 7],
+                                         "blocks.0.mlp.hook_post": [1]})
+    assert [c["read"] for c in cands] == [["blocks.0.attn.hook_z", 3], ["blocks.1.hook_attn_out", 5],
+                                          ["blocks.1.hook_attn_out", 7]]
+    x = np.array([20.0, 40, 80, 160])
+    nested = np.stack([2 / x * 10, np.full(4, 0.5), 0.1 + 0 * x], 1)  # falls as 1/n | flat | constant
+    flat = np.stack([0 * x, np.full(4, -0.5), 0.1 + 0 * x], 1)
+    sweep = {"n_tokens": x.tolist(), "nested": {"nodes": nested.tolist()}, "flat": {"nodes": flat.tolist()}}
+    ranked = case_study.score_depth_candidates(sweep, cands)
+    assert ranked[0]["read"] == ["blocks.0.attn.hook_z", 3] and ranked[0]["exponent"] == pytest.approx(-1)
+    assert ranked[-1]["score"] == 0
+
+
+def test_writing_head_and_failure_text():
+    from sparsecirc import case_study
+    m = _tiny()
+    assert case_study.writing_head(m, "blocks.0.attn.hook_z", 11) == (0, 1)
+    with torch.no_grad():
+        m.blocks[0].attn.W_O.weight[4].zero_()
+        m.blocks[0].attn.W_O.weight[4, 8:] = 1.0  # only head 1 writes channel 4
+    assert case_study.writing_head(m, "blocks.0.hook_attn_out", 4) == (0, 1)
+    assert case_study.failure_text(None, 46) == "none up to 46 elements"
+    assert case_study.failure_text(1.2, 46) == "1 element"
+
+
+def test_patched_read_moves_the_prediction_only_through_the_patch():
+    from sparsecirc import case_study
+    m = _tiny()
+    base = attacks.draw_bases(2, [4], seed=0, n_ctx=64)
+    ex = [attacks.list_example(b, 4, False, max_tokens=64) for b in base]
+    plain = float(attacks.measure(m, ex)["p_nested"].mean())
+    read = ("blocks.0.attn.hook_z", 3)
+    same = float(attacks.measure(m, ex, read)["node"].mean())
+    assert case_study.patched_p_nested(m, ex[:1], read, float(attacks.measure(m, ex[:1], read)["node"][0])) == \
+        pytest.approx(float(attacks.measure(m, ex[:1])["p_nested"][0]), rel=1e-5)  # patching the same value: no-op
+    assert case_study.patched_p_nested(m, ex, read, same + 50.0) != pytest.approx(plain)
+
+
+def test_key_positions_find_the_deciding_token():
+    from sparsecirc import case_study
+    from sparsecirc.tasks import load_task
+    tok = _tokenizer()
+    q = load_task("single_double_quote", "test")[0]
+    assert tok.decode([q["prompt_ids"][case_study.key_position("single_double_quote", q["prompt_ids"])]]) in ('("', "('")
+    for row in load_task("set_or_string_fixedvarname", "test").select(range(2)):
+        k = case_study.key_position("set_or_string_fixedvarname", row["prompt_ids"])
+        assert tok.decode([row["prompt_ids"][k]]) in (" set", ' ""', " ''")
+        assert tok.decode(row["prompt_ids"][k - 2:k]) == "current ="
+
+
+def test_circuit_heads_reads_and_contrast_tables():
+    from sparsecirc import case_study
+    from sparsecirc.tasks import load_task
+    m = _tiny(128)
+    nodes = {"blocks.0.attn.hook_q": [9], "blocks.0.attn.hook_v": [1, 12], "blocks.0.hook_attn_out": [3]}
+    assert case_study.circuit_heads(m, nodes) == {"L0H0": {"q": [], "k": [], "v": [1]},
+                                                 "L0H1": {"q": [9], "k": [], "v": [12]}}
+    reads = case_study.circuit_reads(nodes)
+    assert ["blocks.0.attn.hook_z", 12] in [r["read"] for r in reads]
+    ds = load_task("single_double_quote", "test").select(range(8))
+    out = case_study.contrast(m, ds, "single_double_quote", reads, [(0, 1)])
+    assert out["n_a"] == out["n_b"] == 4 and len(out["nodes"]) == 4
+    assert 0 < out["heads"][0]["attn_key_a"] < 1
+    part = {"contrast": out, "heads": case_study.circuit_heads(m, nodes)}
+    assert len(case_study.contrast_table(part, "sep_key", n=3)) == 3
+    assert len(case_study.contrast_table(part, "sep_key", kinds=("attn_write",))) == 1
+    assert list(case_study.head_table(part)["head"]) == ["L0H0", "L0H1"]
+    pa = case_study.patched_accuracy(m, ds, "single_double_quote", ("blocks.0.hook_attn_out", 3), 0.0, 0.0)
+    assert 0 <= pa["patched_accuracy"] <= 1
+
+
+def test_pair_heatmap_aligns_prompts_of_different_lengths():
+    from sparsecirc import case_study
+    from sparsecirc.tasks import load_task
+    ds = load_task("set_or_string_fixedvarname", "test")
+    pair = [ds[0], ds[1]]
+    assert len(pair[0]["prompt_ids"]) != len(pair[1]["prompt_ids"])  # ` set`, `()` vs ` ""`
+    fig = case_study.pair_heatmap(_tiny(128), "set_or_string_fixedvarname", pair, ("blocks.0.hook_attn_out", 0))
+    labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert len(labels) == max(len(p["prompt_ids"]) for p in pair) and any("|" in t for t in labels)
