@@ -31,7 +31,6 @@ import os
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # before `import datasets` (STYLE §10)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import hashlib  # noqa: E402
 import json  # noqa: E402
 import random  # noqa: E402
 import re  # noqa: E402
