@@ -18,7 +18,7 @@ from sparsecirc import GPT, addition
 from sparsecirc.config import make_config
 from sparsecirc.geco import GECO, GECOConfig
 from sparsecirc.hooks import patch
-from sparsecirc.repro import setup_threads
+from sparsecirc.repro import seconds_per_call, setup_threads
 from sparsecirc.train import make_optimizer, train
 
 MODEL = dict(n_layer=4, n_head=4, d_head=16, d_model=64, d_mlp=256, n_ctx=11, d_vocab=12, pos_embed=True)
@@ -40,12 +40,7 @@ def step_seconds(gate: bool, batch: torch.Tensor, steps: int, explicit_pattern: 
         loss.backward()
         opt.step()
 
-    for _ in range(5):  # warm-up
-        step()
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        step()
-    return (time.perf_counter() - t0) / steps
+    return seconds_per_call(step, steps, warmup=5)
 
 
 def post_training_seconds_per_100(steps: int, batch_size: int) -> float:

@@ -10,27 +10,17 @@ Prints, for the book-scale zoo shape (2 layers, d_model 128, ctx 128, batch 16):
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 
 from sparsecirc import GPT
 from sparsecirc.config import make_config
-from sparsecirc.repro import setup_threads
+from sparsecirc.repro import seconds_per_call, setup_threads
 from sparsecirc.sparsity import Projector, SparsityConfig
 from sparsecirc.train import make_optimizer
 
 MODEL = {"n_layer": 2, "d_model": 128, "n_ctx": 128}
 BATCH = 16
-
-
-def _timed(fn, steps: int) -> float:
-    for _ in range(2):
-        fn()
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        fn()
-    return (time.perf_counter() - t0) / steps
 
 
 def step_fn(model_kw: dict, sparse: bool):
@@ -53,7 +43,7 @@ def step_fn(model_kw: dict, sparse: bool):
 
 def peak_gflops(n: int = 1024, reps: int = 5) -> float:
     a, b = torch.randn(n, n), torch.randn(n, n)
-    sec = _timed(lambda: a @ b, reps)
+    sec = seconds_per_call(lambda: a @ b, reps)
     return 2 * n**3 / sec / 1e9
 
 
@@ -73,10 +63,10 @@ def main() -> None:
     n = setup_threads(a.threads)
     tokens = BATCH * MODEL["n_ctx"]
     dense_step, _, dense_model = step_fn(MODEL, sparse=False)
-    t_dense = _timed(dense_step, a.steps)
+    t_dense = seconds_per_call(dense_step, a.steps)
     sparse_step, proj, _ = step_fn({**MODEL, "act_keep_frac": 0.25, "attn_sink": True}, sparse=True)
-    t_sparse = _timed(sparse_step, a.steps)
-    t_proj = _timed(lambda: proj.project(100), a.steps)
+    t_sparse = seconds_per_call(sparse_step, a.steps)
+    t_proj = seconds_per_call(lambda: proj.project(100), a.steps)
     peak = peak_gflops()
     achieved = step_flops(dense_model, tokens) / t_dense / 1e9
     print(f"threads={n} torch={torch.__version__} shape=L{MODEL['n_layer']} d{MODEL['d_model']} ctx{MODEL['n_ctx']} "

@@ -8,13 +8,12 @@ Never run it beside another torch job on a 2-core machine: two threads collapse 
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 
 from sparsecirc import GPT
 from sparsecirc.config import make_config
-from sparsecirc.repro import setup_threads
+from sparsecirc.repro import seconds_per_call, setup_threads
 from sparsecirc.train import make_optimizer
 
 SIZES = [("L2 d64 ctx64 (ci)", {"n_layer": 2, "d_model": 64, "n_ctx": 64}),
@@ -36,12 +35,7 @@ def tokens_per_s(model_kw: dict, bf16: bool, steps: int, batch: int = 32) -> flo
         loss.backward()
         opt.step()
 
-    for _ in range(2):  # warm-up
-        step()
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        step()
-    return steps * batch * cfg.model.n_ctx / (time.perf_counter() - t0)
+    return batch * cfg.model.n_ctx / seconds_per_call(step, steps)
 
 
 def main() -> None:

@@ -84,3 +84,14 @@ def setup_notebook(SCALE, RECOMPUTE, SEED) -> None:  # noqa: N803 -- the chapter
     setup_threads()
     seed_everything(SEED)
     report()
+
+
+def seconds_per_call(fn, steps: int, warmup: int = 2) -> float:
+    """Mean wall seconds of ``fn()`` over ``steps`` calls after ``warmup`` untimed calls (the benchmarks' timer)."""
+    import time
+    for _ in range(warmup):
+        fn()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        fn()
+    return (time.perf_counter() - t0) / steps
