@@ -242,6 +242,11 @@ def test_sanitize_config_leaves_claim_lines_alone():
     assert sanitize(line) == line
     assert sanitize("took 1.25 s at 0x7f00ab in /tmp/x/y.json") == "took <TIME> s at 0xADDR in <PATH>"
     assert sanitize(f"{REPO_ROOT}/data/a.json <Figure size 640x480 with 1 Axes>") == "<PATH> <Figure>"
+    # the checkout may live anywhere (CI clones under /check/...); fractions and units stay untouched
+    assert sanitize("/check/work/main/data/a.json") == "<PATH>"
+    assert sanitize("/scratch/u/repo/x.safetensors, ok") == "<PATH>, ok"
+    kept = "matrices 1/8, loss nats/token, a / b"
+    assert sanitize(kept) == kept
 
 
 BUILT = BOOK_DIR / "_build" / "html"
