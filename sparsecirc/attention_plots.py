@@ -21,7 +21,7 @@ EDGE_COLOR = "#1f5fbf"
 
 def attention_graph_axes(ax, graph: np.ndarray, tokens: Sequence[str], *, targets: Sequence[str] | None = None,
                          answer_from: int | None = None, title: str = "", color: str = EDGE_COLOR,
-                         layer_labels: bool = True, min_weight: float = 0.02) -> None:
+                         layer_labels: bool = True, min_weight: float = 0.02, fontsize: float = 10) -> None:
     """Draw one prompt's edge graph (P2 Fig. 1): token columns, residual levels bottom (embeddings) to top.
 
     Args:
@@ -53,11 +53,11 @@ def attention_graph_axes(ax, graph: np.ndarray, tokens: Sequence[str], *, target
                                      zorder=2))
     ax.set_xlim(-0.6, T - 0.4)
     ax.set_ylim(-0.15, L + 0.15)
-    ax.set_xticks(range(T), list(tokens), family="monospace", fontsize=10)
+    ax.set_xticks(range(T), list(tokens), family="monospace", fontsize=fontsize)
     ax.tick_params(axis="x", length=0)
     if targets is not None:
         top = ax.secondary_xaxis("top")
-        top.set_xticks(range(T), list(targets), family="monospace", fontsize=10)
+        top.set_xticks(range(T), list(targets), family="monospace", fontsize=fontsize)
         top.tick_params(length=0)
         start = answer_from if answer_from is not None else 0
         for i, lab in enumerate(top.get_xticklabels()):
@@ -73,17 +73,23 @@ def attention_graph_axes(ax, graph: np.ndarray, tokens: Sequence[str], *, target
 
 def attention_graphs_figure(prompts: Sequence[str], graphs: dict[str, Sequence[np.ndarray]],
                             tokens: Sequence[Sequence[str]], targets: Sequence[Sequence[str]] | None = None, *,
-                            answer_from: int | None = None, suptitle: str = ""):
-    """Rows = models (e.g. dense, sparse), columns = prompts; each panel as :func:`attention_graph_axes`."""
+                            answer_from: int | None = None, suptitle: str = "", panel_width: float = 4.3,
+                            fontsize: float = 10):
+    """Rows = models (e.g. dense, sparse), columns = prompts; each panel as :func:`attention_graph_axes`.
+
+    ``panel_width`` (inches) and ``fontsize`` of the token labels: widen and shrink for long prompts (~0.3 in/token).
+    """
     rows = list(graphs)
-    fig, axes = plt.subplots(len(rows), len(prompts), figsize=(4.3 * len(prompts), 3.1 * len(rows)), squeeze=False)
+    fig, axes = plt.subplots(len(rows), len(prompts), figsize=(panel_width * len(prompts), 3.1 * len(rows)),
+                             squeeze=False)
     for r, name in enumerate(rows):
         for c, prompt in enumerate(prompts):
             g = graphs[name][c]
             binary = bool(np.isin(g, (0.0, 1.0)).all())
             what = f"{int(g.sum())} edges (union over heads)" if binary else "shade = max weight over heads (≥ 0.02)"
             attention_graph_axes(axes[r, c], g, tokens[c], targets=None if targets is None else targets[c],
-                                 answer_from=answer_from, layer_labels=c == 0, title=f"{name}: {prompt}\n{what}")
+                                 answer_from=answer_from, layer_labels=c == 0, title=f"{name}: {prompt}\n{what}",
+                                 fontsize=fontsize)
     if suptitle:
         fig.suptitle(suptitle, fontsize=11)
     fig.tight_layout()
@@ -97,20 +103,21 @@ def _smooth(y: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     return np.arange(n, len(y) + 1), np.convolve(y, np.ones(n) / n, mode="valid")
 
 
-def geco_curves(history, *, tau: float, trajectory: dict | None = None, smooth: int = 50):
-    """Three panels of a GECO post-training run: answer CE vs τ, the multiplier λ, and edge density per layer.
+def geco_curves(history, *, tau: float, trajectory: dict | None = None, smooth: int = 50,
+                ce_label: str = "answer-digit CE (nats)", log_ce: bool = True):
+    """Three panels of a GECO post-training run: CE vs τ, the multiplier λ, and edge density per layer.
 
     ``history`` is a :class:`~sparsecirc.train.History` with GECO's ``extra`` series; ``trajectory`` (optional) holds
-    the deterministic (eval-gate) density measured every few steps.
+    the deterministic (eval-gate) density measured every few steps. ``ce_label`` names the constrained loss;
+    ``log_ce=False`` draws it on a linear axis (a language model's CE moves by hundredths of a nat).
     """
     ex = history.extra
     fig, axes = plt.subplots(1, 3, figsize=(13.5, 3.6))
     ax = axes[0]
-    ax.semilogy(*_smooth(history.train_loss, smooth), lw=1, alpha=0.7,
-                label=f"train CE (sampled gates, mean of {smooth})")
-    ax.semilogy(history.val_step, history.val_loss, "o-", ms=3, label="validation CE (eval gates)")
-    ax.axhline(tau, color="k", ls="--", lw=1, label=f"τ = {tau:.3g}")
-    ax.set(xlabel="step", ylabel="answer-digit CE (nats)", title="constraint: CE ≤ τ")
+    ax.plot(*_smooth(history.train_loss, smooth), lw=1, alpha=0.7, label=f"train CE (sampled gates, mean of {smooth})")
+    ax.plot(history.val_step, history.val_loss, "o-", ms=3, label="validation CE (eval gates)")
+    ax.axhline(tau, color="k", ls="--", lw=1, label=f"τ = {tau:.4g}")
+    ax.set(xlabel="step", ylabel=ce_label, title="constraint: CE ≤ τ", yscale="log" if log_ce else "linear")
     ax.legend(fontsize=8)
     ax = axes[1]
     ax.semilogy(np.arange(1, len(ex["lambda"]) + 1), ex["lambda"], color="C3")
@@ -161,5 +168,53 @@ def accuracy_vs_edges(rows: Sequence[dict], *, possible: int, ax=None, title: st
            ylim=(-5, 105), title=title or "training-free top-k vs post-trained gates")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    fig.tight_layout()
+    return fig
+
+
+def density_vs_context(rows: Sequence[dict], *, train_T: int, paper: tuple[int, float] | None = (1024, 0.003),
+                       dense_rows: Sequence[dict] = ()):
+    """Two panels over the context length T (log x): open fraction of causal edges, and keys kept per query per head.
+
+    ``rows`` come from :func:`sparsecirc.code_posttrain.density_vs_context` (one model evaluated at several T). The
+    grey curve is a model that keeps a constant number of keys per query (its value at ``train_T``): its density
+    falls as 2e/(T+1). ``paper`` = (T, density) marks P2's headline (≈0.3 % at T = 1024); ``dense_rows`` adds the
+    dense model (every edge open). Lengths above ``train_T`` are shaded: the model never saw them in training.
+    An exact zero is drawn at the bottom of the log axis (1e-5 % and 1e-3 keys).
+    """
+    from .code_posttrain import density_at_context
+    Ts = np.array([r["T"] for r in rows])
+    fig, axes = plt.subplots(1, 2, figsize=(11.5, 3.8))
+    ax = axes[0]
+    n_layer = len(rows[0]["density_per_layer"])
+    for l in range(n_layer):
+        ax.plot(Ts, [100 * max(r["density_per_layer"][l], 1e-5) for r in rows], "o-", ms=4, lw=1, color=f"C{l}",
+                label=f"layer {l}")
+    ax.plot(Ts, [100 * r["density"] for r in rows], "ks-", ms=5, lw=1.8, label="all layers")
+    ref = next(r for r in rows if r["T"] == train_T)
+    grid = np.geomspace(Ts.min(), max(Ts.max(), paper[0] if paper else 0), 60)
+    ax.plot(grid, [100 * density_at_context(ref["edges_per_query"], int(round(t))) for t in grid], color="0.55",
+            ls="--", lw=1, label=f"constant {ref['edges_per_query']:.2g} keys/query (our T={train_T} value)")
+    for r in dense_rows:
+        ax.plot(r["T"], 100 * r["density"], "D", color="0.3", ms=6, label="dense model")
+    if paper:
+        ax.plot(paper[0], 100 * paper[1], "*", color="C3", ms=14,
+                label=f"P2 headline ({100 * paper[1]:.1f} % at T={paper[0]})")
+    ax.set(xscale="log", yscale="log", xlabel="context length T (tokens)", ylabel="open edges (% of causal pairs)",
+           title="edge density depends on context length")
+    ax = axes[1]
+    for l in range(n_layer):
+        ax.plot(Ts, [max(r["edges_per_query_per_head"][l], 1e-3) for r in rows], "o-", ms=4, lw=1, color=f"C{l}",
+                label=f"layer {l}")
+    ax.plot(Ts, [r["edges_per_query"] for r in rows], "ks-", ms=5, lw=1.8, label="mean over layers")
+    if paper:
+        e = paper[1] * (paper[0] + 1) / 2
+        ax.plot(paper[0], e, "*", color="C3", ms=14, label=f"P2 headline ≈ {e:.1f} keys/query")
+    ax.set(xscale="log", yscale="log", xlabel="context length T (tokens)", ylabel="open keys per query per head",
+           title="keys kept per query")
+    for a in axes:
+        a.axvspan(train_T, a.get_xlim()[1], color="0.92", zorder=0)
+        a.grid(alpha=0.3, which="both")
+        a.legend(fontsize=7)
     fig.tight_layout()
     return fig

@@ -203,3 +203,28 @@ def n_reached(results: dict, target: float) -> int:
     """How many studied tasks every model reached ``target`` on."""
     table = edges_table(results, target)
     return sum(1 for row in table.values() if row and all(v is not None for v in row.values()))
+
+
+def ratio_spread(results: dict, dense: str, sparse: str, target: float, *, n_boot: int = 2000,
+                 seed: int = 0) -> dict | None:
+    """How much the dense/sparse ratio depends on which tasks enter it (a bootstrap over tasks).
+
+    Resamples the usable tasks (both models reach ``target``) with replacement ``n_boot`` times and recomputes the
+    ratio of geometric means. Returns ``per_task`` ({task: dense/sparse edges}), ``lo`` / ``hi`` (5th and 95th
+    percentiles of the bootstrap), ``median`` and ``n_tasks``; None if no task is usable. This is task-sampling
+    spread for one pruning seed per task, not seed-to-seed spread of the pruning itself.
+    """
+    import numpy as np
+    table = edges_table(results, target)
+    usable = {t: row for t, row in table.items() if row and all(v is not None for v in row.values())}
+    if not usable:
+        return None
+    names = sorted(usable)
+    d = np.log([max(usable[t][dense], 1) for t in names])
+    s = np.log([max(usable[t][sparse], 1) for t in names])
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(names), size=(n_boot, len(names)))
+    boot = np.exp(d[idx].mean(1) - s[idx].mean(1))
+    return {"per_task": {t: max(usable[t][dense], 1) / max(usable[t][sparse], 1) for t in names},
+            "lo": float(np.percentile(boot, 5)), "hi": float(np.percentile(boot, 95)),
+            "median": float(np.median(boot)), "n_tasks": len(names)}

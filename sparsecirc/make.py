@@ -160,8 +160,16 @@ def _produce_addition(kind: str):
 
 
 PRODUCERS.update({kind: _produce_addition(kind) for kind in ("addition_dense", "addition_sparse")})
+
+
+def _produce_gated_lm(*args) -> None:
+    from .code_posttrain import produce_gated_lm
+    produce_gated_lm(*args)
+
+
+PRODUCERS["lm_gated"] = _produce_gated_lm
 # manifest kinds whose folder holds model.safetensors + history.json + config.json + metrics.json (loaded by load)
-GPT_FOLDER_KINDS = ("lm", "addition_dense", "addition_sparse")
+GPT_FOLDER_KINDS = ("lm", "addition_dense", "addition_sparse", "lm_gated")
 
 
 def produce(artifact_id: str, scale: str, folder: Path | None = None, *, progress: bool = True,

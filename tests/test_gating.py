@@ -235,3 +235,88 @@ def test_addition_toy_gets_sparse_at_full_accuracy(tmp_cache):
     assert m["test"]["accuracy"] >= 0.98
     assert m["test"]["density"] < 0.7 * m["init_test"]["density"]
     assert m["trajectory"]["step"][-1] == len(sparse.history.step)
+
+
+# --- post-training the code model (code_posttrain.py) ----------------------------------------------------------
+NOPE = dict(n_layer=2, d_model=32, d_head=8, n_ctx=12, d_vocab=20)  # no positional embedding, like the code model
+
+
+def test_density_at_context_converts_edges_per_query():
+    from sparsecirc.code_posttrain import density_at_context
+    assert density_at_context(1.5, 1024) == pytest.approx(3 / 1025)  # P2's ~0.3 % at T = 1024
+    for T in (1, 7, 128):
+        assert density_at_context((T + 1) / 2, T) == pytest.approx(1.0)  # every causal pair open
+    assert density_at_context(2.0, 127) == pytest.approx(2 * 2.0 / 128)
+    with pytest.raises(ValueError, match="context length"):
+        density_at_context(1.0, 0)
+    with pytest.raises(ValueError, match="edges per query"):
+        density_at_context(-1.0, 8)
+
+
+def test_with_context_keeps_the_function_and_lifts_the_length_limit():
+    from sparsecirc.code_posttrain import with_context
+    model = GPT(ModelConfig(**NOPE, attn_gate=True)).eval()
+    tokens = torch.randint(0, 20, (2, 12))
+    long = with_context(model, 40)
+    assert torch.allclose(long(tokens), model(tokens))
+    assert long(torch.randint(0, 20, (1, 40))).shape == (1, 40, 20)
+    with pytest.raises(ValueError, match="exceeds n_ctx"):
+        model(torch.randint(0, 20, (1, 13)))
+    with pytest.raises(ValueError, match="positional"):
+        with_context(GPT(ModelConfig(**TINY)), 40)
+
+
+def test_density_vs_context_dense_model_is_fully_open_and_gate_closes_edges():
+    from sparsecirc.code_posttrain import density_vs_context
+    stream = torch.randint(0, 20, (400,))
+    dense = GPT(ModelConfig(**NOPE)).eval()
+    rows = density_vs_context(dense, stream, lengths=(4, 24), n_windows=3)
+    assert [r["T"] for r in rows] == [4, 24]
+    for r in rows:
+        assert r["density"] == 1.0 and r["edges_per_query"] == pytest.approx((r["T"] + 1) / 2)
+        assert math.isfinite(r["ce"])
+    gated = GPT(ModelConfig(**NOPE, attn_gate=True, attn_gate_bias=-50.0))
+    gated.load_state_dict(dense.state_dict(), strict=True)
+    closed = density_vs_context(gated.eval(), stream, lengths=(8,), n_windows=2)[0]
+    assert closed["density"] == 0.0 and closed["edges_per_query_per_head"] == [0.0, 0.0]
+
+
+def test_gated_config_must_match_the_dense_shape():
+    from sparsecirc.artifacts import ArtifactError
+    from sparsecirc.code_posttrain import check_same_shape, gated_config
+    from sparsecirc.make import run_config
+    cfg, geco, spec = gated_config("spa-codemodel-l2d128-gated", "book")
+    assert cfg.model.attn_gate and geco["tau_slack"] > 0
+    dense = run_config(spec["init_from"], "book")
+    check_same_shape(cfg, dense)  # the committed pair: no error
+    with pytest.raises(ArtifactError, match="d_model"):
+        check_same_shape(cfg, run_config(spec["init_from"], "ci"))
+
+
+def test_last_query_reads_counts_open_keys_and_marked_tokens():
+    from sparsecirc.code_posttrain import display_tokens, key_positions, last_query_reads
+    from sparsecirc.tokenizer import load_tokenizer
+    tok = load_tokenizer()
+    ids = tok.encode('x = [[1, 2\nprint("a')
+    assert "".join(display_tokens(ids)).replace("⏎", "\n").replace("·", " ") == 'x = [[1, 2\nprint("a'
+    marked = key_positions(ids, "[")
+    assert marked and all("[" in tok.decode([ids[i]]) for i in marked)
+    cfg = dict(n_layer=2, d_model=32, d_head=8, n_ctx=32, d_vocab=tok.vocab_size)
+    dense = GPT(ModelConfig(**cfg)).eval()
+    r = last_query_reads(dense, [ids], "[")
+    assert r["keys"] == [len(ids), len(ids)] and r["reads_marked"] == [1.0, 1.0]
+    assert r["marked_share"][0] == pytest.approx(len(marked) / len(ids))
+    shut = GPT(ModelConfig(**cfg, attn_gate=True, attn_gate_bias=-1e4))
+    shut.load_state_dict(dense.state_dict(), strict=True)
+    r = last_query_reads(shut.eval(), [ids, ids], "[")
+    assert r == {"keys": [0.0, 0.0], "reads_marked": [0.0, 0.0], "marked_share": [0.0, 0.0], "n": 2}
+    with pytest.raises(ValueError, match="no prompts"):
+        last_query_reads(dense, [], "[")
+
+
+def test_tiled_windows_cover_the_stream_once():
+    from sparsecirc.code_posttrain import tiled_windows
+    w = tiled_windows(torch.arange(23), 4)
+    assert w.shape == (4, 5) and w.flatten().tolist() == list(range(20))
+    with pytest.raises(ValueError, match="shorter than one window"):
+        tiled_windows(torch.arange(3), 4)

@@ -77,3 +77,20 @@ def test_chapter02_plots():
     assert sparsity_schedule(cfg, h).axes
     assert loss_scatter(np.random.rand(50), np.random.rand(50), "a", "b").axes
     assert task_heatmap({"m1": {"t1": 0.5, "t2": 1.0}, "m2": {"t1": 0.9, "t2": 0.7}}).axes
+
+
+def test_ratio_spread_bootstraps_over_tasks():
+    from sparsecirc.circuit_study import ratio_spread, size_ratio
+
+    def run(model, task, edges):
+        return {"model": model, "task": task, "targets": {"0.15": {"edges": edges} if edges is not None else None}}
+
+    res = {"targets": [0.15], "tasks": ["a", "b", "c"],
+           "runs": [run("D", "a", 100), run("S", "a", 10), run("D", "b", 40), run("S", "b", 1),
+                    run("D", "c", 5), run("S", "c", None)]}
+    sp = ratio_spread(res, "D", "S", 0.15, n_boot=500)
+    assert sp["n_tasks"] == 2 and sp["per_task"] == {"a": 10.0, "b": 40.0}  # task c is not reached by S
+    assert sp["lo"] >= 10.0 - 1e-9 and sp["hi"] <= 40.0 + 1e-9 and sp["lo"] < sp["hi"]
+    assert 10.0 <= sp["median"] <= 40.0
+    assert size_ratio(res, "D", "S", 0.15) == pytest.approx(20.0)
+    assert ratio_spread(res, "D", "S", 0.5) is None
