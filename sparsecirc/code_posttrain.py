@@ -189,7 +189,8 @@ def key_positions(ids, chars: str) -> list[int]:
 def last_query_reads(model, prompts, chars: str) -> dict:
     """Which keys the final position of each prompt reads, per layer (gated model: open gates, union over heads).
 
-    ``prompts``: lists of token ids (the task prompts; the final position predicts the task's answer token).
+    ``prompts``: lists of token ids (the task prompts; the final position predicts the task's answer token);
+    prompts longer than the model's context keep their last ``n_ctx`` tokens.
     Returns ``keys`` [n_layer] (mean open keys of the last query, union over heads), ``reads_marked`` [n_layer]
     (fraction of prompts whose last query has an open edge to a token containing one of ``chars``, e.g. the
     opening quote), ``marked_share`` [n_layer] (of the last query's open keys, the mean fraction that are marked
@@ -200,7 +201,7 @@ def last_query_reads(model, prompts, chars: str) -> dict:
     keys, reads, share = torch.zeros(L), torch.zeros(L), torch.zeros(L)
     n = 0
     for ids in prompts:
-        ids = [int(t) for t in ids]
+        ids = [int(t) for t in ids][-model.cfg.n_ctx:]  # like the task evaluation: the last n_ctx tokens
         marked = key_positions(ids, chars)
         g = attention_graph(model, torch.tensor(ids))  # [L, T, T]
         opened = torch.from_numpy(g[:, -1] > 0.5) if model.cfg.attn_gate else torch.ones(L, len(ids), dtype=torch.bool)
@@ -214,3 +215,33 @@ def last_query_reads(model, prompts, chars: str) -> dict:
         raise ValueError("last_query_reads: no prompts")
     return {"keys": (keys / n).tolist(), "reads_marked": (reads / n).tolist(), "marked_share": (share / n).tolist(),
             "n": n}
+
+
+@torch.no_grad()
+def last_query_weights(model, ids) -> tuple[torch.Tensor, list[str]]:
+    """Effective attention weights of the final position, every head: ([n_layer * n_head, T], row labels).
+
+    Dense model: the softmax weights. Gated model: softmax weight × deterministic gate (what actually reaches
+    the value sum, without renormalisation), so a shut edge reads 0. ``ids`` longer than ``n_ctx`` keep the end.
+    """
+    from .hooks import record
+    c = model.cfg
+    ids = torch.tensor([int(t) for t in ids][-c.n_ctx:]).view(1, -1)
+    names = [f"blocks.{l}.attn.hook_pattern" for l in range(c.n_layer)]
+    if c.attn_gate:
+        names += [f"blocks.{l}.attn.hook_sparse_mask" for l in range(c.n_layer)]
+    was = model.training
+    model.eval()
+    try:
+        with record(model, names) as cache:
+            model(ids)
+    finally:
+        model.train(was)
+    rows = []
+    for l in range(c.n_layer):
+        w = cache[f"blocks.{l}.attn.hook_pattern"][0, :, -1]  # [n_head, T]
+        if c.attn_gate:
+            w = w * cache[f"blocks.{l}.attn.hook_sparse_mask"][0, :, -1]
+        rows.append(w)
+    labels = [f"L{l}H{h}" for l in range(c.n_layer) for h in range(c.n_head)]
+    return torch.cat(rows).float(), labels

@@ -28,15 +28,17 @@ def loss_curves(histories: dict, *, smooth: int = 25, ax=None, title: str = "tra
 
 
 def token_heatmap(tokens: Sequence[str], values: np.ndarray, row_labels: Sequence[str], *, title: str = "",
-                  cmap: str = "RdBu_r", ax=None):
-    """Heatmap of ``values`` [rows, tokens], one column per token, symmetric colour scale around 0."""
+                  cmap: str = "RdBu_r", ax=None, vrange: tuple[float, float] | None = None):
+    """Heatmap of ``values`` [rows, tokens], one column per token, symmetric colour scale around 0 (or ``vrange``,
+    e.g. ``(0, 1)`` with ``cmap="Blues"`` for attention weights)."""
     values = np.asarray(values, dtype=float)
     if values.shape != (len(row_labels), len(tokens)):
         raise ValueError(f"values has shape {values.shape}, expected ({len(row_labels)}, {len(tokens)})")
     fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(
         figsize=(max(6.0, 0.42 * len(tokens)), 0.45 * len(row_labels) + 1.4))
     vmax = float(np.abs(values).max()) or 1.0
-    im = ax.imshow(values, cmap=cmap, vmin=-vmax, vmax=vmax, aspect="auto")
+    lo, hi = vrange if vrange is not None else (-vmax, vmax)
+    im = ax.imshow(values, cmap=cmap, vmin=lo, vmax=hi, aspect="auto")
     ax.set_xticks(range(len(tokens)), [repr(t)[1:-1] for t in tokens], rotation=90, fontsize=8, family="monospace")
     ax.set_yticks(range(len(row_labels)), row_labels, fontsize=8)
     ax.set_title(title, fontsize=10)

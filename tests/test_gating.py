@@ -320,3 +320,22 @@ def test_tiled_windows_cover_the_stream_once():
     assert w.shape == (4, 5) and w.flatten().tolist() == list(range(20))
     with pytest.raises(ValueError, match="shorter than one window"):
         tiled_windows(torch.arange(3), 4)
+
+
+def test_last_query_weights_are_the_pattern_times_the_gate():
+    from sparsecirc.code_posttrain import last_query_weights
+    dense = GPT(ModelConfig(**NOPE)).eval()
+    ids = torch.randint(0, 20, (9,)).tolist()
+    w, rows = last_query_weights(dense, ids)
+    assert w.shape == (2 * dense.cfg.n_head, 9) and rows[0] == "L0H0" and rows[-1] == f"L1H{dense.cfg.n_head - 1}"
+    assert torch.allclose(w.sum(1), torch.ones(len(rows)), atol=1e-5)  # softmax rows of the last query
+    gated = GPT(ModelConfig(**NOPE, attn_gate=True, attn_gate_bias=0.0))
+    gated.load_state_dict(dense.state_dict(), strict=True)
+    wg, _ = last_query_weights(gated.eval(), ids)
+    H = dense.cfg.n_head  # layer 0 sees the same input: its kept weights are the dense ones (layer 1's input differs)
+    assert ((wg[:H] == 0) | torch.isclose(wg[:H], w[:H])).all() and (wg[:H] == 0).any()
+    shut = GPT(ModelConfig(**NOPE, attn_gate=True, attn_gate_bias=-1e4))
+    shut.load_state_dict(dense.state_dict(), strict=True)
+    assert last_query_weights(shut.eval(), ids)[0].abs().sum() == 0
+    long = list(range(20)) * 2  # 40 tokens > n_ctx = 12: the last 12 are used
+    assert last_query_weights(dense, long)[0].shape[1] == 12

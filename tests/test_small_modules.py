@@ -47,6 +47,9 @@ def test_plots_return_figures_and_check_shapes():
     with pytest.raises(ValueError, match="expected"):
         token_heatmap(["a", "b"], np.zeros((2, 3)), ["x", "y"])
     assert token_heatmap(["a", "b"], np.ones((1, 2)), ["x"]).axes
+    fig = token_heatmap(["a", "b"], np.array([[0.2, 0.5]]), ["x"], cmap="Blues", vrange=(0.0, 1.0))
+    assert fig.axes[0].images[0].get_clim() == (0.0, 1.0)
+    assert token_heatmap(["a", "b"], np.array([[0.2, -0.5]]), ["x"]).axes[0].images[0].get_clim() == (-0.5, 0.5)
 
 
 def test_pearson_neuron_activity_kurtosis_nonzero_table():
