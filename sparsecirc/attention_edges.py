@@ -24,6 +24,20 @@ import torch
 from .hooks import patch, record
 
 
+@torch.no_grad()
+def eval_record(model, tokens: torch.Tensor, names: list[str]) -> dict[str, torch.Tensor]:
+    """One forward of ``tokens`` in eval mode (deterministic gates) recording the hook points ``names``; the
+    model's train/eval mode is restored afterwards."""
+    was = model.training
+    model.eval()
+    try:
+        with record(model, names) as cache:
+            model(tokens)
+    finally:
+        model.train(was)
+    return cache
+
+
 def causal_pairs(T: int) -> int:
     """Number of causal (query, key) pairs with the diagonal: T(T+1)/2."""
     return T * (T + 1) // 2
@@ -40,17 +54,11 @@ def edge_masks(model, tokens: torch.Tensor, batch_size: int = 1024) -> torch.Ten
     causal = torch.ones(T, T, dtype=torch.bool).tril()
     if not c.attn_gate:
         return causal.expand(c.n_layer, B, c.n_head, T, T)
-    was = model.training
-    model.eval()
+    names = [f"blocks.{l}.attn.hook_sparse_mask" for l in range(c.n_layer)]
     out = []
-    try:
-        names = [f"blocks.{l}.attn.hook_sparse_mask" for l in range(c.n_layer)]
-        for i in range(0, B, batch_size):
-            with record(model, names) as cache:
-                model(tokens[i:i + batch_size])
-            out.append(torch.stack([cache[n] > 0 for n in names]))  # [n_layer, b, n_head, T, T]
-    finally:
-        model.train(was)
+    for i in range(0, B, batch_size):
+        cache = eval_record(model, tokens[i:i + batch_size], names)
+        out.append(torch.stack([cache[n] > 0 for n in names]))  # [n_layer, b, n_head, T, T]
     return torch.cat(out, dim=1)
 
 
@@ -81,13 +89,7 @@ def gate_logits(model, tokens: torch.Tensor) -> torch.Tensor:
     """
     c = model.cfg
     names = [f"blocks.{l}.attn.hook_{x}" for l in range(c.n_layer) for x in ("q", "k")]
-    was = model.training
-    model.eval()
-    try:
-        with record(model, names) as cache:
-            model(tokens)
-    finally:
-        model.train(was)
+    cache = eval_record(model, tokens, names)
     out = []
     for l in range(c.n_layer):
         q, k = (cache[f"blocks.{l}.attn.hook_{x}"].transpose(1, 2) for x in ("q", "k"))  # [batch, n_head, pos, d_head]
@@ -162,18 +164,11 @@ def attention_graph(model, tokens: torch.Tensor) -> np.ndarray:
     Gated model: 1 where any head's deterministic gate is open. Dense model: the largest softmax weight over
     heads (the shade of P2 Fig. 1's dense panel). ``tokens`` is [pos] or [1, pos].
     """
-    tokens = tokens.view(1, -1)
     L = model.cfg.n_layer
-    was = model.training
-    model.eval()
-    try:
-        names = [f"blocks.{l}.attn.hook_pattern" for l in range(L)]
-        if model.cfg.attn_gate:
-            names = [f"blocks.{l}.attn.hook_sparse_mask" for l in range(L)]
-        with record(model, names) as cache:
-            model(tokens)
-    finally:
-        model.train(was)
+    names = [f"blocks.{l}.attn.hook_pattern" for l in range(L)]
+    if model.cfg.attn_gate:
+        names = [f"blocks.{l}.attn.hook_sparse_mask" for l in range(L)]
+    cache = eval_record(model, tokens.view(1, -1), names)
     return torch.stack([cache[n][0].amax(0) for n in names]).float().numpy()  # [n_layer, T, T]
 
 

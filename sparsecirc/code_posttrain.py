@@ -224,19 +224,13 @@ def last_query_weights(model, ids) -> tuple[torch.Tensor, list[str]]:
     Dense model: the softmax weights. Gated model: softmax weight × deterministic gate (what actually reaches
     the value sum, without renormalisation), so a shut edge reads 0. ``ids`` longer than ``n_ctx`` keep the end.
     """
-    from .hooks import record
+    from .attention_edges import eval_record
     c = model.cfg
     ids = torch.tensor([int(t) for t in ids][-c.n_ctx:]).view(1, -1)
     names = [f"blocks.{l}.attn.hook_pattern" for l in range(c.n_layer)]
     if c.attn_gate:
         names += [f"blocks.{l}.attn.hook_sparse_mask" for l in range(c.n_layer)]
-    was = model.training
-    model.eval()
-    try:
-        with record(model, names) as cache:
-            model(ids)
-    finally:
-        model.train(was)
+    cache = eval_record(model, ids, names)
     rows = []
     for l in range(c.n_layer):
         w = cache[f"blocks.{l}.attn.hook_pattern"][0, :, -1]  # [n_head, T]
