@@ -5,7 +5,8 @@
 
 Same model shape (toy: P2 Fig. 1, 4 layers, 4 heads, d_model 64; code: 2 layers, d_model 128, context 128), same
 weights, same batch. "plain" runs the fused SDPA path; "plain, explicit pattern" forces the softmax-matrix path the
-gate also uses (a hook on hook_pattern), so the gate's own cost is the last ratio. The post-training row times ``train`` with GECO hooks per 100 steps.
+gate also uses (a hook on hook_pattern), so the gate's own cost is the last ratio. The post-training row times
+``train`` with GECO hooks per 100 steps.
 Never run it beside another torch job on a 2-core machine (STYLE §10).
 """
 from __future__ import annotations

@@ -22,9 +22,7 @@ from pathlib import Path
 
 import torch
 
-from . import artifacts
 from .attention_edges import edge_stats, topk_attention, topk_edges_per_example
-from .config import RunConfig, make_config
 
 VOCAB = list("0123456789+=")
 PLUS, EQUALS = 10, 11
@@ -119,36 +117,15 @@ def evaluate(model, tokens: torch.Tensor, batch_size: int = 1024) -> dict:
 
 
 # --- artifacts ----------------------------------------------------------------------------------------------
-def task_config(artifact_id: str, scale: str) -> tuple[RunConfig, dict, dict]:
-    """(RunConfig, geco overrides, spec) of an addition artifact: the config file's ``geco:`` section is split off."""
-    from .make import read_spec
-    spec = read_spec(artifact_id)
-    over = dict(spec["scales"].get(scale, {}))
-    geco = over.pop("geco", {})
-    return make_config(scale, **over), geco, spec
-
-
 def _val_subset(test: torch.Tensor, n: int = 1024) -> torch.Tensor:
     return test[:n]  # the in-training validation curve uses the first n test examples (eval mode)
 
 
-def _save(folder: Path, artifact_id: str, kind: str, scale: str, cfg: RunConfig, model, hist, metrics: dict,
-          wall: float, **info) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    artifacts.save_tensors(folder / "model.safetensors", model.state_dict())
-    artifacts.write_json(folder / "history.json", hist.to_dict())
-    artifacts.write_json(folder / "config.json", cfg.to_dict())
-    artifacts.write_json(folder / "metrics.json", metrics)
-    artifacts.write_manifest(folder, ["model.safetensors", "history.json", "config.json", "metrics.json"],
-                             id=artifact_id, kind=kind, scale=scale, seed=cfg.train.seed, config=cfg.to_dict(),
-                             precision="fp32", wall_time_s=round(wall, 1),
-                             produced_by=f"python -m sparsecirc reproduce {artifact_id} --scale {scale}", **info)
-
-
 def produce_dense(artifact_id: str, scale: str, folder: Path, progress: bool, resume: bool) -> None:
     """Train the dense toy (AdamW, fresh pairs each step) and store model, history and test metrics."""
+    from .make import save_gpt_folder, split_config
     from .train import train
-    cfg, _, _ = task_config(artifact_id, scale)
+    cfg, _, _ = split_config(artifact_id, scale)
     test = test_set()
     t0 = time.time()
     model, hist = train(cfg, None, _val_subset(test), batch_fn=batch_fn(cfg.train.batch_size, cfg.train.seed),
@@ -156,7 +133,7 @@ def produce_dense(artifact_id: str, scale: str, folder: Path, progress: bool, re
     wall = time.time() - t0
     metrics = {"test": evaluate(model, test), "n_params": model.n_params(), "train_seconds": hist.train_seconds,
                "seconds_per_step": hist.train_seconds / len(hist.step)}
-    _save(folder, artifact_id, "addition_dense", scale, cfg, model, hist, metrics, wall)
+    save_gpt_folder(folder, artifact_id, "addition_dense", scale, cfg, model, hist, metrics, wall)
 
 
 def _log_point(traj: dict, step: int, ev: dict) -> None:
@@ -178,9 +155,10 @@ def produce_sparse(artifact_id: str, scale: str, folder: Path, progress: bool, r
     """Post-train the dense toy with P2's gate and GECO (τ = dense test CE + slack); store metrics and baselines."""
     from .artifacts import ARTIFACTS_DIR, get_or_compute
     from .geco import GECO, GECOConfig
+    from .make import model_sha256, save_gpt_folder, split_config
     from .model import GPT
     from .train import TrainHooks, train
-    cfg, geco_over, spec = task_config(artifact_id, scale)
+    cfg, geco_over, spec = split_config(artifact_id, scale)
     dense_id = spec["init_from"]
     committed = Path(folder) == ARTIFACTS_DIR / artifact_id
     dense = get_or_compute(dense_id, scale=scale, recompute=(scale == "book" and not committed), progress=progress)
@@ -206,9 +184,8 @@ def produce_sparse(artifact_id: str, scale: str, folder: Path, progress: bool, r
                "n_params": model.n_params(), "train_seconds": hist.train_seconds,
                "seconds_per_step": hist.train_seconds / len(hist.step),
                "topk_baseline": topk_baseline(dense.model, test, ev["edges_per_example_per_layer"])}
-    dense_sha = next(f["sha256"] for f in dense.manifest["files"] if f["path"] == "model.safetensors")
-    _save(folder, artifact_id, "addition_sparse", scale, cfg, model, hist, metrics, wall,
-          init_from={"id": dense_id, "model_sha256": dense_sha})
+    save_gpt_folder(folder, artifact_id, "addition_sparse", scale, cfg, model, hist, metrics, wall,
+                    init_from={"id": dense_id, "model_sha256": model_sha256(dense)})
 
 
 def topk_baseline(dense_model, test: torch.Tensor, sparse_edges_per_layer: list[float],

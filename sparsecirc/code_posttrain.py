@@ -8,9 +8,9 @@ The producer of ``kind: lm_gated`` artifacts. Its config names a dense language 
 
 What it records (``metrics.json``): the dense and post-trained validation CE on the same windows, τ (GECO's bound on
 the training CE, ``tau_train``, and the same slack above the dense validation CE, ``tau_val``) and whether the
-post-trained validation CE (deterministic gate) is within ``tau_val``, deterministic edge statistics per layer at the training
-context, the same at other context lengths (:func:`density_vs_context`; our code model has no positional
-embedding, so it runs at any length), the 20-task table, and a density trajectory.
+post-trained validation CE (deterministic gate) is within ``tau_val``, deterministic edge statistics per layer at
+the training context, the same at other context lengths (:func:`density_vs_context`; our code model has no
+positional embedding, so it runs at any length), the 20-task table, and a density trajectory.
 
 Density depends on the context length T (P2 digest §4): a model that keeps ``e`` keys per query has density
 ``2e/(T+1)``. :func:`density_at_context` converts edges per query into the density at another T under that
@@ -83,15 +83,11 @@ def density_vs_context(model, val_tokens: torch.Tensor, lengths=SWEEP_LENGTHS, n
 
 
 def gated_config(artifact_id: str, scale: str):
-    """(RunConfig, geco overrides, spec) of an ``lm_gated`` artifact."""
-    from .config import make_config
-    from .make import read_spec
-    spec = read_spec(artifact_id)
+    """(RunConfig, geco overrides, spec) of an ``lm_gated`` artifact, checked: ``init_from`` and the gate are set."""
+    from .make import split_config
+    cfg, geco, spec = split_config(artifact_id, scale)
     if "init_from" not in spec:
         raise artifacts.ArtifactError(f"{artifact_id}: an lm_gated config needs `init_from: <dense lm id>`")
-    over = dict(spec["scales"].get(scale, {}))
-    geco = over.pop("geco", {})
-    cfg = make_config(scale, **over)
     if not cfg.model.attn_gate:
         raise artifacts.ArtifactError(f"{artifact_id}: model.attn_gate must be true for a gated post-training run")
     return cfg, geco, spec
@@ -108,10 +104,11 @@ def check_same_shape(gated_cfg, dense_cfg) -> None:
 
 
 def produce_gated_lm(artifact_id: str, scale: str, folder: Path, progress: bool, resume: bool) -> None:
-    """Post-train ``init_from`` with the gate and GECO (τ = dense validation CE + slack); store model and metrics."""
+    """Post-train ``init_from`` with the gate and GECO (τ = the dense CE on the whole training stream + slack);
+    store model and metrics."""
     from .artifacts import ARTIFACTS_DIR, get_or_compute
     from .geco import GECO, GECOConfig
-    from .make import lm_task_metrics, lm_tokens, lm_val_loss
+    from .make import lm_task_metrics, lm_tokens, lm_val_loss, model_sha256, save_gpt_folder
     from .train import TrainHooks, eval_windows, evaluate, train
     cfg, geco_over, spec = gated_config(artifact_id, scale)
     dense_id = spec["init_from"]
@@ -157,17 +154,8 @@ def produce_gated_lm(artifact_id: str, scale: str, folder: Path, progress: bool,
                "seconds_per_step": hist.train_seconds / max(len(hist.step), 1),
                "tokens_seen": hist.tokens_seen, "tasks": lm_task_metrics(model),
                "dense_tasks": dense.extra["metrics"].get("tasks")}
-    folder.mkdir(parents=True, exist_ok=True)
-    artifacts.save_tensors(folder / "model.safetensors", model.state_dict())
-    artifacts.write_json(folder / "history.json", hist.to_dict())
-    artifacts.write_json(folder / "config.json", cfg.to_dict())
-    artifacts.write_json(folder / "metrics.json", metrics)
-    dense_sha = next(f["sha256"] for f in dense.manifest["files"] if f["path"] == "model.safetensors")
-    artifacts.write_manifest(folder, ["model.safetensors", "history.json", "config.json", "metrics.json"],
-                             id=artifact_id, kind="lm_gated", scale=scale, seed=cfg.train.seed, config=cfg.to_dict(),
-                             geco=geco_over, precision="fp32", wall_time_s=round(wall, 1),
-                             init_from={"id": dense_id, "model_sha256": dense_sha},
-                             produced_by=f"python -m sparsecirc reproduce {artifact_id} --scale {scale}")
+    save_gpt_folder(folder, artifact_id, "lm_gated", scale, cfg, model, hist, metrics, wall, geco=geco_over,
+                    init_from={"id": dense_id, "model_sha256": model_sha256(dense)})
 
 
 # --- reading the gates on P1's task prompts ---------------------------------------------------------------------

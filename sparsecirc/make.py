@@ -45,6 +45,36 @@ def run_config(artifact_id: str, scale: str) -> RunConfig:
     return make_config(scale, **spec["scales"].get(scale, {}))
 
 
+def split_config(artifact_id: str, scale: str, section: str = "geco") -> tuple[RunConfig, dict, dict]:
+    """(RunConfig, the config's extra ``section`` (e.g. GECO's settings, which are not a RunConfig field), spec)
+    of an artifact at a scale; the section is ``{}`` when the config has none."""
+    spec = read_spec(artifact_id)
+    over = dict(spec["scales"].get(scale, {}))
+    extra = over.pop(section, {})
+    return make_config(scale, **over), extra, spec
+
+
+def model_sha256(run: Run) -> str:
+    """sha256 of a loaded artifact's ``model.safetensors``, from its manifest (for ``init_from`` provenance)."""
+    return next(f["sha256"] for f in run.manifest["files"] if f["path"] == "model.safetensors")
+
+
+def save_gpt_folder(folder: Path, artifact_id: str, kind: str, scale: str, cfg: RunConfig, model, hist,
+                    metrics: dict, wall: float, **info) -> None:
+    """Write a trained GPT's folder (model.safetensors, history.json, config.json, metrics.json) and its manifest
+    (``info`` adds fields, e.g. ``init_from``); what :func:`load` reads back for the ``GPT_FOLDER_KINDS``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    artifacts.save_tensors(folder / "model.safetensors", model.state_dict())
+    artifacts.write_json(folder / "history.json", hist.to_dict())
+    artifacts.write_json(folder / "config.json", cfg.to_dict())
+    artifacts.write_json(folder / "metrics.json", metrics)
+    artifacts.write_manifest(folder, ["model.safetensors", "history.json", "config.json", "metrics.json"],
+                             id=artifact_id, kind=kind, scale=scale, seed=cfg.train.seed, config=cfg.to_dict(),
+                             precision="fp32", wall_time_s=round(wall, 1),
+                             produced_by=f"python -m sparsecirc reproduce {artifact_id} --scale {scale}", **info)
+
+
 def lm_tokens(cfg: RunConfig):
     """Train and validation token streams for a language-model config."""
     from .corpus import corpus_tokens
