@@ -183,14 +183,20 @@ def edges_table(results: dict, target: float) -> dict[str, dict[str, int | None]
     return out
 
 
+def usable_tasks(results: dict, target: float) -> dict[str, dict[str, int]]:
+    """The rows of :func:`edges_table` where every studied model reached ``target`` (the tasks models are
+    compared on)."""
+    return {t: row for t, row in edges_table(results, target).items()
+            if row and all(v is not None for v in row.values())}
+
+
 def geomean_edges(results: dict, model: str, target: float) -> float | None:
     """Geometric mean over tasks of the model's circuit edges at ``target`` (P1's headline metric); only tasks
     where every studied model reached the target count, so models are compared on the same tasks."""
-    table = edges_table(results, target)
-    usable = [row for row in table.values() if row and all(v is not None for v in row.values())]
+    usable = usable_tasks(results, target)
     if not usable:
         return None
-    return geometric_mean([row[model] for row in usable])
+    return geometric_mean([row[model] for row in usable.values()])
 
 
 def size_ratio(results: dict, dense: str, sparse: str, target: float) -> float | None:
@@ -201,8 +207,7 @@ def size_ratio(results: dict, dense: str, sparse: str, target: float) -> float |
 
 def n_reached(results: dict, target: float) -> int:
     """How many studied tasks every model reached ``target`` on."""
-    table = edges_table(results, target)
-    return sum(1 for row in table.values() if row and all(v is not None for v in row.values()))
+    return len(usable_tasks(results, target))
 
 
 def ratio_spread(results: dict, dense: str, sparse: str, target: float, *, n_boot: int = 2000,
@@ -215,8 +220,7 @@ def ratio_spread(results: dict, dense: str, sparse: str, target: float, *, n_boo
     spread for one pruning seed per task, not seed-to-seed spread of the pruning itself.
     """
     import numpy as np
-    table = edges_table(results, target)
-    usable = {t: row for t, row in table.items() if row and all(v is not None for v in row.values())}
+    usable = usable_tasks(results, target)
     if not usable:
         return None
     names = sorted(usable)
