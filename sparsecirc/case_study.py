@@ -350,24 +350,51 @@ def _tok_id(text: str) -> int:
 
 
 @torch.no_grad()
-def patched_accuracy(model: GPT, ds, task: str, read: tuple[str, int], value_a: float, value_b: float) -> dict:
+def patched_accuracy(model: GPT, ds, task: str, read, value_a, value_b) -> dict:
     """Task accuracy with ``read`` at the last position swapped to the other kind's mean (A prompts get
-    ``value_b``, B prompts ``value_a``): if the node carries the answer, accuracy should fall far below chance."""
+    ``value_b``, B prompts ``value_a``): if the node carries the answer, accuracy should fall far below chance.
+
+    ``read`` is one (hook, flat index) with float values, or a list of them with one value per read (e.g. all of a
+    head's value channels at once)."""
     from .tasks import _columns, get_task, pad_batch, pair_logits, task_accuracy
+    reads = [tuple(read)] if isinstance(read[0], str) else [tuple(r) for r in read]
+    va = [value_a] if reads == [tuple(read)] else list(value_a)
+    vb = [value_b] if reads == [tuple(read)] else list(value_b)
+    if not len(reads) == len(va) == len(vb):
+        raise ValueError(f"{len(reads)} reads but {len(va)} / {len(vb)} values")
     cols = _columns(ds)
     a_id = _tok_id(get_task(task).candidates[0])
     tokens, last = pad_batch(cols["prompt_ids"], model.cfg.n_ctx)
-    fill = torch.tensor([value_b if t == a_id else value_a for t in cols["target_id"]])
+    is_a = torch.tensor([t == a_id for t in cols["target_id"]])
     cand = torch.tensor([cols["target_id"], cols["distractor_id"]]).T  # [n, 2]
+    by_hook: dict[str, list[tuple[int, torch.Tensor]]] = {}
+    for (hook, j), a, b in zip(reads, va, vb):
+        by_hook.setdefault(hook, []).append((int(j), torch.where(is_a, float(b), float(a))))
 
-    def fn(x):
-        x = x.clone(memory_format=torch.contiguous_format)
-        x.view(x.shape[0], x.shape[1], -1)[torch.arange(len(last)), last, read[1]] = fill
-        return x
-    with patch(model, {read[0]: fn}):
+    def make(items):
+        def fn(x):
+            x = x.clone(memory_format=torch.contiguous_format)
+            for j, fill in items:
+                x.view(x.shape[0], x.shape[1], -1)[torch.arange(len(last)), last, j] = fill
+            return x
+        return fn
+    with patch(model, {h: make(items) for h, items in by_hook.items()}):
         logits = model(tokens, positions=last).gather(1, cand)  # [n, 2]
     plain = pair_logits(model, ds)
     return {"accuracy": float(task_accuracy(plain).mean()), "patched_accuracy": float(task_accuracy(logits).mean())}
+
+
+def head_value_patch(model: GPT, ds, task: str, contrast_nodes: list[dict], read: tuple[str, int]) -> dict | None:
+    """:func:`patched_accuracy` with *every* circuit value channel of the head that owns ``read`` (a ``hook_z``
+    read) swapped at once: one channel alone may leave the answer to its siblings. None for other reads."""
+    hook, j = read
+    if not hook.endswith("attn.hook_z"):
+        return None
+    dh, layer = model.cfg.d_head, hook.split(".")[1]
+    rows = [r for r in contrast_nodes if r["read"][0] == hook and r["read"][1] // dh == j // dh]
+    out = patched_accuracy(model, ds, task, [tuple(r["read"]) for r in rows], [r["a_last"] for r in rows],
+                           [r["b_last"] for r in rows])
+    return {**out, "head": f"L{layer}H{j // dh}", "channels": [int(r["read"][1]) for r in rows]}
 
 
 def _contrast_task(model, means, task: str, pcfg: PruneConfig, targets, folder: Path, model_id: str):
@@ -391,18 +418,24 @@ def _contrast_task(model, means, task: str, pcfg: PruneConfig, targets, folder: 
         best = carriers[0]
         out["answer_node"] = best
         out["patch"] = patched_accuracy(model, test, task, tuple(best["read"]), best["a_last"], best["b_last"])
+        out["patch_head"] = head_value_patch(model, test, task, out["contrast"]["nodes"], tuple(best["read"]))
     return out, files
 
 
 def _quote_study(spec: dict, sspec: dict, scale: str, folder: Path, pcfg: PruneConfig, seed: int):
+    """Each task on its own model (``models: {name: id}``, default ``model``) and with its own target list
+    (``task_targets: {name: [...]}``, default ``targets``; a scale's ``targets`` overrides both)."""
     from .circuit_study import _lm, _means
-    model_id = spec["model"]
-    model, cfg, val = _lm(model_id, scale)
-    means = _means(model, cfg, val, pcfg)
-    targets = [float(t) for t in sspec.get("targets", spec["targets"])]
-    results, files = {"model": model_id}, []
+    results, files, loaded = {}, [], {}
     for name, task in spec["tasks"].items():
+        model_id = spec.get("models", {}).get(name, spec["model"])
+        if model_id not in loaded:
+            model, cfg, val = _lm(model_id, scale)
+            loaded[model_id] = (model, _means(model, cfg, val, pcfg))
+        model, means = loaded[model_id]
+        targets = [float(t) for t in sspec.get("targets", spec.get("task_targets", {}).get(name, spec["targets"]))]
         results[name], f = _contrast_task(model, means, task, pcfg, targets, folder, model_id)
+        results[name]["model"] = model_id
         files += f
     results["claims"] = quote_claim_values(results)
     return results, files
@@ -455,10 +488,94 @@ def _node_label(hook: str, index: int) -> str:
     return f"{hook.replace('blocks.', 'L').replace('.attn', '').replace('.hook_', ' ')}[{index}]"
 
 
-def contrast_table(part: dict, by: str = "sep_last", n: int = 8, kinds: tuple[str, ...] | None = None):
+def node_role(row: dict, strong: float = 1.0) -> str:
+    """A reading aid in P1's vocabulary for one :func:`contrast` row (a rule, not a proof; the chapter tests the
+    claims by patching):
+
+    - ``type -> last``: tells the two kinds apart at the last token (|sep_last| >= ``strong``), i.e. the answer
+      has arrived there;
+    - ``type at key``: tells them apart at the key token only (P1's "quote type" channel);
+    - ``detector``: on for both kinds at the key token with the same sign and similar size, and much weaker at
+      the last token (P1's "quote detector");
+    - ``other``: none of these (context, normalisation, or a weak share of the above).
+    """
+    if abs(row["sep_last"]) >= strong:
+        return "type -> last"
+    if abs(row["sep_key"]) >= strong:
+        return "type at key"
+    a, b = row["a_key"], row["b_key"]
+    lo, hi = min(abs(a), abs(b)), max(abs(a), abs(b))
+    if a * b > 0 and lo >= 0.5 * hi and lo > 2 * max(abs(row["a_last"]), abs(row["b_last"])):
+        return "detector"
+    return "other"
+
+
+def role_counts(part: dict, strong: float = 1.0) -> dict[str, int]:
+    """How many circuit nodes :func:`node_role` puts in each role."""
+    out = {"type -> last": 0, "type at key": 0, "detector": 0, "other": 0}
+    for row in part["contrast"]["nodes"]:
+        out[node_role(row, strong)] += 1
+    return out
+
+
+def snippets_around(stream: torch.Tensor, token_ids, n: int = 4, before: int = 6, after: int = 14,
+                    seed: int = 0) -> list[list[int]]:
+    """``n`` windows of a 1-D token ``stream``, each ``before`` tokens before an occurrence of any of
+    ``token_ids`` to ``after`` tokens after it, occurrences drawn at random (seeded), returned in stream order."""
+    ids = torch.as_tensor(list(token_ids))
+    where = torch.nonzero(torch.isin(stream, ids)).flatten()
+    where = where[(where >= before) & (where + after < len(stream))]
+    if len(where) == 0:
+        raise ValueError(f"none of the token ids {ids.tolist()} occurs in the stream (length {len(stream)}) with "
+                         f"{before} tokens before and {after} after it")
+    g = torch.Generator().manual_seed(seed)
+    pick = where[torch.randperm(len(where), generator=g)[:n]].sort().values
+    return [stream[int(i) - before:int(i) + after + 1].tolist() for i in pick]
+
+
+def corpus_snippets(model_id: str, texts: tuple[str, ...], n: int = 4, before: int = 6, after: int = 14,
+                    scale: str = "book", seed: int = 0) -> list[list[int]]:
+    """:func:`snippets_around` occurrences of the single tokens ``texts`` (e.g. ``('("', "('")``) in the model's
+    *pretraining validation stream*: for reading a node on ordinary code rather than on task prompts."""
+    from .make import _folder_for, load, lm_tokens
+    from .tasks import _tokenizer
+    run = load(model_id, _folder_for(model_id, scale), scale)
+    val = lm_tokens(run.extra["config"])[1]
+    tok = _tokenizer()
+    return snippets_around(val, [tok.single_token_id(t) for t in texts], n, before, after, seed)
+
+
+def snippet_heatmap(model: GPT, snippets: list[list[int]], read: tuple[str, int], title: str = ""):
+    """``read`` at every token of each snippet, one row per snippet on one colour scale (symmetric around 0),
+    each snippet run with only its own tokens as context."""
+    import matplotlib.pyplot as plt
+
+    from .tasks import _tokenizer
+    tok = _tokenizer()
+    vals = [position_profile(model, s, tuple(read))["read"] for s in snippets]
+    v = float(max(np.abs(x).max() for x in vals)) or 1.0
+    width = max(map(len, snippets))
+    fig, axes = plt.subplots(len(snippets), 1, figsize=(max(6.0, 0.42 * width), 1.5 * len(snippets) + 0.6),
+                             squeeze=False)
+
+    def label(t):  # long whitespace tokens (indentation) would push the rows apart
+        r = repr(tok.decode([t]))[1:-1]
+        return r if len(r) <= 10 else r[:9] + "…"
+    for ax, s, x in zip(axes[:, 0], snippets, vals):
+        im = ax.imshow(np.asarray(x, dtype=float)[None], cmap="RdBu_r", vmin=-v, vmax=v, aspect="auto")
+        ax.set_xticks(range(len(s)), [label(t) for t in s], rotation=90, fontsize=8, family="monospace")
+        ax.set_yticks([])
+    fig.suptitle(title or f"{_node_label(*read)} on pretraining text", fontsize=10)
+    fig.tight_layout()
+    fig.colorbar(im, ax=axes[:, 0].tolist(), fraction=0.02, pad=0.01)
+    return fig
+
+
+def contrast_table(part: dict, by: str = "sep_last", n: int = 8, kinds: tuple[str, ...] | None = None,
+                   role: str | None = None):
     """The ``n`` circuit nodes with the largest |``by``| (``sep_last`` or ``sep_key``) of a contrast study part,
-    optionally only of some node ``kinds`` (``circuits.NODE_SITES`` keys), as a pandas DataFrame: means on A and
-    B prompts at the key and the last token, and their separation."""
+    optionally only of some node ``kinds`` (``circuits.NODE_SITES`` keys) or one :func:`node_role`, as a pandas
+    DataFrame: the role, means on A and B prompts at the key and the last token, and their separation."""
     import pandas as pd
 
     from .circuits import kind_of
@@ -468,7 +585,10 @@ def contrast_table(part: dict, by: str = "sep_last", n: int = 8, kinds: tuple[st
     if kinds:
         t = t[[kind_of(h)[1] in kinds for h, _ in t["site"]]]
     t["node"] = [_node_label(h, i) for h, i in t["site"]]
-    cols = ["node", "a_key", "b_key", "sep_key", "a_last", "b_last", "sep_last"]
+    t["role"] = [node_role(r) for r in t.to_dict("records")]
+    if role is not None:
+        t = t[t["role"] == role]
+    cols = ["node", "role", "a_key", "b_key", "sep_key", "a_last", "b_last", "sep_last"]
     return t.reindex(t[by].abs().sort_values(ascending=False).index)[cols].head(n).round(3).reset_index(drop=True)
 
 

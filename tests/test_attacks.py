@@ -191,3 +191,51 @@ def test_pair_heatmap_aligns_prompts_of_different_lengths():
     fig = case_study.pair_heatmap(_tiny(128), "set_or_string_fixedvarname", pair, ("blocks.0.hook_attn_out", 0))
     labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
     assert len(labels) == max(len(p["prompt_ids"]) for p in pair) and any("|" in t for t in labels)
+
+
+def test_node_role_follows_the_reading_rules():
+    from sparsecirc import case_study
+    row = dict(a_key=0.0, b_key=0.0, sep_key=0.0, a_last=0.0, b_last=0.0, sep_last=0.0)
+    assert case_study.node_role({**row, "sep_last": -1.4}) == "type -> last"
+    assert case_study.node_role({**row, "sep_key": 1.9, "sep_last": 0.3}) == "type at key"
+    det = {**row, "a_key": 0.8, "b_key": 0.6, "a_last": 0.1, "b_last": -0.1}
+    assert case_study.node_role(det) == "detector"
+    assert case_study.node_role({**det, "b_key": -0.6}) == "other"  # opposite signs: not a detector
+    assert case_study.node_role({**det, "a_last": 0.5}) == "other"  # as strong at the end: not a detector
+    part = {"contrast": {"nodes": [{**row, "sep_last": 2.0}, det, row]}}
+    assert case_study.role_counts(part) == {"type -> last": 1, "type at key": 0, "detector": 1, "other": 1}
+
+
+def test_snippets_around_windows_each_occurrence_in_order():
+    from sparsecirc import case_study
+    stream = torch.arange(100) % 10  # token 7 at positions 7, 17, ..., 97
+    snips = case_study.snippets_around(stream, [7], n=3, before=2, after=3, seed=1)
+    assert len(snips) == 3 and all(s == [5, 6, 7, 8, 9, 0] for s in snips)
+    assert case_study.snippets_around(stream, [7], n=3, before=2, after=3, seed=1) == snips  # seeded
+    assert len(case_study.snippets_around(stream, [7], n=50, before=2, after=3)) == 9  # 97 + 3 runs off the end
+    with pytest.raises(ValueError, match="none of the token ids"):
+        case_study.snippets_around(stream, [11], n=2)
+
+
+def test_snippet_heatmap_draws_one_row_per_snippet():
+    from sparsecirc import case_study
+    snips = [[5, 6, 7, 8], [9, 10, 11]]
+    fig = case_study.snippet_heatmap(_tiny(16), snips, ("blocks.0.hook_attn_out", 0))
+    heat = [a for a in fig.axes if a.get_xticklabels()]
+    assert [len(a.get_xticklabels()) for a in heat] == [4, 3]
+
+
+def test_patching_several_reads_equals_patching_them_one_hook_at_a_time():
+    from sparsecirc import case_study
+    from sparsecirc.tasks import load_task
+    m = _tiny(128)
+    ds = load_task("single_double_quote", "test").select(range(16))
+    one = case_study.patched_accuracy(m, ds, "single_double_quote", ("blocks.0.attn.hook_z", 9), 40.0, -40.0)
+    many = case_study.patched_accuracy(m, ds, "single_double_quote", [("blocks.0.attn.hook_z", 9)], [40.0], [-40.0])
+    assert one == many
+    with pytest.raises(ValueError, match="values"):
+        case_study.patched_accuracy(m, ds, "single_double_quote", [("blocks.0.attn.hook_z", 9)], [1.0, 2.0], [0.0])
+    rows = [{"read": ["blocks.0.attn.hook_z", j], "a_last": 40.0, "b_last": -40.0} for j in (8, 9, 15, 3)]
+    hp = case_study.head_value_patch(m, ds, "single_double_quote", rows, ("blocks.0.attn.hook_z", 9))
+    assert hp["head"] == "L0H1" and hp["channels"] == [8, 9, 15]  # d_head 8: channels 8..15 are head 1
+    assert case_study.head_value_patch(m, ds, "single_double_quote", rows, ("blocks.0.hook_attn_out", 3)) is None
