@@ -182,6 +182,27 @@ class Run:
     extra: dict = field(default_factory=dict)
 
 
+def _config_sha256(artifact_id: str) -> str:
+    path = CONFIGS_DIR / f"{artifact_id}.yaml"
+    return sha256_file(path) if path.exists() else ""
+
+
+def verify_cached(artifact_id: str, folder: str | os.PathLike) -> dict:
+    """:func:`verify_folder` for a cache build, which must also come from the *current* ``data/configs/<id>.yaml``:
+    a build made before the config was edited is stale (ArtifactError), so callers rebuild it."""
+    folder = Path(folder)
+    m = verify_folder(folder)
+    stamp = folder / "config.sha256"
+    if not stamp.exists() or stamp.read_text().strip() != _config_sha256(artifact_id):
+        raise ArtifactError(f"{folder}: built from another version of data/configs/{artifact_id}.yaml")
+    return m
+
+
+def stamp_cached(artifact_id: str, folder: str | os.PathLike) -> None:
+    """Record which config a cache build came from (checked by :func:`verify_cached`)."""
+    atomic_write_bytes(Path(folder) / "config.sha256", _config_sha256(artifact_id).encode())
+
+
 def artifact_folder(artifact_id: str, scale: str) -> Path:
     return ARTIFACTS_DIR / artifact_id if scale == "book" else cache_dir() / "artifacts" / scale / artifact_id
 
@@ -208,9 +229,10 @@ def get_or_compute(artifact_id: str, scale: str = "book", recompute: bool = Fals
     folder = cache_dir() / "artifacts" / scale / artifact_id
     if not recompute:
         try:
-            verify_folder(folder)
-            return make.load(artifact_id, folder, scale)  # cached from an earlier run at this scale
+            verify_cached(artifact_id, folder)
+            return make.load(artifact_id, folder, scale)  # cached from an earlier run at this scale and config
         except ArtifactError:
             pass
     make.produce(artifact_id, scale, folder, progress=progress)
+    stamp_cached(artifact_id, folder)
     return make.load(artifact_id, folder, scale)

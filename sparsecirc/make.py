@@ -162,9 +162,10 @@ def _folder_for(artifact_id: str, scale: str) -> Path:
         return artifacts.verify(artifact_id)
     folder = artifacts.artifact_folder(artifact_id, scale)
     try:
-        artifacts.verify_folder(folder)
+        artifacts.verify_cached(artifact_id, folder)
     except ArtifactError:
         produce(artifact_id, scale, folder, progress=False)
+        artifacts.stamp_cached(artifact_id, folder)
     return folder
 
 

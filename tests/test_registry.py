@@ -49,3 +49,28 @@ def test_unknown_artifact_and_tampered_file_errors(tmp_path, monkeypatch):
         artifacts.verify("wst-no-such-artifact")
     with pytest.raises(artifacts.ArtifactError, match="no config"):
         make.read_spec("wst-no-such-artifact")
+
+
+def test_a_cache_build_from_an_edited_config_is_rebuilt(tmp_cache, tmp_path, monkeypatch):
+    from sparsecirc import artifacts, make
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    monkeypatch.setattr(artifacts, "CONFIGS_DIR", configs)
+    (configs / "toy.yaml").write_text("kind: x\nsteps: 1\n")
+    built = []
+
+    def fake_produce(artifact_id, scale, folder, progress=False):
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "out.txt").write_text(f"build {len(built)}")
+        artifacts.write_manifest(folder, ["out.txt"], id=artifact_id)
+        built.append(artifact_id)
+
+    monkeypatch.setattr(make, "produce", fake_produce)
+    monkeypatch.setattr(make, "load", lambda artifact_id, folder, scale: (folder / "out.txt").read_text())
+    assert artifacts.get_or_compute("toy", scale="ci") == "build 0"
+    assert artifacts.get_or_compute("toy", scale="ci") == "build 0" and len(built) == 1  # reused
+    (configs / "toy.yaml").write_text("kind: x\nsteps: 2\n")  # the config changes: the cached build is stale
+    with pytest.raises(artifacts.ArtifactError, match="another version"):
+        artifacts.verify_cached("toy", artifacts.artifact_folder("toy", "ci"))
+    assert artifacts.get_or_compute("toy", scale="ci") == "build 1" and len(built) == 2
+    assert make._folder_for("toy", "ci") == artifacts.artifact_folder("toy", "ci") and len(built) == 2
