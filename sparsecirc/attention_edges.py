@@ -97,6 +97,25 @@ def gate_logits(model, tokens: torch.Tensor) -> torch.Tensor:
     return torch.stack(out)
 
 
+def saturation(model, tokens: torch.Tensor, threshold: float = 8.0, weak: float = 0.05) -> list[dict]:
+    """Per layer, how locked-in the open edges are: the open fraction of causal pairs (eval gate), the share of open
+    edges whose gate logit exceeds ``threshold`` (sigmoid'(8) = 3.4e-4: the gradients that would close them are
+    then tiny), and the share of open edges that carry less than ``weak`` of their query's softmax weight."""
+    g = gate_logits(model, tokens)  # [layer, batch, head, q, k]
+    T = tokens.shape[1]
+    causal = torch.ones(T, T, dtype=torch.bool).tril()
+    cache = eval_record(model, tokens, [f"blocks.{l}.attn.hook_pattern" for l in range(model.cfg.n_layer)])
+    out = []
+    for l in range(model.cfg.n_layer):
+        is_open = (g[l] > 0) & causal
+        n = int(is_open.sum())
+        w = cache[f"blocks.{l}.attn.hook_pattern"][is_open]
+        out.append({"layer": l, "open_fraction": n / float(causal.sum() * g.shape[1] * g.shape[2]),
+                    "open_saturated": float((g[l][is_open] > threshold).float().mean()) if n else 0.0,
+                    "open_weak": float((w < weak).float().mean()) if n else 0.0})
+    return out
+
+
 # --- a training-free baseline: keep only the largest softmax weights ------------------------------------------
 def _keep_topk_per_query(pattern: torch.Tensor, k: int, renormalize: bool) -> torch.Tensor:
     """Zero all but the ``k`` largest weights of each row of ``pattern`` [batch, n_head, q_pos, k_pos]."""
