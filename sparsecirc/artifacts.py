@@ -226,13 +226,5 @@ def get_or_compute(artifact_id: str, scale: str = "book", recompute: bool = Fals
     if scale == "book" and not recompute:
         folder = verify(artifact_id)
         return make.load(artifact_id, folder, scale)
-    folder = cache_dir() / "artifacts" / scale / artifact_id
-    if not recompute:
-        try:
-            verify_cached(artifact_id, folder)
-            return make.load(artifact_id, folder, scale)  # cached from an earlier run at this scale and config
-        except ArtifactError:
-            pass
-    make.produce(artifact_id, scale, folder, progress=progress)
-    stamp_cached(artifact_id, folder)
+    folder = make.cached_build(artifact_id, scale, cache_dir() / "artifacts" / scale / artifact_id, progress, recompute)
     return make.load(artifact_id, folder, scale)

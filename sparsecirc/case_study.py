@@ -357,9 +357,9 @@ def patched_accuracy(model: GPT, ds, task: str, read, value_a, value_b) -> dict:
     ``read`` is one (hook, flat index) with float values, or a list of them with one value per read (e.g. all of a
     head's value channels at once)."""
     from .tasks import _columns, get_task, pad_batch, pair_logits, task_accuracy
-    reads = [tuple(read)] if isinstance(read[0], str) else [tuple(r) for r in read]
-    va = [value_a] if reads == [tuple(read)] else list(value_a)
-    vb = [value_b] if reads == [tuple(read)] else list(value_b)
+    single = isinstance(read[0], str)
+    reads = [tuple(read)] if single else [tuple(r) for r in read]
+    va, vb = ([value_a], [value_b]) if single else (list(value_a), list(value_b))
     if not len(reads) == len(va) == len(vb):
         raise ValueError(f"{len(reads)} reads but {len(va)} / {len(vb)} values")
     cols = _columns(ds)

@@ -160,12 +160,20 @@ def _folder_for(artifact_id: str, scale: str) -> Path:
     """The verified folder of another artifact this one depends on (built first at ci scale if missing)."""
     if scale == "book":
         return artifacts.verify(artifact_id)
-    folder = artifacts.artifact_folder(artifact_id, scale)
-    try:
-        artifacts.verify_cached(artifact_id, folder)
-    except ArtifactError:
-        produce(artifact_id, scale, folder, progress=False)
-        artifacts.stamp_cached(artifact_id, folder)
+    return cached_build(artifact_id, scale, artifacts.artifact_folder(artifact_id, scale))
+
+
+def cached_build(artifact_id: str, scale: str, folder: Path, progress: bool = False, recompute: bool = False) -> Path:
+    """``folder`` holding a cache build of the artifact from its current config: reused when it verifies (and
+    ``recompute`` is off), else built there and stamped with the config it came from."""
+    if not recompute:
+        try:
+            artifacts.verify_cached(artifact_id, folder)
+            return folder
+        except ArtifactError:
+            pass
+    produce(artifact_id, scale, folder, progress=progress)
+    artifacts.stamp_cached(artifact_id, folder)
     return folder
 
 
