@@ -550,6 +550,7 @@ def snippet_heatmap(model: GPT, snippets: list[list[int]], read: tuple[str, int]
     each snippet run with only its own tokens as context."""
     import matplotlib.pyplot as plt
 
+    from .plotting import token_heatmap
     from .tasks import _tokenizer
     tok = _tokenizer()
     vals = [position_profile(model, s, tuple(read))["read"] for s in snippets]
@@ -557,17 +558,13 @@ def snippet_heatmap(model: GPT, snippets: list[list[int]], read: tuple[str, int]
     width = max(map(len, snippets))
     fig, axes = plt.subplots(len(snippets), 1, figsize=(max(6.0, 0.42 * width), 1.5 * len(snippets) + 0.6),
                              squeeze=False)
-
-    def label(t):  # long whitespace tokens (indentation) would push the rows apart
-        r = repr(tok.decode([t]))[1:-1]
-        return r if len(r) <= 10 else r[:9] + "…"
     for ax, s, x in zip(axes[:, 0], snippets, vals):
-        im = ax.imshow(np.asarray(x, dtype=float)[None], cmap="RdBu_r", vmin=-v, vmax=v, aspect="auto")
-        ax.set_xticks(range(len(s)), [label(t) for t in s], rotation=90, fontsize=8, family="monospace")
+        token_heatmap([tok.decode([t]) for t in s], np.asarray(x, dtype=float)[None], [""], ax=ax, vrange=(-v, v),
+                      colorbar=False, max_label=10)
         ax.set_yticks([])
     fig.suptitle(title or f"{_node_label(*read)} on pretraining text", fontsize=10)
     fig.tight_layout()
-    fig.colorbar(im, ax=axes[:, 0].tolist(), fraction=0.02, pad=0.01)
+    fig.colorbar(axes[-1, 0].images[0], ax=axes[:, 0].tolist(), fraction=0.02, pad=0.01)
     return fig
 
 
@@ -604,6 +601,58 @@ def head_table(part: dict):
                      "attn to key (A)": a.get("attn_key_a"), "attn to key (B)": a.get("attn_key_b"),
                      "attn to sink": a.get("attn_sink")})
     return pd.DataFrame(rows).round(3)
+
+
+def _named_position(name: str, key: int, last: int) -> int:
+    """``"last"``, ``"key"`` or ``"key-2"`` / ``"key+1"`` (offsets from :func:`key_position`) as an index."""
+    if name == "last":
+        return last
+    if not name.startswith("key"):
+        raise ValueError(f"position name must be 'last', 'key' or 'key±n', got {name!r}")
+    try:
+        return key + (int(name[3:]) if name[3:] else 0)
+    except ValueError:
+        raise ValueError(f"position name must be 'last', 'key' or 'key±n', got {name!r}") from None
+
+
+@torch.no_grad()
+def hop_attention(model: GPT, ds, task: str, heads: list[str],
+                  hops: tuple[tuple[str, str], ...] = (("key", "key-2"), ("last", "key"), ("last", "key+1"),
+                                                       ("last", "key-2")), batch_size: int = 64):
+    """Mean attention of each head from one named position of a task's prompts to another, as a DataFrame.
+
+    Positions are ``"last"``, ``"key"`` (:func:`key_position`) or an offset from it (``"key-2"``). The defaults
+    test P1's two-hop variable-type circuit: the initialisation token looking back at the ``current`` it is
+    assigned to (``key -> key-2``), and the final ``current`` looking at the initialisation (``last -> key``,
+    ``key+1`` for the ``()`` of ``set()``) or straight at the earlier ``current``. ``heads``: names ``"L{l}H{h}"``
+    (the keys of :func:`circuit_heads`). Columns ``"q -> k"`` plus ``"last -> sink"``; rows the heads.
+    """
+    import pandas as pd
+    from .hooks import record
+    from .tasks import _columns, pad_batch
+    parsed = [(int(n[1:].split("H")[0]), int(n.split("H")[1])) for n in heads]
+    for l, h in parsed:
+        if not (0 <= l < model.cfg.n_layer and 0 <= h < model.cfg.n_head):
+            raise ValueError(f"head L{l}H{h} is not in a model with {model.cfg.n_layer} layers x {model.cfg.n_head} heads")
+    ids_all = _columns(ds)["prompt_ids"]
+    n_ctx = model.cfg.n_ctx
+    sums = np.zeros((len(parsed), len(hops) + 1))
+    model.eval()
+    for i in range(0, len(ids_all), batch_size):
+        ids = ids_all[i:i + batch_size]
+        tokens, last = pad_batch(ids, n_ctx)
+        with record(model, sorted({f"blocks.{l}.attn.hook_pattern" for l, _ in parsed})) as c:
+            model(tokens)
+        for b, p in enumerate(ids):
+            key = key_position(task, p) - max(0, len(p) - n_ctx)
+            pos = [(_named_position(q, key, int(last[b])), _named_position(k, key, int(last[b]))) for q, k in hops]
+            for j, (l, h) in enumerate(parsed):
+                pat = c[f"blocks.{l}.attn.hook_pattern"][b, h]  # [T, T]
+                for m, (q, k) in enumerate(pos):
+                    sums[j, m] += float(pat[q, k]) if 0 <= k <= q else 0.0
+                sums[j, -1] += 1.0 - float(pat[int(last[b])].sum())
+    cols = [f"{q} -> {k}" for q, k in hops] + ["last -> sink"]
+    return pd.DataFrame(sums / len(ids_all), index=list(heads), columns=cols).round(3)
 
 
 def pair_heatmap(model: GPT, task: str, pair, read: tuple[str, int]):

@@ -28,22 +28,34 @@ def loss_curves(histories: dict, *, smooth: int = 25, ax=None, title: str = "tra
 
 
 def token_heatmap(tokens: Sequence[str], values: np.ndarray, row_labels: Sequence[str], *, title: str = "",
-                  cmap: str = "RdBu_r", ax=None, vrange: tuple[float, float] | None = None):
+                  cmap: str = "RdBu_r", ax=None, vrange: tuple[float, float] | None = None, colorbar: bool = True,
+                  max_label: int | None = None):
     """Heatmap of ``values`` [rows, tokens], one column per token, symmetric colour scale around 0 (or ``vrange``,
-    e.g. ``(0, 1)`` with ``cmap="Blues"`` for attention weights)."""
+    e.g. ``(0, 1)`` with ``cmap="Blues"`` for attention weights).
+
+    With ``ax`` the caller owns the figure's layout (no ``tight_layout`` here); ``colorbar=False`` leaves the
+    colour bar to the caller (one bar for several rows: use the returned figure's last image). ``max_label``
+    shortens long token labels (indentation runs) to that many characters.
+    """
     values = np.asarray(values, dtype=float)
     if values.shape != (len(row_labels), len(tokens)):
         raise ValueError(f"values has shape {values.shape}, expected ({len(row_labels)}, {len(tokens)})")
-    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(
-        figsize=(max(6.0, 0.42 * len(tokens)), 0.45 * len(row_labels) + 1.4))
+    own = ax is None
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.42 * len(tokens)), 0.45 * len(row_labels) + 1.4)) if own \
+        else (ax.figure, ax)
     vmax = float(np.abs(values).max()) or 1.0
     lo, hi = vrange if vrange is not None else (-vmax, vmax)
     im = ax.imshow(values, cmap=cmap, vmin=lo, vmax=hi, aspect="auto")
-    ax.set_xticks(range(len(tokens)), [repr(t)[1:-1] for t in tokens], rotation=90, fontsize=8, family="monospace")
+    labels = [repr(t)[1:-1] for t in tokens]
+    if max_label is not None:
+        labels = [t if len(t) <= max_label else t[:max_label - 1] + "…" for t in labels]
+    ax.set_xticks(range(len(tokens)), labels, rotation=90, fontsize=8, family="monospace")
     ax.set_yticks(range(len(row_labels)), row_labels, fontsize=8)
     ax.set_title(title, fontsize=10)
-    fig.colorbar(im, ax=ax, fraction=0.03, pad=0.01)
-    fig.tight_layout()
+    if colorbar:
+        fig.colorbar(im, ax=ax, fraction=0.03, pad=0.01)
+    if own:
+        fig.tight_layout()
     return fig
 
 

@@ -223,6 +223,8 @@ def test_snippet_heatmap_draws_one_row_per_snippet():
     fig = case_study.snippet_heatmap(_tiny(16), snips, ("blocks.0.hook_attn_out", 0))
     heat = [a for a in fig.axes if a.get_xticklabels()]
     assert [len(a.get_xticklabels()) for a in heat] == [4, 3]
+    assert len(fig.axes) == 3  # two rows and one shared colour bar
+    assert {a.images[0].get_clim() for a in heat} == {heat[0].images[0].get_clim()}  # one colour scale
 
 
 def test_patching_several_reads_equals_patching_them_one_hook_at_a_time():
@@ -239,3 +241,27 @@ def test_patching_several_reads_equals_patching_them_one_hook_at_a_time():
     hp = case_study.head_value_patch(m, ds, "single_double_quote", rows, ("blocks.0.attn.hook_z", 9))
     assert hp["head"] == "L0H1" and hp["channels"] == [8, 9, 15]  # d_head 8: channels 8..15 are head 1
     assert case_study.head_value_patch(m, ds, "single_double_quote", rows, ("blocks.0.hook_attn_out", 3)) is None
+
+
+def test_hop_attention_reads_the_pattern_between_named_positions():
+    from sparsecirc import case_study
+    from sparsecirc.hooks import record
+    from sparsecirc.tasks import load_task, pad_batch
+    m = _tiny(128)
+    ds = load_task("set_or_string_fixedvarname", "test").select(range(6))
+    df = case_study.hop_attention(m, ds, "set_or_string_fixedvarname", ["L0H1"], hops=(("last", "key"), ("key", "key-2")))
+    assert list(df.columns) == ["last -> key", "key -> key-2", "last -> sink"] and list(df.index) == ["L0H1"]
+    expect = []  # the same numbers read directly off the pattern
+    for row in ds:
+        ids = row["prompt_ids"]
+        k = case_study.key_position("set_or_string_fixedvarname", ids)
+        tokens, last = pad_batch([ids], 128)
+        with record(m, ["blocks.0.attn.hook_pattern"]) as c:
+            m(tokens)
+        pat = c["blocks.0.attn.hook_pattern"][0, 1]
+        expect.append([float(pat[int(last[0]), k]), float(pat[k, k - 2]), 1 - float(pat[int(last[0])].sum())])
+    assert np.allclose(df.values[0], np.mean(expect, 0), atol=1e-3)
+    with pytest.raises(ValueError, match="position name"):
+        case_study.hop_attention(m, ds, "set_or_string_fixedvarname", ["L0H1"], hops=(("first", "key"),))
+    with pytest.raises(ValueError, match="not in a model"):
+        case_study.hop_attention(m, ds, "set_or_string_fixedvarname", ["L3H0"])

@@ -50,6 +50,12 @@ def test_plots_return_figures_and_check_shapes():
     fig = token_heatmap(["a", "b"], np.array([[0.2, 0.5]]), ["x"], cmap="Blues", vrange=(0.0, 1.0))
     assert fig.axes[0].images[0].get_clim() == (0.0, 1.0)
     assert token_heatmap(["a", "b"], np.array([[0.2, -0.5]]), ["x"]).axes[0].images[0].get_clim() == (-0.5, 0.5)
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots()
+    token_heatmap(["a", "      long"], np.ones((1, 2)), ["x"], ax=ax, colorbar=False, max_label=4)
+    assert len(fig.axes) == 1  # no colour bar axes added
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["a", "   …"]
+    assert len(token_heatmap(["a"], np.ones((1, 1)), ["x"]).axes) == 2  # default: heatmap + colour bar
 
 
 def test_pearson_neuron_activity_kurtosis_nonzero_table():
