@@ -142,10 +142,9 @@ def _log_point(traj: dict, step: int, ev: dict) -> None:
         traj.setdefault(key, []).append(v)
 
 
-def _trajectory_hook(geco, val: torch.Tensor, every: int, traj: dict):
-    """after_step: GECO's λ update, then every ``every`` steps the deterministic density and exact match."""
+def _trajectory_hook(val: torch.Tensor, every: int, traj: dict):
+    """after_step: every ``every`` steps the deterministic density and exact match (runs after GECO's λ update)."""
     def after_step(model, step):
-        geco.update()
         if (step + 1) % every == 0:
             _log_point(traj, step + 1, evaluate(model, val))
     return after_step
@@ -157,7 +156,7 @@ def produce_sparse(artifact_id: str, scale: str, folder: Path, progress: bool, r
     from .geco import GECO, GECOConfig
     from .make import model_sha256, save_gpt_folder, split_config
     from .model import GPT
-    from .train import TrainHooks, train
+    from .train import TrainHooks, compose_hooks, train
     cfg, geco_over, spec = split_config(artifact_id, scale)
     dense_id = spec["init_from"]
     committed = Path(folder) == ARTIFACTS_DIR / artifact_id
@@ -171,9 +170,8 @@ def produce_sparse(artifact_id: str, scale: str, folder: Path, progress: bool, r
     init_test = evaluate(init, test)
     traj: dict = {}
     _log_point(traj, 0, evaluate(init, _val_subset(test)))
-    hooks = geco.train_hooks()
-    hooks = TrainHooks(objective=hooks.objective, log=hooks.log,
-                       after_step=_trajectory_hook(geco, _val_subset(test), cfg.train.eval_every, traj))
+    hooks = compose_hooks(geco.train_hooks(),
+                          TrainHooks(after_step=_trajectory_hook(_val_subset(test), cfg.train.eval_every, traj)))
     t0 = time.time()
     model, hist = train(cfg, None, _val_subset(test), batch_fn=batch_fn(cfg.train.batch_size, cfg.train.seed),
                         loss_mask=LOSS_MASK, init_state=dense.model.state_dict(), hooks=hooks, progress=progress)

@@ -109,7 +109,7 @@ def produce_gated_lm(artifact_id: str, scale: str, folder: Path, progress: bool,
     from .artifacts import ARTIFACTS_DIR, get_or_compute
     from .geco import GECO, GECOConfig
     from .make import lm_task_metrics, lm_tokens, lm_val_loss, model_sha256, save_gpt_folder
-    from .train import TrainHooks, eval_windows, evaluate, train
+    from .train import TrainHooks, compose_hooks, eval_windows, evaluate, train
     cfg, geco_over, spec = gated_config(artifact_id, scale)
     dense_id = spec["init_from"]
     committed = Path(folder) == ARTIFACTS_DIR / artifact_id
@@ -128,16 +128,14 @@ def produce_gated_lm(artifact_id: str, scale: str, folder: Path, progress: bool,
     probe = eval_windows(val_tokens, 32, cfg.model.n_ctx, seed=4242)[:, :-1]  # density trajectory windows
     traj: dict = {"step": [], "density": [], "density_per_layer": []}
 
-    def after_step(model, step):
-        geco.update()
+    def after_step(model, step):  # after GECO's λ update (compose_hooks runs the first recipe's hook first)
         if (step + 1) % cfg.train.eval_every == 0 or step == 0:
             st = edge_stats(model, probe)
             traj["step"].append(step + 1)
             traj["density"].append(st["density"])
             traj["density_per_layer"].append(st["density_per_layer"])
 
-    base = geco.train_hooks()
-    hooks = TrainHooks(objective=base.objective, log=base.log, after_step=after_step)
+    hooks = compose_hooks(geco.train_hooks(), TrainHooks(after_step=after_step))
     t0 = time.time()
     model, hist = train(cfg, tokens, val_tokens, init_state=dense.model.state_dict(), hooks=hooks, progress=progress)
     wall = time.time() - t0
