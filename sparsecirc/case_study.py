@@ -437,16 +437,50 @@ def _quote_study(spec: dict, sspec: dict, scale: str, folder: Path, pcfg: PruneC
         results[name], f = _contrast_task(model, means, task, pcfg, targets, folder, model_id)
         results[name]["model"] = model_id
         files += f
+    if spec.get("distractors"):  # attacks on the variable-type task that its circuit predicts
+        from .tasks import load_task
+        d = spec["distractors"]
+        task = spec["tasks"]["vartype"]
+        ids = [spec.get("models", {}).get("vartype", spec["model"])] + list(d.get("compare_models", []))
+        ds = load_task(task, "test")
+        results["vartype"]["distractor"] = distractor_rows(
+            {m: loaded[m][0] if m in loaded else _lm(m, scale)[0] for m in ids}, ds, task, d["prefixes"])
     results["claims"] = quote_claim_values(results)
     return results, files
+
+
+def distractor_rows(models: dict[str, GPT], ds, task: str, prefixes: list[str]) -> list[dict]:
+    """:func:`prefixed_accuracy` of every model with no prefix and with each of ``prefixes``: rows
+    ``{"model", "prefix", "accuracy", "accuracy_a", "accuracy_b", "n"}``, the unprefixed row first per model."""
+    return [{"model": mid, "prefix": pre, **prefixed_accuracy(m, ds, task, pre)}
+            for mid, m in models.items() for pre in ["", *prefixes]]
+
+
+def distractor_claims(rows: list[dict], attack: str) -> dict:
+    """Claim values of a distractor prefix aimed at A prompts: for the first model (the one whose circuit predicts
+    the attack) its A accuracy without and with it, and for the others whether the attack also halves it."""
+    def acc(mid, pre):
+        return next(r["accuracy_a"] for r in rows if r["model"] == mid and r["prefix"] == pre)
+    ids = list(dict.fromkeys(r["model"] for r in rows))
+    first = ids[0]
+    out = {"vartype-distractor-attack": f"{acc(first, ''):.2f} -> {acc(first, attack):.2f} of .add prompts right",
+           "vartype-distractor-flips": acc(first, attack) < 0.5}
+    out["vartype-distractor-transfers-to-dense"] = "; ".join(
+        f"{m.replace('wst-zoo-l2d128-', '')}: {'yes' if acc(m, attack) < 0.5 * acc(m, '') else 'no'} "
+        f"({acc(m, ''):.2f} -> {acc(m, attack):.2f})" for m in ids[1:]) or "no dense model"
+    return out
 
 
 def quote_claim_values(results: dict) -> dict:
     """The values chapter 05's claim lines print (recomputed there and checked against this stored copy)."""
     q, v = results["quote"]["prune"], results["vartype"]["prune"]
-    return {"quote-circuit-edges": q.get("edges"), "quote-circuit-nodes": q.get("nodes"),
-            "quote-circuit-target": q["target"], "set-or-string-circuit-heads": len(results["vartype"]["heads"]),
-            "set-or-string-circuit-target": v["target"]}
+    out = {"quote-circuit-edges": q.get("edges"), "quote-circuit-nodes": q.get("nodes"),
+           "quote-circuit-target": q["target"], "set-or-string-circuit-heads": len(results["vartype"]["heads"]),
+           "set-or-string-circuit-target": v["target"]}
+    d = results["vartype"].get("distractor")
+    if d:
+        out.update(distractor_claims(d, next(r["prefix"] for r in d if r["prefix"])))
+    return out
 
 
 _STUDIES = {"bracket": _bracket_study, "quote_and_type": _quote_study}
@@ -653,6 +687,48 @@ def hop_attention(model: GPT, ds, task: str, heads: list[str],
                 sums[j, -1] += 1.0 - float(pat[int(last[b])].sum())
     cols = [f"{q} -> {k}" for q, k in hops] + ["last -> sink"]
     return pd.DataFrame(sums / len(ids_all), index=list(heads), columns=cols).round(3)
+
+
+@torch.no_grad()
+def prefixed_accuracy(model: GPT, ds, task: str, prefix: str) -> dict:
+    """Task accuracy with ``prefix`` (source text, e.g. an unrelated line of code) put before every prompt.
+
+    Each prompt is re-tokenized as ``prefix + prompt``; A prompts (first candidate correct) and B prompts are
+    scored apart, since a distractor aimed at one kind should only move that kind. Returns ``{"accuracy",
+    "accuracy_a", "accuracy_b", "n"}``; with ``prefix=""`` this is the plain task accuracy.
+    """
+    from .tasks import _tokenizer, get_task, pair_logits, task_accuracy
+    tok = _tokenizer()
+    rows = ds.with_format(None)[:] if hasattr(ds, "with_format") else ds
+    ids = [tok.encode(prefix + p) for p in rows["prompt"]]
+    data = {"prompt_ids": ids, "target_id": list(rows["target_id"]), "distractor_id": list(rows["distractor_id"])}
+    ok = task_accuracy(pair_logits(model.eval(), data)).float().numpy()
+    is_a = np.array([t == _tok_id(get_task(task).candidates[0]) for t in rows["target_id"]])
+    return {"accuracy": float(ok.mean()), "accuracy_a": float(ok[is_a].mean()), "accuracy_b": float(ok[~is_a].mean()),
+            "n": int(len(ok))}
+
+
+def distractor_plot(rows: list[dict], labels: tuple[str, str] = ("A prompts", "B prompts"), title: str = ""):
+    """Grouped bars of :func:`distractor_rows`: one panel per model, one group per prefix, A and B accuracy."""
+    import matplotlib.pyplot as plt
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    prefixes = list(dict.fromkeys(r["prefix"] for r in rows))
+    fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 3.4), squeeze=False, sharey=True)
+    x = np.arange(len(prefixes))
+    for ax, mid in zip(axes[0], models):
+        by = {r["prefix"]: r for r in rows if r["model"] == mid}
+        for k, (key, lab) in enumerate(zip(("accuracy_a", "accuracy_b"), labels)):
+            ax.bar(x + (k - 0.5) * 0.38, [by[p][key] if p in by else np.nan for p in prefixes], 0.38, label=lab)
+        ax.set_xticks(x, ["(none)" if not p else repr(p)[1:-1] for p in prefixes], rotation=20, fontsize=8,
+                      family="monospace", ha="right")
+        ax.axhline(0.5, color="grey", lw=0.8, ls=":")
+        ax.set(title=mid, ylim=(0, 1.05))
+    axes[0, 0].set_ylabel("accuracy")
+    fig.legend(*axes[0, 0].get_legend_handles_labels(), fontsize=8, loc="lower center", ncol=2)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    return fig
 
 
 def pair_heatmap(model: GPT, task: str, pair, read: tuple[str, int]):

@@ -265,3 +265,25 @@ def test_hop_attention_reads_the_pattern_between_named_positions():
         case_study.hop_attention(m, ds, "set_or_string_fixedvarname", ["L0H1"], hops=(("first", "key"),))
     with pytest.raises(ValueError, match="not in a model"):
         case_study.hop_attention(m, ds, "set_or_string_fixedvarname", ["L3H0"])
+
+
+def test_prefixed_accuracy_and_distractor_claims():
+    from sparsecirc import case_study
+    from sparsecirc.tasks import load_task, task_metrics
+    m = _tiny(128)
+    ds = load_task("set_or_string_fixedvarname", "test").select(range(16))
+    plain = case_study.prefixed_accuracy(m, ds, "set_or_string_fixedvarname", "")
+    # no prefix re-tokenizes to the committed ids, so it is the ordinary task accuracy
+    assert plain["accuracy"] == task_metrics(m, "set_or_string_fixedvarname", max_examples=16)["accuracy"]
+    assert plain["accuracy"] == (plain["accuracy_a"] + plain["accuracy_b"]) / 2 and plain["n"] == 16
+    rows = case_study.distractor_rows({"a": m}, ds, "set_or_string_fixedvarname", ['x = ""\n'])
+    assert [r["prefix"] for r in rows] == ["", 'x = ""\n']
+    fig = case_study.distractor_plot(rows + [{**r, "model": "b"} for r in rows])
+    assert len(fig.axes) == 2 and len(fig.axes[0].patches) == 4  # two prefixes x (A, B) per model
+    fake = [{"model": "s", "prefix": "", "accuracy_a": 0.8}, {"model": "s", "prefix": "p", "accuracy_a": 0.1},
+            {"model": "wst-zoo-l2d128-dense-s0", "prefix": "", "accuracy_a": 0.9},
+            {"model": "wst-zoo-l2d128-dense-s0", "prefix": "p", "accuracy_a": 0.6}]
+    c = case_study.distractor_claims(fake, "p")
+    assert c["vartype-distractor-flips"] is True
+    assert c["vartype-distractor-attack"] == "0.80 -> 0.10 of .add prompts right"
+    assert c["vartype-distractor-transfers-to-dense"] == "dense-s0: no (0.90 -> 0.60)"
