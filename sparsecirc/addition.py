@@ -136,45 +136,64 @@ def produce_dense(artifact_id: str, scale: str, folder: Path, progress: bool, re
     save_gpt_folder(folder, artifact_id, "addition_dense", scale, cfg, model, hist, metrics, wall)
 
 
-def _log_point(traj: dict, step: int, ev: dict) -> None:
-    for key, v in (("step", step), ("accuracy", ev["accuracy"]), ("ce", ev["ce"]), ("density", ev["density"]),
-                   ("density_per_layer", ev["density_per_layer"]), ("edges_per_example", ev["edges_per_example"])):
+def _log_point(traj: dict, step: int, ev: dict, seconds: float = 0.0) -> None:
+    for key, v in (("step", step), ("seconds", seconds), ("accuracy", ev["accuracy"]), ("ce", ev["ce"]),
+                   ("density", ev["density"]), ("density_per_layer", ev["density_per_layer"]),
+                   ("edges_per_example", ev["edges_per_example"])):
         traj.setdefault(key, []).append(v)
 
 
 def _trajectory_hook(val: torch.Tensor, every: int, traj: dict):
-    """after_step: every ``every`` steps the deterministic density and exact match (runs after GECO's λ update)."""
+    """after_step: every ``every`` steps the deterministic density and exact match (runs after GECO's λ update),
+    with the seconds since the first step (evaluation time included)."""
+    t0 = time.perf_counter()
+
     def after_step(model, step):
         if (step + 1) % every == 0:
-            _log_point(traj, step + 1, evaluate(model, val))
+            _log_point(traj, step + 1, evaluate(model, val), time.perf_counter() - t0)
     return after_step
+
+
+def post_train(cfg, geco_cfg, dense_model, dense_ce: float, progress: bool = False):
+    """P2's post-training of the dense toy: gate on (``cfg.model``), GECO with τ = ``dense_ce`` + slack.
+
+    Returns ``(model, history, geco, trajectory)``; the trajectory has the deterministic-gate exact match, CE and
+    edge density on 1024 test problems every ``cfg.train.eval_every`` steps (and at step 0), with wall seconds.
+    """
+    from .geco import GECO
+    from .model import GPT
+    from .train import TrainHooks, compose_hooks, train
+    test = test_set()
+    geco = GECO(geco_cfg, reference_ce=dense_ce)
+    init = GPT(cfg.model)  # step 0: the dense weights under the gate, before any post-training
+    init.load_state_dict(dense_model.state_dict(), strict=True)
+    traj: dict = {}
+    _log_point(traj, 0, evaluate(init, _val_subset(test)))
+    hooks = compose_hooks(geco.train_hooks(),
+                          TrainHooks(after_step=_trajectory_hook(_val_subset(test), cfg.train.eval_every, traj)))
+    model, hist = train(cfg, None, _val_subset(test), batch_fn=batch_fn(cfg.train.batch_size, cfg.train.seed),
+                        loss_mask=LOSS_MASK, init_state=dense_model.state_dict(), hooks=hooks, progress=progress)
+    return model, hist, geco, traj
 
 
 def produce_sparse(artifact_id: str, scale: str, folder: Path, progress: bool, resume: bool) -> None:
     """Post-train the dense toy with P2's gate and GECO (τ = dense test CE + slack); store metrics and baselines."""
     from .artifacts import ARTIFACTS_DIR, get_or_compute
-    from .geco import GECO, GECOConfig
+    from .geco import GECOConfig
     from .make import model_sha256, save_gpt_folder, split_config
     from .model import GPT
-    from .train import TrainHooks, compose_hooks, train
     cfg, geco_over, spec = split_config(artifact_id, scale)
     dense_id = spec["init_from"]
     committed = Path(folder) == ARTIFACTS_DIR / artifact_id
     dense = get_or_compute(dense_id, scale=scale, recompute=(scale == "book" and not committed), progress=progress)
     test = test_set()
     dense_test = dense.extra["metrics"]["test"]
-    geco = GECO(GECOConfig.from_dict(geco_over), reference_ce=dense_test["ce"])
-    # step 0: the dense weights under the gate (b > 0), before any post-training
     init = GPT(cfg.model)
     init.load_state_dict(dense.model.state_dict(), strict=True)
     init_test = evaluate(init, test)
-    traj: dict = {}
-    _log_point(traj, 0, evaluate(init, _val_subset(test)))
-    hooks = compose_hooks(geco.train_hooks(),
-                          TrainHooks(after_step=_trajectory_hook(_val_subset(test), cfg.train.eval_every, traj)))
     t0 = time.time()
-    model, hist = train(cfg, None, _val_subset(test), batch_fn=batch_fn(cfg.train.batch_size, cfg.train.seed),
-                        loss_mask=LOSS_MASK, init_state=dense.model.state_dict(), hooks=hooks, progress=progress)
+    model, hist, geco, traj = post_train(cfg, GECOConfig.from_dict(geco_over), dense.model, dense_test["ce"],
+                                         progress=progress)
     wall = time.time() - t0
     ev = evaluate(model, test)
     metrics = {"test": ev, "dense_test": dense_test, "init_test": init_test, "geco": geco.state(),

@@ -356,3 +356,17 @@ def test_last_query_weights_are_the_pattern_times_the_gate():
     assert last_query_weights(shut.eval(), ids)[0].abs().sum() == 0
     long = list(range(20)) * 2  # 40 tokens > n_ctx = 12: the last 12 are used
     assert last_query_weights(dense, long)[0].shape[1] == 12
+
+
+def test_post_train_logs_a_timed_trajectory_from_step_zero():
+    from sparsecirc.config import make_config
+    cfg = make_config("ci", model=dict(n_layer=1, n_head=2, d_head=8, d_model=16, d_mlp=32, n_ctx=11, d_vocab=12,
+                                       pos_embed=True, attn_gate=True, attn_gate_bias=0.0),
+                      train=dict(steps=4, batch_size=8, lr=1e-3, weight_decay=0.0, warmup_frac=0.0, final_lr_frac=1.0,
+                                 grad_rms="none", eval_every=2, seed=0))
+    torch.manual_seed(0)
+    dense = GPT(ModelConfig(**{**cfg.model.to_dict(), "attn_gate": False}))
+    model, hist, geco, traj = A.post_train(cfg, GECOConfig(tau_slack=0.01), dense, dense_ce=2.0)
+    assert traj["step"] == [0, 2, 4] and traj["seconds"][0] == 0.0
+    assert traj["seconds"][1] <= traj["seconds"][2] and len(hist.step) == 4
+    assert geco.tau == pytest.approx(2.01) and all(0.0 <= d <= 1.0 for d in traj["density"])
