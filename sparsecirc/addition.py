@@ -136,6 +136,33 @@ def produce_dense(artifact_id: str, scale: str, folder: Path, progress: bool, re
     save_gpt_folder(folder, artifact_id, "addition_dense", scale, cfg, model, hist, metrics, wall)
 
 
+TARGET_DENSITY = 0.02  # chapter 07's target: 100 % exact match at <= 2 % of causal edges (digest §8)
+
+
+def first_target_hit(trajectory: dict, max_density: float = TARGET_DENSITY) -> int | None:
+    """Index of the first trajectory point with exact match 1.0 and eval-gate density <= ``max_density`` (None if
+    no point meets both)."""
+    if max_density <= 0:
+        raise ValueError(f"max_density must be > 0, got {max_density!r}")
+    return next((i for i, (a, d) in enumerate(zip(trajectory["accuracy"], trajectory["density"]))
+                 if a == 1.0 and d <= max_density), None)
+
+
+def geco_run_row(name: str, metrics: dict, history, max_density: float = TARGET_DENSITY) -> dict:
+    """One row describing a post-training run (chapter 07's comparison of multiplier caps): its λ bounds, the
+    largest λ reached, the first trajectory step that meets the target (and the seconds to it, when recorded), and
+    the final test exact match and density."""
+    traj, lam = metrics["trajectory"], history.extra["lambda"]
+    hit = first_target_hit(traj, max_density)
+    cfg = metrics["geco"]["config"]
+    row = {"run": name, "lambda_0": cfg["lambda_init"], "lambda_max (clamp)": cfg["lambda_max"],
+           "largest lambda": max(lam), "steps": len(lam),
+           "first step at target": None if hit is None else traj["step"][hit],
+           "seconds to target": None if hit is None or "seconds" not in traj else traj["seconds"][hit],
+           "exact match (%)": 100 * metrics["test"]["accuracy"], "open edges (%)": 100 * metrics["test"]["density"]}
+    return row
+
+
 def _log_point(traj: dict, step: int, ev: dict, seconds: float = 0.0) -> None:
     for key, v in (("step", step), ("seconds", seconds), ("accuracy", ev["accuracy"]), ("ce", ev["ce"]),
                    ("density", ev["density"]), ("density_per_layer", ev["density_per_layer"]),

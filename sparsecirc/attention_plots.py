@@ -140,6 +140,35 @@ def geco_curves(history, *, tau: float, trajectory: dict | None = None, smooth: 
     return fig
 
 
+def geco_compare(runs: dict, *, max_density: float | None = None, smooth: int = 50):
+    """GECO runs side by side: the multiplier λ per step, the eval-gate edge density and the exact match along
+    each run's trajectory.
+
+    ``runs`` maps a label to ``(history, trajectory)`` (a :class:`~sparsecirc.train.History` with GECO's ``extra``
+    series and a trajectory dict with "step", "density", "accuracy"); ``max_density`` draws a target line on the
+    density panel.
+    """
+    if not runs:
+        raise ValueError("geco_compare needs at least one run")
+    fig, axes = plt.subplots(1, 3, figsize=(13.5, 3.6))
+    for i, (label, (history, traj)) in enumerate(runs.items()):
+        lam = np.asarray(history.extra["lambda"])
+        axes[0].semilogy(np.arange(1, len(lam) + 1), lam, color=f"C{i}", lw=1.2, label=label)
+        axes[1].semilogy(traj["step"], traj["density"], "o-", ms=3, lw=1.2, color=f"C{i}", label=label)
+        axes[2].plot(traj["step"], 100 * np.asarray(traj["accuracy"]), "o-", ms=3, lw=1.2, color=f"C{i}", label=label)
+    axes[0].set(xlabel="step", ylabel="λ", title="GECO multiplier")
+    if max_density is not None:
+        axes[1].axhline(max_density, color="k", ls="--", lw=1, label=f"target {100 * max_density:g} %")
+    axes[1].set(xlabel="step", ylabel="fraction of causal edges open", title="edge density (eval gate)")
+    axes[2].set(xlabel="step", ylabel="exact match (%)", title="exact match (eval gate)")
+    axes[2].set_ylim(max(0.0, axes[2].get_ylim()[0]), 100.5)
+    for a in axes:
+        a.grid(alpha=0.3, which="both")
+        a.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def accuracy_vs_edges(rows: Sequence[dict], *, possible: int, ax=None, title: str = ""):
     """Exact match against edges kept per example (log x).
 

@@ -370,3 +370,30 @@ def test_post_train_logs_a_timed_trajectory_from_step_zero():
     assert traj["step"] == [0, 2, 4] and traj["seconds"][0] == 0.0
     assert traj["seconds"][1] <= traj["seconds"][2] and len(hist.step) == 4
     assert geco.tau == pytest.approx(2.01) and all(0.0 <= d <= 1.0 for d in traj["density"])
+
+
+def test_first_target_hit_needs_full_accuracy_and_low_density_at_the_same_point():
+    traj = {"step": [0, 250, 500, 750], "accuracy": [0.1, 1.0, 0.999, 1.0], "density": [0.5, 0.03, 0.01, 0.015]}
+    assert A.first_target_hit(traj) == 3                        # step 500 is sparse enough but not 100 %
+    assert A.first_target_hit(traj, max_density=0.04) == 1
+    assert A.first_target_hit(traj, max_density=0.001) is None
+    with pytest.raises(ValueError):
+        A.first_target_hit(traj, max_density=0.0)
+
+
+def test_geco_run_row_and_geco_compare_describe_each_run():
+    from types import SimpleNamespace
+    from sparsecirc import attention_plots
+    traj = {"step": [0, 2, 4], "seconds": [0.0, 1.5, 3.0], "accuracy": [0.2, 1.0, 1.0], "density": [0.5, 0.03, 0.01]}
+    metrics = {"trajectory": traj, "geco": {"config": {"lambda_init": 0.5, "lambda_max": 0.5}},
+               "test": {"accuracy": 1.0, "density": 0.012}}
+    hist = SimpleNamespace(extra={"lambda": [0.5, 0.5, 0.4, 0.3]})
+    row = A.geco_run_row("capped", metrics, hist)
+    assert row["first step at target"] == 4 and row["seconds to target"] == 3.0
+    assert row["largest lambda"] == 0.5 and row["steps"] == 4 and row["open edges (%)"] == pytest.approx(1.2)
+    no_seconds = {**metrics, "trajectory": {k: v for k, v in traj.items() if k != "seconds"}}
+    assert A.geco_run_row("old", no_seconds, hist)["seconds to target"] is None
+    fig = attention_plots.geco_compare({"a": (hist, traj), "b": (hist, traj)}, max_density=0.02)
+    assert len(fig.axes) == 3 and all(len(ax.get_lines()) >= 2 for ax in fig.axes)
+    with pytest.raises(ValueError):
+        attention_plots.geco_compare({})
