@@ -27,7 +27,6 @@ from sparsecirc.repro import setup_threads
 
 ARTIFACT = "spa-fig1-addition-l4h4-sparse"
 BUDGET_S = 600.0
-MAX_DENSITY = addition.TARGET_DENSITY
 
 
 def recipe(overrides: list[str]):
@@ -64,11 +63,11 @@ def main() -> None:
           f"{100 * traj['accuracy'][at_budget]:.2f} %, density {100 * traj['density'][at_budget]:.2f} %")
     hit = addition.first_target_hit(traj)
     if hit is None:
-        print(f"target (100 % exact match at <= {100 * MAX_DENSITY:.0f} % density): not met in {cfg.train.steps} steps "
+        print(f"target (100 % exact match at <= {100 * addition.TARGET_DENSITY:.0f} % density): not met in {cfg.train.steps} steps "
               f"({traj['seconds'][-1]:.0f} s)")
     else:
         t = traj["seconds"][hit]
-        print(f"target (100 % exact match at <= {100 * MAX_DENSITY:.0f} % density): first met at step {traj['step'][hit]}, "
+        print(f"target (100 % exact match at <= {100 * addition.TARGET_DENSITY:.0f} % density): first met at step {traj['step'][hit]}, "
               f"{t:.0f} s = {t / BUDGET_S:.2f}x the {BUDGET_S:.0f} s budget")
     print(f"train step: {1000 * hist.train_seconds / len(hist.step):.1f} ms")
 

@@ -181,6 +181,14 @@ def _trajectory_hook(val: torch.Tensor, every: int, traj: dict):
     return after_step
 
 
+def gated_copy(model_cfg, dense_model):
+    """The dense weights under the gate of ``model_cfg`` (same shapes, gate on), before any post-training."""
+    from .model import GPT
+    model = GPT(model_cfg)
+    model.load_state_dict(dense_model.state_dict(), strict=True)
+    return model
+
+
 def post_train(cfg, geco_cfg, dense_model, dense_ce: float, progress: bool = False):
     """P2's post-training of the dense toy: gate on (``cfg.model``), GECO with τ = ``dense_ce`` + slack.
 
@@ -188,17 +196,13 @@ def post_train(cfg, geco_cfg, dense_model, dense_ce: float, progress: bool = Fal
     edge density on 1024 test problems every ``cfg.train.eval_every`` steps (and at step 0), with wall seconds.
     """
     from .geco import GECO
-    from .model import GPT
     from .train import TrainHooks, compose_hooks, train
-    test = test_set()
+    val = _val_subset(test_set())
     geco = GECO(geco_cfg, reference_ce=dense_ce)
-    init = GPT(cfg.model)  # step 0: the dense weights under the gate, before any post-training
-    init.load_state_dict(dense_model.state_dict(), strict=True)
     traj: dict = {}
-    _log_point(traj, 0, evaluate(init, _val_subset(test)))
-    hooks = compose_hooks(geco.train_hooks(),
-                          TrainHooks(after_step=_trajectory_hook(_val_subset(test), cfg.train.eval_every, traj)))
-    model, hist = train(cfg, None, _val_subset(test), batch_fn=batch_fn(cfg.train.batch_size, cfg.train.seed),
+    _log_point(traj, 0, evaluate(gated_copy(cfg.model, dense_model), val))  # step 0, before any post-training
+    hooks = compose_hooks(geco.train_hooks(), TrainHooks(after_step=_trajectory_hook(val, cfg.train.eval_every, traj)))
+    model, hist = train(cfg, None, val, batch_fn=batch_fn(cfg.train.batch_size, cfg.train.seed),
                         loss_mask=LOSS_MASK, init_state=dense_model.state_dict(), hooks=hooks, progress=progress)
     return model, hist, geco, traj
 
@@ -208,16 +212,13 @@ def produce_sparse(artifact_id: str, scale: str, folder: Path, progress: bool, r
     from .artifacts import ARTIFACTS_DIR, get_or_compute
     from .geco import GECOConfig
     from .make import model_sha256, save_gpt_folder, split_config
-    from .model import GPT
     cfg, geco_over, spec = split_config(artifact_id, scale)
     dense_id = spec["init_from"]
     committed = Path(folder) == ARTIFACTS_DIR / artifact_id
     dense = get_or_compute(dense_id, scale=scale, recompute=(scale == "book" and not committed), progress=progress)
     test = test_set()
     dense_test = dense.extra["metrics"]["test"]
-    init = GPT(cfg.model)
-    init.load_state_dict(dense.model.state_dict(), strict=True)
-    init_test = evaluate(init, test)
+    init_test = evaluate(gated_copy(cfg.model, dense.model), test)
     t0 = time.time()
     model, hist, geco, traj = post_train(cfg, GECOConfig.from_dict(geco_over), dense.model, dense_test["ce"],
                                          progress=progress)

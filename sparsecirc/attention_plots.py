@@ -140,7 +140,7 @@ def geco_curves(history, *, tau: float, trajectory: dict | None = None, smooth: 
     return fig
 
 
-def geco_compare(runs: dict, *, max_density: float | None = None, smooth: int = 50):
+def geco_compare(runs: dict, *, max_density: float | None = None):
     """GECO runs side by side: the multiplier λ per step, the eval-gate edge density and the exact match along
     each run's trajectory.
 
