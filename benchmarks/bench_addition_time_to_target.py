@@ -18,12 +18,11 @@ import argparse
 
 import yaml
 
-from sparsecirc import addition
-from sparsecirc.artifacts import get_or_compute
-from sparsecirc.config import make_config
-from sparsecirc.geco import GECOConfig
-from sparsecirc.make import read_spec
-from sparsecirc.repro import setup_threads
+from sparsecirc.build import get_or_compute, read_spec
+from sparsecirc.core.config import make_config
+from sparsecirc.core.repro import setup_threads
+from sparsecirc.spa import addition
+from sparsecirc.spa.geco import GECOConfig
 
 ARTIFACT = "spa-fig1-addition-l4h4-sparse"
 BUDGET_S = 600.0
@@ -53,7 +52,7 @@ def main() -> None:
     print(f"{ARTIFACT} recipe{' with ' + ', '.join(args.set) if args.set else ''}; {threads} thread(s); "
           f"{cfg.train.steps} steps, batch {cfg.train.batch_size}, lr {cfg.train.lr}, b {cfg.model.attn_gate_bias}, "
           f"GECO eta {geco_cfg.eta}, slack {geco_cfg.tau_slack}")
-    _, hist, _, traj = addition.post_train(cfg, geco_cfg, dense.model, dense.extra["metrics"]["test"]["ce"])
+    _, hist, _, traj = addition.post_train(cfg, geco_cfg, dense.model, dense.metrics["test"]["ce"])
     print(f"{'step':>6} {'seconds':>8} {'exact match':>12} {'density':>8}")
     for s, t, a, d in zip(traj["step"], traj["seconds"], traj["accuracy"], traj["density"]):
         print(f"{s:6d} {t:8.0f} {100 * a:11.2f}% {100 * d:7.2f}%")

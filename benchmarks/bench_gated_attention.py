@@ -16,12 +16,13 @@ import time
 
 import torch
 
-from sparsecirc import GPT, addition
-from sparsecirc.config import make_config
-from sparsecirc.geco import GECO, GECOConfig
-from sparsecirc.hooks import patch
-from sparsecirc.repro import seconds_per_call, setup_threads
-from sparsecirc.train import make_optimizer, train
+from sparsecirc import GPT
+from sparsecirc.core.config import make_config
+from sparsecirc.core.hooks import patch
+from sparsecirc.core.repro import seconds_per_call, setup_threads
+from sparsecirc.core.train import make_optimizer, train
+from sparsecirc.spa import addition
+from sparsecirc.spa.geco import GECO, GECOConfig
 
 MODEL = dict(n_layer=4, n_head=4, d_head=16, d_model=64, d_mlp=256, n_ctx=11, d_vocab=12, pos_embed=True)
 # --model code: the shape of chapter 08's code model (spa-codemodel-l2d128-gated), batch 16 x 128 tokens

@@ -11,11 +11,13 @@ import argparse
 import time
 
 import sparsecirc as sc
-from sparsecirc import make, tasks
-from sparsecirc.config import PruneConfig
-from sparsecirc.prune import compute_means, prune_to_circuit
-from sparsecirc.repro import setup_threads
-from sparsecirc.train import eval_windows
+from sparsecirc import build
+from sparsecirc.core.config import PruneConfig
+from sparsecirc.core.repro import setup_threads
+from sparsecirc.core.train import eval_windows
+from sparsecirc.data import tasks
+from sparsecirc.data.lm import lm_tokens
+from sparsecirc.wst.prune import compute_means, prune_to_circuit
 
 
 def main() -> None:
@@ -25,11 +27,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     a = ap.parse_args()
     n = setup_threads(a.threads)
-    spec = make.read_spec("wst-fig2-circuits-l2d128")
+    spec = build.read_spec("wst-fig2-circuits-l2d128")
     cfg = PruneConfig.from_dict(spec["scales"]["book"]["prune"])
     run = sc.get_or_compute(a.model, "book")
-    rc = run.extra["config"]
-    means = compute_means(run.model, eval_windows(make.lm_tokens(rc)[1], cfg.n_mean_windows, rc.model.n_ctx))
+    rc = run.config
+    means = compute_means(run.model, eval_windows(lm_tokens(rc)[1], cfg.n_mean_windows, rc.model.n_ctx))
     print(f"threads={n} model={a.model} steps={cfg.steps} batch_pairs={cfg.batch_pairs}")
     times = []
     for t in a.tasks.split(","):

@@ -14,10 +14,10 @@ import argparse
 import torch
 
 from sparsecirc import GPT
-from sparsecirc.config import make_config
-from sparsecirc.repro import seconds_per_call, setup_threads
-from sparsecirc.sparsity import Projector, SparsityConfig
-from sparsecirc.train import make_optimizer
+from sparsecirc.core.config import make_config
+from sparsecirc.core.repro import seconds_per_call, setup_threads
+from sparsecirc.core.sparsity import Projector, SparsityConfig
+from sparsecirc.core.train import make_optimizer
 
 MODEL = {"n_layer": 2, "d_model": 128, "n_ctx": 128}
 BATCH = 16

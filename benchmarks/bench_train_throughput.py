@@ -12,9 +12,9 @@ import argparse
 import torch
 
 from sparsecirc import GPT
-from sparsecirc.config import make_config
-from sparsecirc.repro import seconds_per_call, setup_threads
-from sparsecirc.train import make_optimizer
+from sparsecirc.core.config import make_config
+from sparsecirc.core.repro import seconds_per_call, setup_threads
+from sparsecirc.core.train import make_optimizer
 
 SIZES = [("L2 d64 ctx64 (ci)", {"n_layer": 2, "d_model": 64, "n_ctx": 64}),
          ("L2 d128 ctx128 (book)", {"n_layer": 2, "d_model": 128, "n_ctx": 128}),

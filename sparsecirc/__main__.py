@@ -13,28 +13,32 @@ import argparse
 import sys
 from pathlib import Path
 
+import yaml
+
+from sparsecirc.artifacts import ArtifactError, load_registry, verify
+from sparsecirc.build import produce
+from sparsecirc.core.config import ConfigError, make_config
+from sparsecirc.core.train import dist_info, train
+from sparsecirc.data import tasks as task_data
+from sparsecirc.data.corpus import build_stdlib_snapshot
+from sparsecirc.data.lm import lm_tokens
+from sparsecirc.data.tokenizer import train_tokenizer
+
 
 def _cmd_corpus(a):
-    from .corpus import build_stdlib_snapshot
     print(build_stdlib_snapshot())
 
 
 def _cmd_tokenizer(a):
-    from .tokenizer import train_tokenizer
     print(train_tokenizer())
 
 
 def _cmd_tasks(a):
-    from .tasks import main
-    main()
+    task_data.main()
 
 
 def _cmd_train(a):
-    import yaml
 
-    from .config import make_config
-    from .make import lm_tokens
-    from .train import train
     spec = yaml.safe_load(Path(a.config).read_text())
     if not isinstance(spec, dict) or "scales" not in spec:
         raise SystemExit(f"{a.config}: expected a config with a 'scales' section (see data/configs/)")
@@ -43,26 +47,21 @@ def _cmd_train(a):
         cfg = cfg.replace(train=cfg.train.replace(steps=a.steps))
     tokens, val_tokens = lm_tokens(cfg)
     _, hist = train(cfg, tokens, val_tokens, out=a.out, resume=a.resume)
-    from .train import dist_info
     if dist_info()[0] == 0:
         print(f"done: {len(hist.step)} steps, val loss {hist.val_loss[-1]:.4f}, checkpoint in {a.out}")
 
 
 def _cmd_reproduce(a):
-    from .make import produce
     print(produce(a.id, a.scale, resume=a.resume))
 
 
 def _cmd_verify(a):
-    from .artifacts import load_registry, verify
     ids = a.ids or sorted(load_registry())
     for i in ids:
         print(f"ok  {i}  {verify(i)}")
 
 
 def main(argv=None) -> int:
-    from .artifacts import ArtifactError
-    from .config import ConfigError
     p = argparse.ArgumentParser(prog="sparsecirc", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("corpus", help="rebuild the stdlib corpus snapshot").set_defaults(fn=_cmd_corpus)

@@ -4,24 +4,29 @@ An artifact is a folder ``<id>/`` holding files plus ``manifest.json`` (config, 
 wall time, sha256 and bytes of every file). Committed (``book`` scale) artifacts live in ``data/artifacts/<id>/``
 and are listed in the registry; ``ci``-scale ones are recomputed into the cache folder.
 
-Example::
-
-    run = get_or_compute("wst-codemodel-l2d128-dense", scale="book")   # verify + load the committed model
-    run.model, run.history, run.manifest
+This module is the bottom of the house: it imports nothing from the rest of the package but ``paths`` and
+``version``. Loading an artifact into a :class:`Run` (``get_or_compute``) lives in :mod:`sparsecirc.build`.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import platform
+import subprocess
+import sys
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
 import yaml
+from safetensors.torch import load_file, save
 
-from .paths import DATA_DIR, cache_dir
+from sparsecirc.paths import DATA_DIR, REPO_ROOT, cache_dir
+from sparsecirc.version import __version__
 
 REGISTRY_PATH = DATA_DIR / "registry.yaml"
 ARTIFACTS_DIR = DATA_DIR / "artifacts"
@@ -30,6 +35,33 @@ CONFIGS_DIR = DATA_DIR / "configs"
 
 class ArtifactError(RuntimeError):
     """A missing, corrupt or unregistered artifact; the message names the file and the command that rebuilds it."""
+
+
+def rebuild_command(artifact_id: str, scale: str = "book") -> str:
+    """The one command that rebuilds an artifact (written into manifests, the registry and error messages)."""
+    return f"python -m sparsecirc reproduce {artifact_id} --scale {scale}"
+
+
+# --- provenance -------------------------------------------------------------------------------------------------
+def git_info() -> dict[str, object]:
+    """The checkout's commit SHA and whether the work tree is dirty (None outside a git checkout)."""
+    def run(*args):
+        return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
+    try:
+        sha = run("rev-parse", "HEAD")
+        if sha.returncode != 0:
+            return {"commit": None, "dirty": None}
+        dirty = run("status", "--porcelain", "--untracked-files=no").stdout.strip() != ""
+        return {"commit": sha.stdout.strip(), "dirty": dirty}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+
+
+def environment() -> dict[str, object]:
+    """Versions and settings that affect numbers: recorded in every manifest."""
+    return {"sparsecirc": __version__, "python": platform.python_version(), "torch": torch.__version__,
+            "numpy": np.__version__, "threads": torch.get_num_threads(), "platform": sys.platform,
+            **git_info()}
 
 
 # --- files ----------------------------------------------------------------------------------------------------
@@ -82,12 +114,10 @@ def read_json(path: str | os.PathLike) -> Any:
 
 def save_tensors(path: str | os.PathLike, tensors: dict, metadata: dict[str, str] | None = None) -> None:
     """safetensors, written atomically (contiguous copies; no pickles)."""
-    from safetensors.torch import save
     atomic_write_bytes(path, save({k: v.detach().contiguous() for k, v in tensors.items()}, metadata=metadata))
 
 
 def load_tensors(path: str | os.PathLike) -> dict:
-    from safetensors.torch import load_file
     path = Path(path)
     if not path.exists():
         raise ArtifactError(f"{path}: missing")
@@ -100,7 +130,6 @@ def load_tensors(path: str | os.PathLike) -> dict:
 # --- manifests --------------------------------------------------------------------------------------------------
 def write_manifest(folder: str | os.PathLike, files: list[str], **info: Any) -> dict:
     """Hash ``files`` (relative to ``folder``) and write ``manifest.json`` last, so a torn write is detectable."""
-    from .repro import environment
     folder = Path(folder)
     entries = [{"path": f, "sha256": sha256_file(folder / f), "bytes": (folder / f).stat().st_size} for f in files]
     manifest = {**info, "environment": environment(), "files": entries}
@@ -138,7 +167,7 @@ def register(artifact_id: str, folder: str | os.PathLike, *, paper_ref: str, use
     m = verify_folder(folder)
     entry = {"files": m["files"] + [{"path": "manifest.json", "sha256": sha256_file(folder / "manifest.json"),
                                      "bytes": (folder / "manifest.json").stat().st_size}],
-             "produced_by": f"python -m sparsecirc reproduce {artifact_id} --scale book",
+             "produced_by": rebuild_command(artifact_id),
              "config": f"data/configs/{artifact_id}.yaml", "seed": m.get("seed"), "scale": m.get("scale"),
              "commit": m["environment"].get("commit"), "torch": m["environment"].get("torch"),
              "wall_time_s": m.get("wall_time_s"), "paper_ref": paper_ref, "used_by": sorted(used_by)}
@@ -153,7 +182,7 @@ def register(artifact_id: str, folder: str | os.PathLike, *, paper_ref: str, use
 def verify(artifact_id: str) -> Path:
     """Verify a committed artifact against the registry; return its folder."""
     reg = load_registry()
-    hint = f"python -m sparsecirc reproduce {artifact_id} --scale book"
+    hint = rebuild_command(artifact_id)
     if artifact_id not in reg:
         raise ArtifactError(f"{artifact_id!r} is not in {REGISTRY_PATH}; known: {sorted(reg)}")
     folder = ARTIFACTS_DIR / artifact_id
@@ -168,10 +197,15 @@ def verify(artifact_id: str) -> Path:
     return folder
 
 
-# --- get_or_compute ---------------------------------------------------------------------------------------------
+# --- loaded artifacts -------------------------------------------------------------------------------------------
 @dataclass
 class Run:
-    """A loaded artifact bundle: what chapters call ``run``."""
+    """A loaded artifact bundle: what chapters call ``run``.
+
+    ``model``, ``history``, ``config`` and ``metrics`` are set for artifacts that hold a trained GPT
+    (``model.safetensors`` + ``history.json`` + ``config.json`` + ``metrics.json``); ``results`` for studies
+    (``results.json``, circuits in ``folder / "circuits"``).
+    """
 
     id: str
     scale: str
@@ -179,7 +213,14 @@ class Run:
     manifest: dict
     model: Any = None
     history: Any = None
-    extra: dict = field(default_factory=dict)
+    config: Any = None
+    metrics: dict | None = None
+    results: dict | None = None
+
+
+def model_sha256(run: Run) -> str:
+    """sha256 of a loaded artifact's ``model.safetensors``, from its manifest (for ``init_from`` provenance)."""
+    return next(f["sha256"] for f in run.manifest["files"] if f["path"] == "model.safetensors")
 
 
 def _config_sha256(artifact_id: str) -> str:
@@ -205,26 +246,3 @@ def stamp_cached(artifact_id: str, folder: str | os.PathLike) -> None:
 
 def artifact_folder(artifact_id: str, scale: str) -> Path:
     return ARTIFACTS_DIR / artifact_id if scale == "book" else cache_dir() / "artifacts" / scale / artifact_id
-
-
-def get_or_compute(artifact_id: str, scale: str = "book", recompute: bool = False, progress: bool = True) -> Run:
-    """Load a committed artifact (``book``, verified by sha256) or compute it (``ci``, or ``recompute=True``).
-
-    Args:
-        artifact_id: registry key, e.g. ``"wst-codemodel-l2d128-dense"``; its config is ``data/configs/<id>.yaml``.
-        scale: ``"book"`` (committed) or ``"ci"`` (recomputed in the cache folder in about a minute).
-        recompute: rebuild into the cache folder (at ``book`` scale instead of loading ``data/``; at ``ci`` scale
-            instead of reusing an earlier ci build in the cache). Artifacts it depends on are reused if cached.
-    Returns:
-        :class:`Run` with ``model``, ``history`` and ``manifest``.
-    """
-    from . import make
-    if scale not in ("book", "ci"):
-        raise ValueError(f"scale must be 'book' or 'ci', got {scale!r}")
-    if not isinstance(recompute, bool):
-        raise TypeError(f"recompute must be True or False, got {recompute!r}")
-    if scale == "book" and not recompute:
-        folder = verify(artifact_id)
-        return make.load(artifact_id, folder, scale)
-    folder = make.cached_build(artifact_id, scale, cache_dir() / "artifacts" / scale / artifact_id, progress, recompute)
-    return make.load(artifact_id, folder, scale)

@@ -7,9 +7,9 @@ import sys
 
 import torch
 
-from sparsecirc.config import make_config
-from sparsecirc.sparsity import Projector, SparsityConfig
-from sparsecirc.train import dist_info, train
+from sparsecirc.core.config import make_config
+from sparsecirc.core.sparsity import Projector, SparsityConfig
+from sparsecirc.core.train import dist_info, train
 
 
 def main(out: str, batch: int) -> None:

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from sparsecirc import GPT, ModelConfig, attacks
-from sparsecirc.tasks import _tokenizer
+from sparsecirc import GPT, ModelConfig
+from sparsecirc.data.tasks import task_tokenizer
+from sparsecirc.wst import attacks
 
 
 def _tiny(n_ctx=64):
@@ -21,7 +22,7 @@ def test_prompts_follow_the_bracket_counting_format():
     last = nested.prompt.splitlines()[-1]
     assert last.startswith(f"{base.name} = [[") and last.count(",") == 4
     assert (nested.target, nested.distractor, flat.target, flat.distractor) == ("]]", "]", "]", "]]")
-    tok = _tokenizer()
+    tok = task_tokenizer()
     for e in (nested, flat):  # the task's encode-consistency rule
         assert tok.encode(e.prompt + e.target) == list(e.prompt_ids) + [e.target_id]
         assert tok.encode(e.prompt + e.distractor) == list(e.prompt_ids) + [e.distractor_id]
@@ -63,7 +64,7 @@ def test_measure_reads_the_node_at_the_last_position():
     base = attacks.draw_bases(2, [4], seed=0, n_ctx=64)
     ex = [attacks.list_example(b, 4, True, max_tokens=64) for b in base]
     got = attacks.measure(m, ex, ("blocks.0.attn.hook_v", 5))["node"]
-    from sparsecirc.hooks import record
+    from sparsecirc.core.hooks import record
     for e, g in zip(ex, got):
         with record(m, ["blocks.0.attn.hook_v"]) as c:
             m(torch.tensor([e.prompt_ids]))
@@ -104,14 +105,14 @@ def test_measure_reads_attention_to_the_opener_and_sink():
     r = attacks.measure(m, ex, head=(0, 1))
     assert np.all((r["attn_opening"] > 0) & (r["attn_opening"] < 1))
     assert np.all((r["attn_sink"] > 0) & (r["attn_opening"] + r["attn_sink"] <= 1 + 1e-6))
-    tok = _tokenizer()
+    tok = task_tokenizer()
     assert all(e.prompt_ids[attacks.opening_position(e.prompt_ids)] == tok.single_token_id(" [") for e in ex)
 
 
 # --- the case study's pieces ------------------------------------------------------------------------------------
 def test_depth_candidates_and_scoring_pick_the_falling_separating_node():
-    from sparsecirc import case_study
-    cands = case_study.depth_candidates({"blocks.0.attn.hook_v": [3], "blocks.1.hook_attn_out": [5, 7],
+    from sparsecirc.wst import bracket
+    cands = bracket.depth_candidates({"blocks.0.attn.hook_v": [3], "blocks.1.hook_attn_out": [5, 7],
                                          "blocks.0.mlp.hook_post": [1]})
     assert [c["read"] for c in cands] == [["blocks.0.attn.hook_z", 3], ["blocks.1.hook_attn_out", 5],
                                           ["blocks.1.hook_attn_out", 7]]
@@ -119,108 +120,108 @@ def test_depth_candidates_and_scoring_pick_the_falling_separating_node():
     nested = np.stack([2 / x * 10, np.full(4, 0.5), 0.1 + 0 * x], 1)  # falls as 1/n | flat | constant
     flat = np.stack([0 * x, np.full(4, -0.5), 0.1 + 0 * x], 1)
     sweep = {"n_tokens": x.tolist(), "nested": {"nodes": nested.tolist()}, "flat": {"nodes": flat.tolist()}}
-    ranked = case_study.score_depth_candidates(sweep, cands)
+    ranked = bracket.score_depth_candidates(sweep, cands)
     assert ranked[0]["read"] == ["blocks.0.attn.hook_z", 3] and ranked[0]["exponent"] == pytest.approx(-1)
     assert ranked[-1]["score"] == 0
 
 
 def test_writing_head_and_failure_text():
-    from sparsecirc import case_study
+    from sparsecirc.wst import bracket, reading
     m = _tiny()
-    assert case_study.writing_head(m, "blocks.0.attn.hook_z", 11) == (0, 1)
+    assert reading.writing_head(m, "blocks.0.attn.hook_z", 11) == (0, 1)
     with torch.no_grad():
         m.blocks[0].attn.W_O.weight[4].zero_()
         m.blocks[0].attn.W_O.weight[4, 8:] = 1.0  # only head 1 writes channel 4
-    assert case_study.writing_head(m, "blocks.0.hook_attn_out", 4) == (0, 1)
-    assert case_study.failure_text(None, 46) == "none up to 46 elements"
-    assert case_study.failure_text(1.2, 46) == "1 element"
+    assert reading.writing_head(m, "blocks.0.hook_attn_out", 4) == (0, 1)
+    assert bracket.failure_text(None, 46) == "none up to 46 elements"
+    assert bracket.failure_text(1.2, 46) == "1 element"
 
 
 def test_patched_read_moves_the_prediction_only_through_the_patch():
-    from sparsecirc import case_study
+    from sparsecirc.wst import bracket
     m = _tiny()
     base = attacks.draw_bases(2, [4], seed=0, n_ctx=64)
     ex = [attacks.list_example(b, 4, False, max_tokens=64) for b in base]
     plain = float(attacks.measure(m, ex)["p_nested"].mean())
     read = ("blocks.0.attn.hook_z", 3)
     same = float(attacks.measure(m, ex, read)["node"].mean())
-    assert case_study.patched_p_nested(m, ex[:1], read, float(attacks.measure(m, ex[:1], read)["node"][0])) == \
+    assert bracket.patched_p_nested(m, ex[:1], read, float(attacks.measure(m, ex[:1], read)["node"][0])) == \
         pytest.approx(float(attacks.measure(m, ex[:1])["p_nested"][0]), rel=1e-5)  # patching the same value: no-op
-    assert case_study.patched_p_nested(m, ex, read, same + 50.0) != pytest.approx(plain)
+    assert bracket.patched_p_nested(m, ex, read, same + 50.0) != pytest.approx(plain)
 
 
 def test_key_positions_find_the_deciding_token():
-    from sparsecirc import case_study
-    from sparsecirc.tasks import load_task
-    tok = _tokenizer()
+    from sparsecirc.data.tasks import load_task
+    from sparsecirc.wst import contrast
+    tok = task_tokenizer()
     q = load_task("single_double_quote", "test")[0]
-    assert tok.decode([q["prompt_ids"][case_study.key_position("single_double_quote", q["prompt_ids"])]]) in ('("', "('")
+    assert tok.decode([q["prompt_ids"][contrast.key_position("single_double_quote", q["prompt_ids"])]]) in ('("', "('")
     for row in load_task("set_or_string_fixedvarname", "test").select(range(2)):
-        k = case_study.key_position("set_or_string_fixedvarname", row["prompt_ids"])
+        k = contrast.key_position("set_or_string_fixedvarname", row["prompt_ids"])
         assert tok.decode([row["prompt_ids"][k]]) in (" set", ' ""', " ''")
         assert tok.decode(row["prompt_ids"][k - 2:k]) == "current ="
 
 
 def test_circuit_heads_reads_and_contrast_tables():
-    from sparsecirc import case_study
-    from sparsecirc.tasks import load_task
+    from sparsecirc.data.tasks import load_task
+    from sparsecirc.wst import contrast
     m = _tiny(128)
     nodes = {"blocks.0.attn.hook_q": [9], "blocks.0.attn.hook_v": [1, 12], "blocks.0.hook_attn_out": [3]}
-    assert case_study.circuit_heads(m, nodes) == {"L0H0": {"q": [], "k": [], "v": [1]},
+    assert contrast.circuit_heads(m, nodes) == {"L0H0": {"q": [], "k": [], "v": [1]},
                                                  "L0H1": {"q": [9], "k": [], "v": [12]}}
-    reads = case_study.circuit_reads(nodes)
+    reads = contrast.circuit_reads(nodes)
     assert ["blocks.0.attn.hook_z", 12] in [r["read"] for r in reads]
     ds = load_task("single_double_quote", "test").select(range(8))
-    out = case_study.contrast(m, ds, "single_double_quote", reads, [(0, 1)])
+    out = contrast.contrast(m, ds, "single_double_quote", reads, [(0, 1)])
     assert out["n_a"] == out["n_b"] == 4 and len(out["nodes"]) == 4
     assert 0 < out["heads"][0]["attn_key_a"] < 1
-    part = {"contrast": out, "heads": case_study.circuit_heads(m, nodes)}
-    assert len(case_study.contrast_table(part, "sep_key", n=3)) == 3
-    assert len(case_study.contrast_table(part, "sep_key", kinds=("attn_write",))) == 1
-    assert list(case_study.head_table(part)["head"]) == ["L0H0", "L0H1"]
-    pa = case_study.patched_accuracy(m, ds, "single_double_quote", ("blocks.0.hook_attn_out", 3), 0.0, 0.0)
+    part = {"contrast": out, "heads": contrast.circuit_heads(m, nodes)}
+    assert len(contrast.contrast_table(part, "sep_key", n=3)) == 3
+    assert len(contrast.contrast_table(part, "sep_key", kinds=("attn_write",))) == 1
+    assert list(contrast.head_table(part)["head"]) == ["L0H0", "L0H1"]
+    pa = contrast.patched_accuracy(m, ds, "single_double_quote", ("blocks.0.hook_attn_out", 3), 0.0, 0.0)
     assert 0 <= pa["patched_accuracy"] <= 1
 
 
 def test_pair_heatmap_aligns_prompts_of_different_lengths():
-    from sparsecirc import case_study
-    from sparsecirc.tasks import load_task
+    from sparsecirc.data.tasks import load_task
+    from sparsecirc.wst import contrast
     ds = load_task("set_or_string_fixedvarname", "test")
     pair = [ds[0], ds[1]]
     assert len(pair[0]["prompt_ids"]) != len(pair[1]["prompt_ids"])  # ` set`, `()` vs ` ""`
-    fig = case_study.pair_heatmap(_tiny(128), "set_or_string_fixedvarname", pair, ("blocks.0.hook_attn_out", 0))
+    fig = contrast.pair_heatmap(_tiny(128), "set_or_string_fixedvarname", pair, ("blocks.0.hook_attn_out", 0))
     labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
     assert len(labels) == max(len(p["prompt_ids"]) for p in pair) and any("|" in t for t in labels)
 
 
 def test_node_role_follows_the_reading_rules():
-    from sparsecirc import case_study
+    from sparsecirc.wst import contrast
     row = dict(a_key=0.0, b_key=0.0, sep_key=0.0, a_last=0.0, b_last=0.0, sep_last=0.0)
-    assert case_study.node_role({**row, "sep_last": -1.4}) == "type -> last"
-    assert case_study.node_role({**row, "sep_key": 1.9, "sep_last": 0.3}) == "type at key"
+    assert contrast.node_role({**row, "sep_last": -1.4}) == "type -> last"
+    assert contrast.node_role({**row, "sep_key": 1.9, "sep_last": 0.3}) == "type at key"
     det = {**row, "a_key": 0.8, "b_key": 0.6, "a_last": 0.1, "b_last": -0.1}
-    assert case_study.node_role(det) == "detector"
-    assert case_study.node_role({**det, "b_key": -0.6}) == "other"  # opposite signs: not a detector
-    assert case_study.node_role({**det, "a_last": 0.5}) == "other"  # as strong at the end: not a detector
+    assert contrast.node_role(det) == "detector"
+    assert contrast.node_role({**det, "b_key": -0.6}) == "other"  # opposite signs: not a detector
+    assert contrast.node_role({**det, "a_last": 0.5}) == "other"  # as strong at the end: not a detector
     part = {"contrast": {"nodes": [{**row, "sep_last": 2.0}, det, row]}}
-    assert case_study.role_counts(part) == {"type -> last": 1, "type at key": 0, "detector": 1, "other": 1}
+    assert contrast.role_counts(part) == {"type -> last": 1, "type at key": 0, "detector": 1, "other": 1}
 
 
 def test_snippets_around_windows_each_occurrence_in_order():
-    from sparsecirc import case_study
+    from sparsecirc.wst import reading
     stream = torch.arange(100) % 10  # token 7 at positions 7, 17, ..., 97
-    snips = case_study.snippets_around(stream, [7], n=3, before=2, after=3, seed=1)
+    snips = reading.snippets_around(stream, [7], n=3, before=2, after=3, seed=1)
     assert len(snips) == 3 and all(s == [5, 6, 7, 8, 9, 0] for s in snips)
-    assert case_study.snippets_around(stream, [7], n=3, before=2, after=3, seed=1) == snips  # seeded
-    assert len(case_study.snippets_around(stream, [7], n=50, before=2, after=3)) == 9  # 97 + 3 runs off the end
+    assert reading.snippets_around(stream, [7], n=3, before=2, after=3, seed=1) == snips  # seeded
+    assert len(reading.snippets_around(stream, [7], n=50, before=2, after=3)) == 9  # 97 + 3 runs off the end
     with pytest.raises(ValueError, match="none of the token ids"):
-        case_study.snippets_around(stream, [11], n=2)
+        reading.snippets_around(stream, [11], n=2)
 
 
 def test_snippet_heatmap_draws_one_row_per_snippet():
-    from sparsecirc import case_study
+    from sparsecirc.wst import reading
     snips = [[5, 6, 7, 8], [9, 10, 11]]
-    fig = case_study.snippet_heatmap(_tiny(16), snips, ("blocks.0.hook_attn_out", 0))
+    fig = reading.snippet_heatmap(_tiny(16), snips, ("blocks.0.hook_attn_out", 0))
     heat = [a for a in fig.axes if a.get_xticklabels()]
     assert [len(a.get_xticklabels()) for a in heat] == [4, 3]
     assert len(fig.axes) == 3  # two rows and one shared colour bar
@@ -228,33 +229,33 @@ def test_snippet_heatmap_draws_one_row_per_snippet():
 
 
 def test_patching_several_reads_equals_patching_them_one_hook_at_a_time():
-    from sparsecirc import case_study
-    from sparsecirc.tasks import load_task
+    from sparsecirc.data.tasks import load_task
+    from sparsecirc.wst import contrast
     m = _tiny(128)
     ds = load_task("single_double_quote", "test").select(range(16))
-    one = case_study.patched_accuracy(m, ds, "single_double_quote", ("blocks.0.attn.hook_z", 9), 40.0, -40.0)
-    many = case_study.patched_accuracy(m, ds, "single_double_quote", [("blocks.0.attn.hook_z", 9)], [40.0], [-40.0])
+    one = contrast.patched_accuracy(m, ds, "single_double_quote", ("blocks.0.attn.hook_z", 9), 40.0, -40.0)
+    many = contrast.patched_accuracy(m, ds, "single_double_quote", [("blocks.0.attn.hook_z", 9)], [40.0], [-40.0])
     assert one == many
     with pytest.raises(ValueError, match="values"):
-        case_study.patched_accuracy(m, ds, "single_double_quote", [("blocks.0.attn.hook_z", 9)], [1.0, 2.0], [0.0])
+        contrast.patched_accuracy(m, ds, "single_double_quote", [("blocks.0.attn.hook_z", 9)], [1.0, 2.0], [0.0])
     rows = [{"read": ["blocks.0.attn.hook_z", j], "a_last": 40.0, "b_last": -40.0} for j in (8, 9, 15, 3)]
-    hp = case_study.head_value_patch(m, ds, "single_double_quote", rows, ("blocks.0.attn.hook_z", 9))
+    hp = contrast.head_value_patch(m, ds, "single_double_quote", rows, ("blocks.0.attn.hook_z", 9))
     assert hp["head"] == "L0H1" and hp["channels"] == [8, 9, 15]  # d_head 8: channels 8..15 are head 1
-    assert case_study.head_value_patch(m, ds, "single_double_quote", rows, ("blocks.0.hook_attn_out", 3)) is None
+    assert contrast.head_value_patch(m, ds, "single_double_quote", rows, ("blocks.0.hook_attn_out", 3)) is None
 
 
 def test_hop_attention_reads_the_pattern_between_named_positions():
-    from sparsecirc import case_study
-    from sparsecirc.hooks import record
-    from sparsecirc.tasks import load_task, pad_batch
+    from sparsecirc.core.hooks import record
+    from sparsecirc.data.tasks import load_task, pad_batch
+    from sparsecirc.wst import contrast, vartype
     m = _tiny(128)
     ds = load_task("set_or_string_fixedvarname", "test").select(range(6))
-    df = case_study.hop_attention(m, ds, "set_or_string_fixedvarname", ["L0H1"], hops=(("last", "key"), ("key", "key-2")))
+    df = vartype.hop_attention(m, ds, "set_or_string_fixedvarname", ["L0H1"], hops=(("last", "key"), ("key", "key-2")))
     assert list(df.columns) == ["last -> key", "key -> key-2", "last -> sink"] and list(df.index) == ["L0H1"]
     expect = []  # the same numbers read directly off the pattern
     for row in ds:
         ids = row["prompt_ids"]
-        k = case_study.key_position("set_or_string_fixedvarname", ids)
+        k = contrast.key_position("set_or_string_fixedvarname", ids)
         tokens, last = pad_batch([ids], 128)
         with record(m, ["blocks.0.attn.hook_pattern"]) as c:
             m(tokens)
@@ -262,28 +263,28 @@ def test_hop_attention_reads_the_pattern_between_named_positions():
         expect.append([float(pat[int(last[0]), k]), float(pat[k, k - 2]), 1 - float(pat[int(last[0])].sum())])
     assert np.allclose(df.values[0], np.mean(expect, 0), atol=1e-3)
     with pytest.raises(ValueError, match="position name"):
-        case_study.hop_attention(m, ds, "set_or_string_fixedvarname", ["L0H1"], hops=(("first", "key"),))
+        vartype.hop_attention(m, ds, "set_or_string_fixedvarname", ["L0H1"], hops=(("first", "key"),))
     with pytest.raises(ValueError, match="not in a model"):
-        case_study.hop_attention(m, ds, "set_or_string_fixedvarname", ["L3H0"])
+        vartype.hop_attention(m, ds, "set_or_string_fixedvarname", ["L3H0"])
 
 
 def test_prefixed_accuracy_and_distractor_claims():
-    from sparsecirc import case_study
-    from sparsecirc.tasks import load_task, task_metrics
+    from sparsecirc.data.tasks import load_task, task_metrics
+    from sparsecirc.wst import vartype
     m = _tiny(128)
     ds = load_task("set_or_string_fixedvarname", "test").select(range(16))
-    plain = case_study.prefixed_accuracy(m, ds, "set_or_string_fixedvarname", "")
+    plain = vartype.prefixed_accuracy(m, ds, "set_or_string_fixedvarname", "")
     # no prefix re-tokenizes to the committed ids, so it is the ordinary task accuracy
     assert plain["accuracy"] == task_metrics(m, "set_or_string_fixedvarname", max_examples=16)["accuracy"]
     assert plain["accuracy"] == (plain["accuracy_a"] + plain["accuracy_b"]) / 2 and plain["n"] == 16
-    rows = case_study.distractor_rows({"a": m}, ds, "set_or_string_fixedvarname", ['x = ""\n'])
+    rows = vartype.distractor_rows({"a": m}, ds, "set_or_string_fixedvarname", ['x = ""\n'])
     assert [r["prefix"] for r in rows] == ["", 'x = ""\n']
-    fig = case_study.distractor_plot(rows + [{**r, "model": "b"} for r in rows])
+    fig = vartype.distractor_plot(rows + [{**r, "model": "b"} for r in rows])
     assert len(fig.axes) == 2 and len(fig.axes[0].patches) == 4  # two prefixes x (A, B) per model
     fake = [{"model": "s", "prefix": "", "accuracy_a": 0.8}, {"model": "s", "prefix": "p", "accuracy_a": 0.1},
             {"model": "wst-zoo-l2d128-dense-s0", "prefix": "", "accuracy_a": 0.9},
             {"model": "wst-zoo-l2d128-dense-s0", "prefix": "p", "accuracy_a": 0.6}]
-    c = case_study.distractor_claims(fake, "p")
+    c = vartype.distractor_claims(fake, "p")
     assert c["vartype-distractor-flips"] is True
     assert c["vartype-distractor-attack"] == "0.80 -> 0.10 of .add prompts right"
     assert c["vartype-distractor-transfers-to-dense"] == "dense-s0: no (0.90 -> 0.60)"

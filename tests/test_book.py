@@ -7,7 +7,8 @@ import nbformat
 import pytest
 import yaml
 
-from sparsecirc import book
+from sparsecirc.book import __main__ as cli
+from sparsecirc.book import chapters, scorecard
 from sparsecirc.paths import BOOK_DIR, REPO_ROOT
 
 # --- helpers ------------------------------------------------------------------------------------------------
@@ -27,7 +28,7 @@ def make_notebook(path: Path, title: str, printed: list[str]) -> Path:
 
 def make_book(root: Path, toc: dict, notebooks: dict[str, list[str]]) -> Path:
     (root / "_toc.yml").write_text(yaml.safe_dump(toc))
-    (root / "index.md").write_text(f"# Test book\n\nIntro.\n\n{book.START}\nold table\n{book.END}\n\nAfter.\n")
+    (root / "index.md").write_text(f"# Test book\n\nIntro.\n\n{scorecard.START}\nold table\n{scorecard.END}\n\nAfter.\n")
     for name, printed in notebooks.items():
         make_notebook(root / name, f"Chapter {name}", printed)
     return root
@@ -47,23 +48,23 @@ def test_chapters_follow_the_toc_recursively(tmp_path):
     }
     make_book(tmp_path, toc, {"01_a.ipynb": [], "02_b.ipynb": [], "sub/03_c.ipynb": [], "99_unlisted.ipynb": []})
     (tmp_path / "intro_page.md").write_text("# A page\n")
-    assert book.chapters(tmp_path) == [tmp_path / "02_b.ipynb", tmp_path / "01_a.ipynb", tmp_path / "sub/03_c.ipynb"]
+    assert chapters.chapters(tmp_path) == [tmp_path / "02_b.ipynb", tmp_path / "01_a.ipynb", tmp_path / "sub/03_c.ipynb"]
 
 
 def test_missing_chapter_is_named(tmp_path):
     make_book(tmp_path, {"format": "jb-book", "root": "index", "chapters": [{"file": "01_gone"}]}, {})
     with pytest.raises(FileNotFoundError, match="01_gone"):
-        book.chapters(tmp_path)
+        chapters.chapters(tmp_path)
 
 
 def test_cli_list_reports_missing_chapter(tmp_path, capsys):
     make_book(tmp_path, {"format": "jb-book", "root": "index", "chapters": [{"file": "01_gone"}]}, {})
-    assert book.main(["--book-dir", str(tmp_path), "list"]) == 2
+    assert cli.main(["--book-dir", str(tmp_path), "list"]) == 2
     assert "01_gone" in capsys.readouterr().err
 
 
 def test_real_toc_lists_existing_notebooks():
-    found = book.chapters(BOOK_DIR)
+    found = chapters.chapters(BOOK_DIR)
     assert found, "book/_toc.yml lists no chapter notebook"
     assert all(p.suffix == ".ipynb" and p.is_file() for p in found)
     assert all(re.match(r"^\d\d_[a-z0-9_]+$", p.stem) for p in found), [p.stem for p in found]
@@ -73,8 +74,8 @@ def test_real_toc_lists_existing_notebooks():
 
 
 def test_validate_params_accepts_defaults():
-    book.validate_params("book", False, 0)
-    book.validate_params("ci", True, 3)
+    chapters.validate_params("book", False, 0)
+    chapters.validate_params("ci", True, 3)
 
 
 @pytest.mark.parametrize(
@@ -88,15 +89,15 @@ def test_validate_params_accepts_defaults():
 )
 def test_validate_params_one_line_errors(params, message):
     with pytest.raises(ValueError) as err:
-        book.validate_params(*params)
+        chapters.validate_params(*params)
     assert str(err.value).startswith(message) and "\n" not in str(err.value)
 
 
 def test_execute_rejects_bad_parameters_before_running(tmp_path):
     with pytest.raises(ValueError, match="SCALE must be"):
-        book.execute("paper", book_dir=tmp_path)
+        chapters.execute("paper", book_dir=tmp_path)
     with pytest.raises(ValueError, match="--out"):  # ci outputs never overwrite committed chapters
-        book.execute("ci", book_dir=tmp_path)
+        chapters.execute("ci", book_dir=tmp_path)
 
 
 # --- scorecard ----------------------------------------------------------------------------------------------
@@ -110,10 +111,10 @@ def test_scorecard_table_from_claim_outputs(tmp_path):
                            "not reproduced"],
         "02_second.ipynb": ["noise", "CLAIM b-one | ours 0.2% | paper — | beyond-paper"],
     })
-    assert book.update_scorecard(tmp_path) is True
+    assert scorecard.update_scorecard(tmp_path) is True
     text = (tmp_path / "index.md").read_text()
     assert "old table" not in text and text.startswith("# Test book") and text.endswith("After.\n")
-    region = text.split(book.START)[1].split(book.END)[0]
+    region = text.split(scorecard.START)[1].split(scorecard.END)[0]
     rows = [line for line in region.splitlines() if line.startswith("| `")]
     assert rows == [  # toc order (02 before 01), then order of appearance
         "| `b-one` | [Chapter 02_second.ipynb](02_second.ipynb) | 0.2% | — | beyond-paper |",
@@ -121,7 +122,7 @@ def test_scorecard_table_from_claim_outputs(tmp_path):
         "| `a-two` | [Chapter 01_first.ipynb](01_first.ipynb) | no | yes | not reproduced |",
     ]
     assert "3 claims: 1 reproduced, 0 partly, 1 not reproduced, 1 beyond the papers." in region
-    assert book.update_scorecard(tmp_path) is False  # idempotent
+    assert scorecard.update_scorecard(tmp_path) is False  # idempotent
 
 
 def test_scorecard_reads_text_plain_results(tmp_path):
@@ -132,34 +133,34 @@ def test_scorecard_reads_text_plain_results(tmp_path):
                                                                                "reproduced"}, execution_count=1)]
     nb.cells.append(cell)
     nbformat.write(nb, str(tmp_path / "01_first.ipynb"))
-    assert [r.slug for r in book.collect_claims(tmp_path)] == ["r-1"]
+    assert [r.slug for r in scorecard.collect_claims(tmp_path)] == ["r-1"]
 
 
 def test_scorecard_check_detects_stale_index(tmp_path, capsys):
     make_book(tmp_path, TOC2, {"01_first.ipynb": ["CLAIM a-one | ours 1 | paper 1 | reproduced"],
                                "02_second.ipynb": []})
     args = ["--book-dir", str(tmp_path), "scorecard"]
-    assert book.main([*args, "--check"]) == 1
+    assert cli.main([*args, "--check"]) == 1
     assert "stale" in capsys.readouterr().err
     assert "old table" in (tmp_path / "index.md").read_text()  # --check writes nothing
-    assert book.main(args) == 0
-    assert book.main([*args, "--check"]) == 0
+    assert cli.main(args) == 0
+    assert cli.main([*args, "--check"]) == 0
     make_notebook(tmp_path / "01_first.ipynb", "Chapter 01_first.ipynb", ["CLAIM a-one | ours 2 | paper 1 | partly"])
-    assert book.main([*args, "--check"]) == 1
+    assert cli.main([*args, "--check"]) == 1
 
 
 def test_scorecard_rejects_duplicate_slugs_and_missing_markers(tmp_path):
     make_book(tmp_path, TOC2, {"01_first.ipynb": ["CLAIM a-one | ours 1 | paper 1 | reproduced"],
                                "02_second.ipynb": ["CLAIM a-one | ours 1 | paper 1 | reproduced"]})
     with pytest.raises(ValueError, match="a-one"):
-        book.collect_claims(tmp_path)
+        scorecard.collect_claims(tmp_path)
     (tmp_path / "index.md").write_text("# no markers\n")
     with pytest.raises(ValueError, match="scorecard:start"):
-        book.update_scorecard(tmp_path)
+        scorecard.update_scorecard(tmp_path)
 
 
 def test_committed_scorecard_is_up_to_date():
-    assert book.update_scorecard(BOOK_DIR, check=True) is False, (
+    assert scorecard.update_scorecard(BOOK_DIR, check=True) is False, (
         "book/index.md scorecard is stale: run `python -m sparsecirc.book scorecard`")
 
 
@@ -176,7 +177,7 @@ def test_strip_volatile_keeps_outputs_and_drops_timestamps():
     cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="1\n")]
     injected = nbformat.v4.new_code_cell("SCALE = 'ci'", metadata={"tags": ["injected-parameters"]})
     nb.cells += [params, injected, cell]
-    book.strip_volatile(nb)
+    chapters.strip_volatile(nb)
     assert nb.metadata["papermill"] == {"parameters": {"SCALE": "book"}, "version": "2.7.0"}
     assert "papermill" not in cell.metadata and "execution" not in cell.metadata
     assert cell.outputs[0]["text"] == "1\n"
@@ -254,7 +255,7 @@ BUILT = BOOK_DIR / "_build" / "html"
 
 @pytest.mark.skipif(not (BUILT / "index.html").is_file(), reason="book not built (make html)")
 def test_built_book_loads_nothing_remote():
-    assert book.remote_references(BUILT) == []
+    assert scorecard.remote_references(BUILT) == []
     assert (BUILT / "_static" / "mathjax" / "tex-chtml.js").is_file()
     for page in BUILT.rglob("*.html"):
         text = page.read_text()
@@ -268,5 +269,5 @@ def test_remote_reference_scanner_finds_loads(tmp_path):
         '<link rel="canonical" href="https://book.example/a.html"><a href="https://example.org">ok</a>'
         '<script src="_static/local.js"></script>')
     (tmp_path / "b.css").write_text("@font-face { src: url('https://fonts.example/x.woff2'); }")
-    assert book.remote_references(tmp_path) == [
+    assert scorecard.remote_references(tmp_path) == [
         "a.html: https://cdn.example/x.js", "a.html: //fonts.example/f.css", "b.css: https://fonts.example/x.woff2"]

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from sparsecirc.check import Claim, claim, parse_claims
+from sparsecirc.book.check import Claim, claim, parse_claims
 
 # The format the scorecard and readers rely on, written out independently of the module's own CLAIM_RE.
 LINE = re.compile(r"^CLAIM\s+(\S+)\s*\|\s*ours\s+(.*?)\s*\|\s*paper\s+(.*?)\s*\|\s*(.*?)\s*$")

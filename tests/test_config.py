@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from sparsecirc.config import ConfigError, ModelConfig, RunConfig, TrainConfig, make_config
+from sparsecirc.core.config import ConfigError, ModelConfig, RunConfig, TrainConfig, make_config
 
 
 def test_round_trip_through_json():

@@ -5,9 +5,9 @@ import shutil
 import numpy as np
 import pytest
 
-from sparsecirc import corpus
+from sparsecirc.data import corpus
+from sparsecirc.data.tokenizer import load_tokenizer
 from sparsecirc.paths import DATA_DIR
-from sparsecirc.tokenizer import load_tokenizer
 
 SOURCES = json.loads((DATA_DIR / "corpus" / "SOURCES.json").read_text())
 

@@ -1,17 +1,25 @@
 """P2's gated attention, GECO, edge counting, the top-k baseline and the addition toy (digest §3-§5, §8, §11)."""
 import math
 
+from pathlib import Path
+
 import pytest
 import torch
 
 from sparsecirc import GPT, ModelConfig
-from sparsecirc import addition as A
-from sparsecirc.attention_edges import (attention_graph, causal_pairs, edge_stats, graph_edges, topk_attention,
-                                        topk_edges_per_example)
-from sparsecirc.config import ConfigError
-from sparsecirc.gating import gate_mask
-from sparsecirc.geco import GECO, GECOConfig
-from sparsecirc.hooks import record
+from sparsecirc.core.config import ConfigError
+from sparsecirc.core.gating import gate_mask
+from sparsecirc.core.hooks import record
+from sparsecirc.spa import addition as A
+from sparsecirc.spa.attention_edges import (
+    attention_graph,
+    causal_pairs,
+    edge_stats,
+    graph_edges,
+    topk_attention,
+    topk_edges_per_example,
+)
+from sparsecirc.spa.geco import GECO, GECOConfig
 
 TINY = dict(n_layer=2, d_model=32, d_head=8, n_ctx=12, d_vocab=20, pos_embed=True)
 
@@ -140,8 +148,8 @@ def test_geco_objective_and_log_on_a_gated_model():
 
 
 def test_geco_hooks_post_train_a_language_model_on_a_token_stream():
-    from sparsecirc.config import make_config
-    from sparsecirc.train import train
+    from sparsecirc.core.config import make_config
+    from sparsecirc.core.train import train
     cfg = make_config("ci", model={**TINY, "attn_gate": True},
                       train={"steps": 6, "batch_size": 4, "eval_every": 3, "eval_batches": 1, "lr": 1e-3})
     stream = torch.randint(0, 20, (500,))
@@ -189,7 +197,7 @@ def test_edge_stats_and_graph():
 
 
 def test_saturation_counts_open_edges_and_how_far_past_the_threshold_they_are():
-    from sparsecirc.attention_edges import saturation
+    from sparsecirc.spa.attention_edges import saturation
     x = torch.randint(0, 20, (5, 12))
     _, wide_open = _gated_pair(bias=20.0)  # every gate far past sigmoid'(g) ~ 0
     rows = saturation(wide_open, x)
@@ -244,9 +252,9 @@ def test_addition_toy_gets_sparse_at_full_accuracy(tmp_cache):
     negative score and breaks the model; post-training restores the exact match while more than half of all causal
     edges stay shut.
     """
-    from sparsecirc.artifacts import get_or_compute
+    from sparsecirc.build import get_or_compute
     sparse = get_or_compute("spa-fig1-addition-l4h4-sparse", scale="ci", progress=False)
-    m = sparse.extra["metrics"]
+    m = sparse.metrics
     assert m["dense_test"]["accuracy"] >= 0.99
     assert m["test"]["accuracy"] >= 0.98
     assert m["init_test"]["accuracy"] < 0.5  # b = 0: the gate, switched on, breaks the dense model
@@ -259,7 +267,7 @@ NOPE = dict(n_layer=2, d_model=32, d_head=8, n_ctx=12, d_vocab=20)  # no positio
 
 
 def test_density_at_context_converts_edges_per_query():
-    from sparsecirc.code_posttrain import density_at_context
+    from sparsecirc.spa.code_posttrain import density_at_context
     assert density_at_context(1.5, 1024) == pytest.approx(3 / 1025)  # P2's ~0.3 % at T = 1024
     for T in (1, 7, 128):
         assert density_at_context((T + 1) / 2, T) == pytest.approx(1.0)  # every causal pair open
@@ -271,7 +279,7 @@ def test_density_at_context_converts_edges_per_query():
 
 
 def test_with_context_keeps_the_function_and_lifts_the_length_limit():
-    from sparsecirc.code_posttrain import with_context
+    from sparsecirc.spa.code_posttrain import with_context
     model = GPT(ModelConfig(**NOPE, attn_gate=True)).eval()
     tokens = torch.randint(0, 20, (2, 12))
     long = with_context(model, 40)
@@ -284,7 +292,7 @@ def test_with_context_keeps_the_function_and_lifts_the_length_limit():
 
 
 def test_density_vs_context_dense_model_is_fully_open_and_gate_closes_edges():
-    from sparsecirc.code_posttrain import density_vs_context
+    from sparsecirc.spa.code_posttrain import density_vs_context
     stream = torch.randint(0, 20, (400,))
     dense = GPT(ModelConfig(**NOPE)).eval()
     rows = density_vs_context(dense, stream, lengths=(4, 24), n_windows=3)
@@ -300,9 +308,14 @@ def test_density_vs_context_dense_model_is_fully_open_and_gate_closes_edges():
 
 def test_gated_config_must_match_the_dense_shape():
     from sparsecirc.artifacts import ArtifactError
-    from sparsecirc.code_posttrain import check_same_shape, gated_config
-    from sparsecirc.make import run_config
-    cfg, geco, spec = gated_config("spa-codemodel-l2d128-gated", "book")
+    from sparsecirc import build
+    from sparsecirc.build import run_config
+    from sparsecirc.context import BuildContext
+    from sparsecirc.spa.code_posttrain import check_same_shape, gated_config
+    ctx = BuildContext(artifact_id="spa-codemodel-l2d128-gated", scale="book", folder=Path("unused"),
+                       spec=build.read_spec("spa-codemodel-l2d128-gated"), progress=False, resume=False,
+                       load_dep=lambda dep_id: None)
+    cfg, geco, spec = gated_config(ctx)
     assert cfg.model.attn_gate and geco["tau_slack"] > 0
     dense = run_config(spec["init_from"], "book")
     check_same_shape(cfg, dense)  # the committed pair: no error
@@ -311,8 +324,8 @@ def test_gated_config_must_match_the_dense_shape():
 
 
 def test_last_query_reads_counts_open_keys_and_marked_tokens():
-    from sparsecirc.code_posttrain import display_tokens, key_positions, last_query_reads
-    from sparsecirc.tokenizer import load_tokenizer
+    from sparsecirc.data.tokenizer import load_tokenizer
+    from sparsecirc.spa.code_posttrain import display_tokens, key_positions, last_query_reads
     tok = load_tokenizer()
     ids = tok.encode('x = [[1, 2\nprint("a')
     assert "".join(display_tokens(ids)).replace("⏎", "\n").replace("·", " ") == 'x = [[1, 2\nprint("a'
@@ -332,7 +345,7 @@ def test_last_query_reads_counts_open_keys_and_marked_tokens():
 
 
 def test_tiled_windows_cover_the_stream_once():
-    from sparsecirc.code_posttrain import tiled_windows
+    from sparsecirc.spa.code_posttrain import tiled_windows
     w = tiled_windows(torch.arange(23), 4)
     assert w.shape == (4, 5) and w.flatten().tolist() == list(range(20))
     with pytest.raises(ValueError, match="shorter than one window"):
@@ -340,7 +353,7 @@ def test_tiled_windows_cover_the_stream_once():
 
 
 def test_last_query_weights_are_the_pattern_times_the_gate():
-    from sparsecirc.code_posttrain import last_query_weights
+    from sparsecirc.spa.code_posttrain import last_query_weights
     dense = GPT(ModelConfig(**NOPE)).eval()
     ids = torch.randint(0, 20, (9,)).tolist()
     w, rows = last_query_weights(dense, ids)
@@ -359,7 +372,7 @@ def test_last_query_weights_are_the_pattern_times_the_gate():
 
 
 def test_post_train_logs_a_timed_trajectory_from_step_zero():
-    from sparsecirc.config import make_config
+    from sparsecirc.core.config import make_config
     cfg = make_config("ci", model=dict(n_layer=1, n_head=2, d_head=8, d_model=16, d_mlp=32, n_ctx=11, d_vocab=12,
                                        pos_embed=True, attn_gate=True, attn_gate_bias=0.0),
                       train=dict(steps=4, batch_size=8, lr=1e-3, weight_decay=0.0, warmup_frac=0.0, final_lr_frac=1.0,
@@ -383,7 +396,8 @@ def test_first_target_hit_needs_full_accuracy_and_low_density_at_the_same_point(
 
 def test_geco_run_row_and_geco_compare_describe_each_run():
     from types import SimpleNamespace
-    from sparsecirc import attention_plots
+
+    from sparsecirc.spa import plots as attention_plots
     traj = {"step": [0, 2, 4], "seconds": [0.0, 1.5, 3.0], "accuracy": [0.2, 1.0, 1.0], "density": [0.5, 0.03, 0.01]}
     metrics = {"trajectory": traj, "geco": {"config": {"lambda_init": 0.5, "lambda_max": 0.5}},
                "test": {"accuracy": 1.0, "density": 0.012}}

@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from sparsecirc import GPT, ModelConfig
-from sparsecirc.hooks import HOOK_TABLE, from_csp_name, hook_points, patch, record, to_csp_name
-from sparsecirc.model import abs_topk
+from sparsecirc.core.hooks import HOOK_TABLE, from_csp_name, hook_points, patch, record, to_csp_name
+from sparsecirc.core.model import abs_topk
 
 TINY = dict(n_layer=2, d_model=32, d_head=8, n_ctx=16, d_vocab=50)
 

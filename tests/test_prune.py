@@ -4,10 +4,21 @@ import pytest
 import torch
 
 from sparsecirc import GPT, ModelConfig
-from sparsecirc.circuits import Circuit, count_edges, draw_circuit, node_sites
-from sparsecirc.config import PruneConfig
-from sparsecirc.prune import (NodeMask, PairData, ablate, bisect_k, calibrate, compute_means, gates_from_nodes,
-                              masked_loss, pair_margin, train_mask)
+from sparsecirc.artifacts import ArtifactError
+from sparsecirc.core.config import PruneConfig
+from sparsecirc.wst.circuits import Circuit, count_edges, draw_circuit, node_sites
+from sparsecirc.wst.prune import (
+    NodeMask,
+    PairData,
+    ablate,
+    bisect_k,
+    calibrate,
+    compute_means,
+    gates_from_nodes,
+    masked_loss,
+    pair_margin,
+    train_mask,
+)
 
 TINY = dict(n_layer=2, d_model=16, d_head=4, n_ctx=12, d_vocab=30)
 
@@ -61,7 +72,7 @@ def test_ablating_everything_leaves_embedding_plus_mean_writes():
 def test_means_are_means_over_all_positions():
     m = _model()
     w = _windows()
-    from sparsecirc.hooks import record
+    from sparsecirc.core.hooks import record
     with record(m, "blocks.1.attn.hook_v") as c:
         m(w[:, :12])
     means = compute_means(m, w)
@@ -86,8 +97,11 @@ def test_edge_counting_on_a_hand_built_model():
     assert len(count_edges(m, nodes)) == 3  # the residual path write 2 -> read 2 is not an edge
     c = Circuit(task="t", nodes=nodes, edges=count_edges(m, nodes), target_loss=0.15, loss=0.1)
     assert (c.n_nodes, c.n_edges) == (5, 3)
-    again = Circuit.from_json(c.to_json())
+    again = Circuit.from_json(c.to_json("m"), m)
     assert again == c
+    m.blocks[1].attn.W_V.weight.data[4, 2] = 0.0  # another model's weights give other edges
+    with pytest.raises(ArtifactError, match="does not belong"):
+        Circuit.from_json(c.to_json("m"), m)
     g = c.to_networkx()
     assert g.number_of_nodes() == 5 and g.number_of_edges() == 3
     assert draw_circuit(c).axes
@@ -145,7 +159,7 @@ def test_inverted_gates_and_margin_shapes():
 
 
 def test_study_summaries():
-    from sparsecirc.circuit_study import edges_table, geomean_edges, geometric_mean, n_reached, size_ratio
+    from sparsecirc.wst.circuit_study import edges_table, geomean_edges, geometric_mean, n_reached, size_ratio
     assert geometric_mean([4, 16]) == pytest.approx(8.0)
     assert geometric_mean([0, 4]) == pytest.approx(2.0)  # empty circuits count as one edge
     res = {"tasks": ["a", "b"], "runs": [
@@ -163,7 +177,7 @@ def test_study_summaries():
 def test_nonsense_labels_flip_about_half_and_keep_prompts():
     import datasets
 
-    from sparsecirc.circuit_study import nonsense_labels
+    from sparsecirc.wst.circuit_study import nonsense_labels
     ds = datasets.Dataset.from_dict({"prompt": [f"p{i}" for i in range(200)], "target": ["a"] * 200,
                                      "distractor": ["b"] * 200, "target_id": [1] * 200, "distractor_id": [2] * 200})
     ns = nonsense_labels(ds, seed=0)

@@ -5,8 +5,9 @@ import re
 
 import pytest
 
-from sparsecirc import artifacts, book, make
-from sparsecirc.config import RunConfig
+from sparsecirc import artifacts, build
+from sparsecirc.book import chapters
+from sparsecirc.core.config import RunConfig
 
 REG = artifacts.load_registry()
 CONFIGS = sorted(p.stem for p in artifacts.CONFIGS_DIR.glob("*.yaml"))
@@ -21,13 +22,13 @@ def test_committed_artifacts_verify(artifact_id):
 
 @pytest.mark.parametrize("artifact_id", sorted(REG))
 def test_registered_artifacts_name_existing_chapters(artifact_id):
-    stems = {p.stem for p in book.chapters()}
+    stems = {p.stem for p in chapters.chapters()}
     for ch in REG[artifact_id]["used_by"]:
         assert ch in stems, f"{artifact_id} says it is used by {ch}, which is not a chapter in book/_toc.yml"
 
 
 def test_every_artifact_a_chapter_loads_is_registered():
-    for nb in book.chapters():
+    for nb in chapters.chapters():
         src = "".join("".join(c["source"]) for c in json.loads(nb.read_text())["cells"] if c["cell_type"] == "code")
         for artifact_id in re.findall(r"[\"'](wst-[a-z0-9-]+|spa-[a-z0-9-]+)[\"']", src):
             if artifact_id in CONFIGS:
@@ -36,11 +37,11 @@ def test_every_artifact_a_chapter_loads_is_registered():
 
 @pytest.mark.parametrize("artifact_id", CONFIGS)
 def test_configs_parse_at_both_scales(artifact_id):
-    spec = make.read_spec(artifact_id)
-    assert spec["kind"] in make.PRODUCERS
+    spec = build.read_spec(artifact_id)
+    assert spec["kind"] in build.PRODUCERS
     if spec["kind"] == "lm":
         for scale in ("ci", "book"):
-            cfg = make.run_config(artifact_id, scale)
+            cfg = build.run_config(artifact_id, scale)
             assert RunConfig.from_dict(cfg.to_dict()) == cfg
 
 
@@ -48,11 +49,10 @@ def test_unknown_artifact_and_tampered_file_errors(tmp_path, monkeypatch):
     with pytest.raises(artifacts.ArtifactError, match="not in"):
         artifacts.verify("wst-no-such-artifact")
     with pytest.raises(artifacts.ArtifactError, match="no config"):
-        make.read_spec("wst-no-such-artifact")
+        build.read_spec("wst-no-such-artifact")
 
 
 def test_a_cache_build_from_an_edited_config_is_rebuilt(tmp_cache, tmp_path, monkeypatch):
-    from sparsecirc import artifacts, make
     configs = tmp_path / "configs"
     configs.mkdir()
     monkeypatch.setattr(artifacts, "CONFIGS_DIR", configs)
@@ -65,12 +65,12 @@ def test_a_cache_build_from_an_edited_config_is_rebuilt(tmp_cache, tmp_path, mon
         artifacts.write_manifest(folder, ["out.txt"], id=artifact_id)
         built.append(artifact_id)
 
-    monkeypatch.setattr(make, "produce", fake_produce)
-    monkeypatch.setattr(make, "load", lambda artifact_id, folder, scale: (folder / "out.txt").read_text())
-    assert artifacts.get_or_compute("toy", scale="ci") == "build 0"
-    assert artifacts.get_or_compute("toy", scale="ci") == "build 0" and len(built) == 1  # reused
+    monkeypatch.setattr(build, "produce", fake_produce)
+    monkeypatch.setattr(build, "load", lambda artifact_id, folder, scale: (folder / "out.txt").read_text())
+    assert build.get_or_compute("toy", scale="ci") == "build 0"
+    assert build.get_or_compute("toy", scale="ci") == "build 0" and len(built) == 1  # reused
     (configs / "toy.yaml").write_text("kind: x\nsteps: 2\n")  # the config changes: the cached build is stale
     with pytest.raises(artifacts.ArtifactError, match="another version"):
         artifacts.verify_cached("toy", artifacts.artifact_folder("toy", "ci"))
-    assert artifacts.get_or_compute("toy", scale="ci") == "build 1" and len(built) == 2
-    assert make._folder_for("toy", "ci") == artifacts.artifact_folder("toy", "ci") and len(built) == 2
+    assert build.get_or_compute("toy", scale="ci") == "build 1" and len(built) == 2
+    assert build.load_dependency("toy", "ci") == "build 1" and len(built) == 2  # a dependency reuses it too

@@ -6,9 +6,9 @@ import re
 
 import pytest
 
-from sparsecirc import simple_python
+from sparsecirc.data import simple_python
+from sparsecirc.data.simple_python import MAX_LINES, MIN_LINES, generate_program, generate_programs
 from sparsecirc.paths import DATA_DIR
-from sparsecirc.simple_python import MAX_LINES, MIN_LINES, generate_program, generate_programs
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +69,7 @@ def test_identifier_vocabulary_is_large(programs):
 
 
 def test_default_simple_part_matches_sources_json():
-    from sparsecirc.corpus import DEFAULT_N_SIMPLE, simple_sha256
+    from sparsecirc.data.corpus import DEFAULT_N_SIMPLE, simple_sha256
 
     pinned = json.loads((DATA_DIR / "corpus" / "SOURCES.json").read_text())["simple"]
     assert (pinned["n"], pinned["seed"], pinned["generator_version"]) == (DEFAULT_N_SIMPLE, 0,

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from sparsecirc import GPT, ModelConfig
-from sparsecirc.metrics import per_token_loss, unigram_entropy
-from sparsecirc.plotting import loss_curves, rank_frequency, token_heatmap
-from sparsecirc.sampling import generate
-from sparsecirc.train import History
+from sparsecirc.core.metrics import per_token_loss, unigram_entropy
+from sparsecirc.core.plotting import loss_curves, rank_frequency, token_heatmap
+from sparsecirc.core.sampling import generate
+from sparsecirc.core.train import History
 
 matplotlib.use("Agg")
 TINY = dict(n_layer=1, d_model=32, d_head=8, n_ctx=16, d_vocab=40)
@@ -59,7 +59,7 @@ def test_plots_return_figures_and_check_shapes():
 
 
 def test_pearson_neuron_activity_kurtosis_nonzero_table():
-    from sparsecirc.metrics import neuron_activity, nonzero_table, pearson, residual_kurtosis
+    from sparsecirc.core.metrics import neuron_activity, nonzero_table, pearson, residual_kurtosis
     a = torch.randn(100)
     assert pearson(a, 2 * a + 1) == pytest.approx(1.0)
     assert pearson(a, -a) == pytest.approx(-1.0)
@@ -79,8 +79,8 @@ def test_pearson_neuron_activity_kurtosis_nonzero_table():
 
 
 def test_chapter02_plots():
-    from sparsecirc.config import make_config
-    from sparsecirc.plotting import loss_scatter, sparsity_schedule, task_heatmap
+    from sparsecirc.core.config import make_config
+    from sparsecirc.core.plotting import loss_scatter, sparsity_schedule, task_heatmap
     cfg = make_config("ci", train={"steps": 100}, sparsity={"weight_nonzero_frac": 0.1})
     h = History(step=list(range(100)), lr=[0.001] * 100)
     assert sparsity_schedule(cfg, h).axes
@@ -89,7 +89,7 @@ def test_chapter02_plots():
 
 
 def test_ratio_spread_bootstraps_over_tasks():
-    from sparsecirc.circuit_study import ratio_spread, size_ratio
+    from sparsecirc.wst.circuit_study import ratio_spread, size_ratio
 
     def run(model, task, edges):
         return {"model": model, "task": task, "targets": {"0.15": {"edges": edges} if edges is not None else None}}

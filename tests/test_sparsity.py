@@ -4,10 +4,17 @@ import pytest
 import torch
 
 from sparsecirc import GPT, ModelConfig
-from sparsecirc.config import ConfigError, make_config
-from sparsecirc.sparsity import (Projector, SparsityConfig, l0_fraction, sharkfin_factor, sparse_tensors, topk_mask,
-                                 unit_protect_mask)
-from sparsecirc.train import train
+from sparsecirc.core.config import ConfigError, make_config
+from sparsecirc.core.sparsity import (
+    Projector,
+    SparsityConfig,
+    l0_fraction,
+    sharkfin_factor,
+    sparse_tensors,
+    topk_mask,
+    unit_protect_mask,
+)
+from sparsecirc.core.train import train
 
 TINY = dict(n_layer=2, d_model=32, d_head=8, n_ctx=16, d_vocab=40)
 
@@ -116,7 +123,7 @@ def test_sparse_training_ends_at_target_density():
 
 
 def test_sparsity_section_of_the_config_drives_training_and_round_trips():
-    from sparsecirc.config import RunConfig
+    from sparsecirc.core.config import RunConfig
     g = torch.Generator().manual_seed(0)
     toks = torch.randint(0, 40, (3000,), generator=g)
     cfg = make_config("ci", model=TINY, train={"steps": 10, "batch_size": 4, "eval_every": 10, "eval_batches": 1},

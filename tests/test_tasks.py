@@ -8,10 +8,10 @@ import shutil
 import pytest
 import torch
 
-from sparsecirc import tasks
-from sparsecirc.config import ModelConfig
-from sparsecirc.model import GPT
-from sparsecirc.tokenizer import load_tokenizer
+from sparsecirc.core.config import ModelConfig
+from sparsecirc.core.model import GPT
+from sparsecirc.data import tasks
+from sparsecirc.data.tokenizer import load_tokenizer
 
 P1_TASKS = ["single_double_quote", "bracket_counting", "set_or_string", "set_or_string_fixedvarname", "final_kwarg",
             "class_init", "with_as", "bracket_brace", "with_open", "for_while", "else_elif", "fstring_brace",
@@ -105,7 +105,7 @@ def test_generator_refuses_multi_token_candidates_and_redraws_bad_encodings(tok)
     # "):" is one token, so ":" after "f(x)" is not the next token: the first draw must be rejected
     draws = iter([(("y = f(x)", ":"), ("y = f(x", ")")), (("y = f(x) + 1", ":"), ("y = [1", "]"))])
     redraw = tasks.Task("redraw", "first draw is inconsistent", lambda d: next(draws), None, ("", ""))
-    assert tasks._example(tok, "y = f(x)", ":", ")", 100) is None
+    assert tasks.make_example(tok, "y = f(x)", ":", ")", 100) is None
     a, b = redraw.make_pair(random.Random(0), tok)
     assert a.prompt == "y = f(x) + 1" and b.target == "]"
     never = tasks.Task("never", "always inconsistent", lambda d: (("f(x)", ":"), ("g(x)", ":")), None, ("", ""))
@@ -250,7 +250,7 @@ def test_corpus_index_is_an_exact_substring_test():
 
 
 def test_no_test_prompt_occurs_in_the_training_corpus():
-    from sparsecirc import corpus
+    from sparsecirc.data import corpus
     index = tasks.CorpusIndex(corpus.load_corpus("train")["text"])  # default settings: stdlib + 20k simple
     found = [(n, p) for n in P1_TASKS for p in tasks.load_task(n, "test")["prompt"] if p in index]
     assert not found, f"{len(found)} test prompts occur in the training corpus, e.g. {found[0]}"

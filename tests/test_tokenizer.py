@@ -5,9 +5,9 @@ import shutil
 
 import pytest
 
-from sparsecirc import tokenizer as T
+from sparsecirc.data import tokenizer as T
+from sparsecirc.data.simple_python import generate_programs
 from sparsecirc.paths import DATA_DIR
-from sparsecirc.simple_python import generate_programs
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,8 @@ import torch
 
 from sparsecirc import artifacts
 from sparsecirc.artifacts import ArtifactError
-from sparsecirc.config import make_config
-from sparsecirc.train import TrainHooks, load_model, lr_at, sample_batch, train
+from sparsecirc.core.config import make_config
+from sparsecirc.core.train import TrainHooks, load_model, lr_at, sample_batch, train
 
 TINY = {"n_layer": 1, "d_model": 32, "d_head": 8, "n_ctx": 16, "d_vocab": 40}
 
@@ -125,7 +125,7 @@ def test_loss_mask_batch_fn_init_state_and_objective():
     w = sample_batch(toks, 4, 16, 0, 0)
     per = m.loss(w, reduction="none")
     assert m.loss(w, loss_mask=mask).item() == pytest.approx(per[:, -3:].mean().item(), rel=1e-6)
-    seen, logged = [], {}
+    seen = []
     fixed = sample_batch(toks, 4, 16, 0, 99)
 
     def batch_fn(step):

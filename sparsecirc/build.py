@@ -1,0 +1,188 @@
+"""Producers: how each registered artifact is (re)built from its config ``data/configs/<id>.yaml``.
+
+The only heavy entry point::
+
+    python -m sparsecirc reproduce wst-codemodel-l2d128-dense --scale book   # rewrites data/artifacts/<id>/
+    python -m sparsecirc reproduce wst-codemodel-l2d128-dense --scale ci     # into the cache folder
+
+A config file holds ``kind`` (which producer), ``paper_ref``, ``used_by`` and per-scale overrides of the presets
+in ``config.SCALES``::
+
+    kind: lm
+    scales:
+      book: {model: {n_layer: 2, d_model: 128}, train: {steps: 3000}}
+      ci:   {train: {steps: 150}}
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import yaml
+
+from sparsecirc import artifacts
+from sparsecirc.artifacts import ArtifactError, Run, rebuild_command
+from sparsecirc.context import BuildContext
+from sparsecirc.core.config import BUILD_SCALES, RunConfig, check_scale, make_config
+from sparsecirc.core.train import load_run, save_run, train
+from sparsecirc.data.lm import lm_task_metrics, lm_tokens, lm_val_loss
+from sparsecirc.paths import cache_dir
+from sparsecirc.spa import addition, code_posttrain
+from sparsecirc.wst import case_study, circuit_study
+
+
+def read_spec(artifact_id: str) -> dict:
+    """The parsed config file ``data/configs/<id>.yaml`` (ArtifactError naming the known ids if it is missing)."""
+    path = artifacts.CONFIGS_DIR / f"{artifact_id}.yaml"
+    if not path.exists():
+        known = sorted(p.stem for p in artifacts.CONFIGS_DIR.glob("*.yaml"))
+        raise ArtifactError(f"no config {path} for artifact {artifact_id!r}; known ids: {known}")
+    spec = yaml.safe_load(path.read_text())
+    for key in ("kind", "scales", "paper_ref", "used_by"):
+        if key not in spec:
+            raise ArtifactError(f"{path}: missing key {key!r}")
+    return spec
+
+
+def run_config(artifact_id: str, scale: str) -> RunConfig:
+    """The effective RunConfig of an artifact at a scale (preset + the config file's overrides)."""
+    spec = read_spec(artifact_id)
+    return make_config(scale, **spec["scales"].get(scale, {}))
+
+
+# --- the language-model producer ---------------------------------------------------------------------------
+def produce_lm(ctx: BuildContext) -> None:
+    """Train a language model. With ``match_val_loss_of: <id>`` in the config, training stops at the first
+    validation whose loss is at or below that artifact's (a matched-loss baseline, P1 Fig. 2)."""
+    cfg = ctx.config()
+    tokens, val_tokens = lm_tokens(cfg)
+    ckpt = cache_dir() / "checkpoints" / ctx.scale / ctx.artifact_id
+    stop_when, target = None, None
+    other = ctx.spec.get("match_val_loss_of")
+    if other:
+        target = ctx.dep(other).metrics["val_loss"]
+        stop_when = lambda h: h.val_loss[-1] <= target  # noqa: E731
+    t0 = time.time()
+    model, hist = train(cfg, tokens, val_tokens, out=ckpt, resume=ctx.resume and (ckpt / "manifest.json").exists(),
+                        progress=ctx.progress, stop_when=stop_when)
+    wall = time.time() - t0
+    val_loss, n_windows = lm_val_loss(model, cfg, val_tokens)
+    metrics = {"val_loss": val_loss, "val_windows": n_windows, "n_params": model.n_params(),
+               "tokens_seen": hist.tokens_seen, "tokens_per_s": hist.tokens_seen / max(hist.train_seconds, 1e-9),
+               "train_tokens": int(tokens.numel()), "val_tokens": int(val_tokens.numel()), "steps_run": len(hist.step)}
+    if other:
+        metrics.update(matched_to=other, matched_target_val_loss=target)
+    metrics["tasks"] = lm_task_metrics(model)
+    save_run(ctx.folder, model, hist, cfg, metrics=metrics, **ctx.manifest_info(
+        kind="lm", precision="bf16-autocast" if cfg.train.bf16 else "fp32", wall_time_s=round(wall, 1)))
+
+
+def refresh_lm_metrics(artifact_id: str) -> dict:
+    """Recompute a committed language model's metrics.json from its weights (what the producer writes after
+    training), rewrite its manifest and registry entry. For artifacts built before a metric was added."""
+    folder = artifacts.verify(artifact_id)
+    manifest = artifacts.read_json(folder / "manifest.json")
+    run = load(artifact_id, folder, "book")
+    metrics = run.metrics
+    val_loss, _ = lm_val_loss(run.model, run.config, lm_tokens(run.config)[1])
+    if abs(val_loss - metrics["val_loss"]) > 1e-4 * abs(metrics["val_loss"]):
+        raise ArtifactError(f"{artifact_id}: validation loss {val_loss} differs from the recorded {metrics['val_loss']}")
+    metrics["tasks"] = lm_task_metrics(run.model)
+    artifacts.write_json(folder / "metrics.json", metrics)
+    keep = {k: v for k, v in manifest.items() if k not in ("files", "environment")}
+    keep.setdefault("trained_environment", manifest["environment"])  # provenance of the weights themselves
+    artifacts.write_manifest(folder, [f["path"] for f in manifest["files"]], **keep)
+    spec = read_spec(artifact_id)
+    artifacts.register(artifact_id, folder, paper_ref=spec["paper_ref"], used_by=spec["used_by"])
+    return metrics
+
+
+# --- the producer table: config ``kind`` -> producer ----------------------------------------------------------
+PRODUCERS = {
+    "lm": produce_lm,
+    "circuits": circuit_study.produce_circuits,
+    "case_study": case_study.produce_case_study,
+    "addition_dense": addition.produce_dense,
+    "addition_sparse": addition.produce_sparse,
+    "lm_gated": code_posttrain.produce_gated_lm,
+}
+RESUMABLE_KINDS = ("lm",)  # producers that continue an interrupted build from its checkpoint
+# manifest kinds whose folder is a run folder (core.train.save_run with metrics), loaded by load_run
+GPT_FOLDER_KINDS = ("lm", "addition_dense", "addition_sparse", "lm_gated")
+STUDY_KINDS = ("circuits", "case_study")  # results.json (+ circuits/)
+
+
+def produce(artifact_id: str, scale: str, folder: Path | None = None, *, progress: bool = True,
+            resume: bool = False) -> Path:
+    """Build an artifact at ``scale`` into ``folder`` (default: data/artifacts/<id> for book, the cache for ci);
+    a book-scale build into ``data/artifacts/<id>`` is registered."""
+    check_scale(scale)
+    spec = read_spec(artifact_id)
+    folder = Path(folder) if folder is not None else artifacts.artifact_folder(artifact_id, scale)
+    if resume and spec["kind"] not in RESUMABLE_KINDS:
+        print(f"{artifact_id}: kind {spec['kind']!r} builds from scratch (resumable kinds: {list(RESUMABLE_KINDS)})")
+    ctx = BuildContext(artifact_id=artifact_id, scale=scale, folder=folder, spec=spec, progress=progress,
+                       resume=resume and spec["kind"] in RESUMABLE_KINDS,
+                       load_dep=lambda dep_id: load_dependency(dep_id, scale))
+    PRODUCERS[spec["kind"]](ctx)
+    if scale == "book" and folder == artifacts.ARTIFACTS_DIR / artifact_id:
+        artifacts.register(artifact_id, folder, paper_ref=spec["paper_ref"], used_by=spec["used_by"])
+    return folder
+
+
+def load(artifact_id: str, folder: Path, scale: str) -> Run:
+    """Load a verified artifact folder into a :class:`Run`."""
+    manifest = artifacts.verify_folder(folder, rebuild_command(artifact_id, scale))
+    run = Run(id=artifact_id, scale=scale, folder=folder, manifest=manifest)
+    if manifest.get("kind") in STUDY_KINDS:
+        run.results = artifacts.read_json(folder / "results.json")
+    if manifest.get("kind") in GPT_FOLDER_KINDS:
+        run.model, run.history, run.config, run.metrics = load_run(folder)
+    return run
+
+
+def cached_build(artifact_id: str, scale: str, folder: Path, progress: bool = False, recompute: bool = False) -> Path:
+    """``folder`` holding a cache build of the artifact from its current config: reused when it verifies (and
+    ``recompute`` is off), else built there and stamped with the config it came from."""
+    if not recompute:
+        try:
+            artifacts.verify_cached(artifact_id, folder)
+            return folder
+        except ArtifactError:
+            pass
+    produce(artifact_id, scale, folder, progress=progress)
+    artifacts.stamp_cached(artifact_id, folder)
+    return folder
+
+
+def load_dependency(artifact_id: str, scale: str) -> Run:
+    """An artifact another one is built from: at book scale the committed one when it is registered (else a
+    cache build), at ci scale the cache build (built first when missing or stale)."""
+    if scale == "book" and artifact_id in artifacts.load_registry():
+        return load(artifact_id, artifacts.verify(artifact_id), scale)
+    return load(artifact_id, cached_build(artifact_id, scale, cache_dir() / "artifacts" / scale / artifact_id), scale)
+
+
+def get_or_compute(artifact_id: str, scale: str = "book", recompute: bool = False, progress: bool = True) -> Run:
+    """Load a committed artifact (``book``, verified by sha256) or compute it (``ci``, or ``recompute=True``).
+
+    Args:
+        artifact_id: registry key, e.g. ``"wst-codemodel-l2d128-dense"``; its config is ``data/configs/<id>.yaml``.
+        scale: ``"book"`` (committed) or ``"ci"`` (recomputed in the cache folder in about a minute).
+        recompute: rebuild into the cache folder (at ``book`` scale instead of loading ``data/``; at ``ci`` scale
+            instead of reusing an earlier ci build in the cache). Artifacts it depends on are reused if cached.
+    Returns:
+        :class:`Run` with ``model``, ``history``, ``config``, ``metrics`` (trained models) or ``results``
+        (studies), and ``manifest``.
+    Example::
+
+        run = get_or_compute("wst-zoo-l2d128-sparse", scale="book")
+        run.model, run.metrics["val_loss"]
+    """
+    check_scale(scale, BUILD_SCALES)
+    if not isinstance(recompute, bool):
+        raise TypeError(f"recompute must be True or False, got {recompute!r}")
+    if scale == "book" and not recompute:
+        return load(artifact_id, artifacts.verify(artifact_id), scale)
+    folder = cached_build(artifact_id, scale, cache_dir() / "artifacts" / scale / artifact_id, progress, recompute)
+    return load(artifact_id, folder, scale)

@@ -1,0 +1,310 @@
+"""Frozen configuration dataclasses and the one scale dial.
+
+Every run is described by a :class:`RunConfig` (model + data + train), which round-trips through plain dicts
+(JSON/YAML) and is written next to every artifact. ``SCALES`` holds the presets: ``ci`` (trains in about a
+minute on 2 cores), ``book`` (the scale of the committed artifacts) and ``paper`` (P1's shapes; out of reach on
+a CPU, kept so the same code documents the target).
+
+Example::
+
+    cfg = make_config("ci", model={"n_layer": 2})
+    cfg2 = RunConfig.from_dict(cfg.to_dict())   # == cfg
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+# P1 A.1: AbsTopK sites (8 locations). Names follow openai/circuit_sparsity's `afrac_loctypes`.
+ACT_SPARSITY_SITES = ("attn_in", "attn_q", "attn_k", "attn_v", "attn_out", "mlp_in", "mlp_neuron", "mlp_out")
+
+
+class ConfigError(ValueError):
+    """A configuration value or key is wrong; the message says which and what is valid."""
+
+
+def _check_keys(cls, d: dict) -> None:
+    valid = {f.name for f in fields(cls)}
+    unknown = sorted(set(d) - valid)
+    if unknown:
+        raise ConfigError(f"{cls.__name__}: unknown key(s) {unknown}; valid keys are {sorted(valid)}")
+
+
+class DictConfig:
+    """Base of every config dataclass: ``to_dict`` / ``from_dict`` (unknown keys refused) / ``replace``."""
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if dataclasses.is_dataclass(v):
+                v = v.to_dict()
+            elif isinstance(v, tuple):
+                v = list(v)
+            out[f.name] = v
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]):
+        if not isinstance(d, dict):
+            raise ConfigError(f"{cls.__name__}: expected a mapping, got {type(d).__name__}")
+        _check_keys(cls, d)
+        kw = {}
+        for f in fields(cls):
+            if f.name not in d:
+                continue
+            v = d[f.name]
+            if isinstance(v, list):
+                v = tuple(v)
+            kw[f.name] = v
+        return cls(**kw)
+
+    def replace(self, **changes):
+        _check_keys(type(self), changes)
+        return dataclasses.replace(self, **changes)
+
+
+def _require(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ConfigError(msg)
+
+
+@dataclass(frozen=True)
+class ModelConfig(DictConfig):
+    """Shape and architecture switches of the P1-style GPT (see ``model.py``).
+
+    ``n_head`` and ``d_mlp`` default to ``d_model // d_head`` and ``4 * d_model`` (P1 A.1).
+    ``act_keep_frac`` = None disables AbsTopK; P1 keeps 1/4 at the 8 sites in ``ACT_SPARSITY_SITES``.
+    """
+
+    n_layer: int = 2
+    d_model: int = 128
+    d_head: int = 16
+    n_head: int | None = None
+    d_mlp: int | None = None
+    n_ctx: int = 128
+    d_vocab: int = 2048
+    pos_embed: bool = False  # P1: no positional embedding in most experiments
+    act_keep_frac: float | None = None
+    act_sparsity_sites: tuple[str, ...] = ACT_SPARSITY_SITES
+    attn_sink: bool = False  # per-head learnable sink logit (P1 A.1)
+    bigram_table: bool = False  # dense d_vocab x d_vocab logit table (P1 A.1)
+    use_bias: bool = True
+    init_std: float = 0.02
+    attn_gate: bool = False  # P2: hard Bernoulli gate per attention edge from the same score (gating.py)
+    attn_gate_bias: float = 3.0  # P2's constant b in gate logit = q.k/sqrt(d) + b (sigma(3) ~ 0.95: open at start)
+
+    def __post_init__(self):
+        for name in ("n_layer", "d_model", "d_head", "n_ctx", "d_vocab"):
+            v = getattr(self, name)
+            _require(isinstance(v, int) and not isinstance(v, bool) and v > 0,
+                     f"ModelConfig.{name} must be a positive int, got {v!r}")
+        if self.n_head is None:
+            _require(self.d_model % self.d_head == 0,
+                     f"ModelConfig: d_model={self.d_model} is not a multiple of d_head={self.d_head}; set n_head")
+            object.__setattr__(self, "n_head", self.d_model // self.d_head)
+        if self.d_mlp is None:
+            object.__setattr__(self, "d_mlp", 4 * self.d_model)
+        _require(self.n_head > 0 and self.d_mlp > 0, "ModelConfig: n_head and d_mlp must be positive")
+        if self.act_keep_frac is not None:
+            _require(0.0 < float(self.act_keep_frac) <= 1.0,
+                     f"ModelConfig.act_keep_frac must be in (0, 1] or None, got {self.act_keep_frac!r}")
+        bad = [s for s in self.act_sparsity_sites if s not in ACT_SPARSITY_SITES]
+        _require(not bad, f"ModelConfig.act_sparsity_sites: unknown site(s) {bad}; valid: {list(ACT_SPARSITY_SITES)}")
+        object.__setattr__(self, "act_sparsity_sites", tuple(self.act_sparsity_sites))
+
+
+@dataclass(frozen=True)
+class DataConfig(DictConfig):
+    """Which corpus the language model trains on (see ``corpus.py``)."""
+
+    parts: tuple[str, ...] = ("stdlib", "simple")
+    n_simple: int | None = None  # None: the corpus module's default
+    seed: int = 0  # seed of the simple-Python generator
+
+    def __post_init__(self):
+        object.__setattr__(self, "parts", tuple(self.parts))
+
+
+@dataclass(frozen=True)
+class TrainConfig(DictConfig):
+    """One training loop's knobs (``train.py``). Steps, not epochs; batches are drawn by step index."""
+
+    steps: int = 200
+    batch_size: int = 32
+    lr: float = 3e-3
+    warmup_frac: float = 0.01  # P1 A.2: 1% warmup, then linear decay to 0
+    final_lr_frac: float = 0.0
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-8
+    grad_rms: str = "clip"  # "clip": scale down if grad RMS > 1; "normalize": always divide by it (P1); "none"
+    bf16: bool = False  # bf16 autocast for the training forward/backward (eval is always fp32)
+    eval_every: int = 50
+    eval_batches: int = 8
+    checkpoint_every: int = 0  # 0: only at the end
+    seed: int = 0
+
+    def __post_init__(self):
+        _require(isinstance(self.steps, int) and self.steps > 0, f"TrainConfig.steps must be a positive int, got {self.steps!r}")
+        _require(isinstance(self.batch_size, int) and self.batch_size > 0,
+                 f"TrainConfig.batch_size must be a positive int, got {self.batch_size!r}")
+        _require(self.lr > 0, f"TrainConfig.lr must be > 0, got {self.lr!r}")
+        _require(0 <= self.warmup_frac < 1, f"TrainConfig.warmup_frac must be in [0, 1), got {self.warmup_frac!r}")
+        _require(self.grad_rms in ("clip", "normalize", "none"),
+                 f"TrainConfig.grad_rms must be 'clip', 'normalize' or 'none', got {self.grad_rms!r}")
+
+
+@dataclass(frozen=True)
+class SparsityConfig(DictConfig):
+    """Weight-sparsity knobs of P1 §2.1 / A.2 (applied by ``sparsity.Projector``); 1.0 everywhere = dense.
+
+    ``weight_nonzero_frac``: kept fraction of every block weight matrix at the end of the anneal.
+    ``embed_nonzero_frac``: kept fraction of embed / unembed (None: same as matrices).
+    ``sparsify_biases``: P1's text sparsifies biases too; the authors' train.py keeps them dense (our default).
+    """
+
+    weight_nonzero_frac: float = 1.0
+    embed_nonzero_frac: float | None = None
+    sparsify_biases: bool = False
+    min_nonzero_per_unit: int = 4  # P1 A.2 (j = 4)
+    anneal_start_frac: float = 0.01  # [C-train]: dense until 1% of training
+    anneal_end_frac: float = 0.5  # P1 A.2: target reached at 50% of training
+    lr_scale_with_l0: bool = True  # the "sharkfin" factor sqrt(L0_target / L0_now)
+
+    def __post_init__(self):
+        for name in ("weight_nonzero_frac",) + (("embed_nonzero_frac",) if self.embed_nonzero_frac is not None else ()):
+            v = getattr(self, name)
+            if not 0.0 < v <= 1.0:
+                raise ConfigError(f"SparsityConfig.{name} must be in (0, 1], got {v!r}")
+        if not 0.0 <= self.anneal_start_frac <= self.anneal_end_frac <= 1.0:
+            raise ConfigError("SparsityConfig: need 0 <= anneal_start_frac <= anneal_end_frac <= 1, got "
+                              f"{self.anneal_start_frac}, {self.anneal_end_frac}")
+        if self.min_nonzero_per_unit < 0:
+            raise ConfigError(f"SparsityConfig.min_nonzero_per_unit must be >= 0, got {self.min_nonzero_per_unit}")
+
+    @classmethod
+    def from_budget(cls, expansion_factor: int, pfrac: float, **kw) -> "SparsityConfig":
+        """P1's size bookkeeping ([C-train]): matrices keep ``pfrac / ef**2``, embeddings ``pfrac / ef``.
+
+        ``pfrac`` is the nonzero count as a multiple of the dense ef = 1 model; ``ef`` widens every layer.
+        """
+        ef = expansion_factor
+        return cls(weight_nonzero_frac=min(1.0, pfrac / ef**2), embed_nonzero_frac=min(1.0, pfrac / ef), **kw)
+
+
+@dataclass(frozen=True)
+class PruneConfig(DictConfig):
+    """Node-mask pruning (P1 §2.2, A.5). Defaults are P1 Table 2's CARBS search centres where given.
+
+    P1 tunes these per model and task with CARBS (256-768 runs); we use the centres, fixed and documented.
+    """
+
+    steps: int = 400
+    batch_pairs: int = 32  # P1: 64 pairs
+    lr: float = 3e-3
+    beta2: float = 0.95  # P1 Table 2: inv_beta2 = 1 - beta2 = 0.05
+    weight_decay: float = 1e-3
+    warmup_frac: float = 0.05
+    k_coef: float = 1e-4  # penalty per kept node
+    init_noise_scale: float = 1e-2
+    init_noise_bias: float = 0.1
+    heaviside_temp: float = 1.0
+    target_loss: float = 0.15  # P1: task loss 0.15 per prompt
+    calibrate: bool = True  # fit a logit scale and a relative candidate shift (16 LBFGS steps)
+    calib_steps: int = 16
+    n_mean_windows: int = 64  # pretraining windows for the mean-ablation values
+    eval_pairs: int = 64  # training-split pairs the bisection measures
+    node_kinds: tuple[str, ...] = ("attn_read", "q", "k", "v", "attn_write", "mlp_read", "neuron", "mlp_write")
+    seed: int = 0
+
+    def __post_init__(self):
+        object.__setattr__(self, "node_kinds", tuple(self.node_kinds))
+        _require(self.steps > 0 and self.batch_pairs > 0, "PruneConfig: steps and batch_pairs must be positive")
+        _require(self.target_loss > 0, f"PruneConfig.target_loss must be > 0, got {self.target_loss}")
+
+
+@dataclass(frozen=True)
+class RunConfig(DictConfig):
+    """Everything a training run needs; written as ``config.json`` next to its artifact."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sparsity: SparsityConfig = field(default_factory=SparsityConfig)
+    scale: str = "ci"
+
+    @property
+    def is_sparse(self) -> bool:
+        s = self.sparsity
+        return s.weight_nonzero_frac < 1.0 or (s.embed_nonzero_frac is not None and s.embed_nonzero_frac < 1.0)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
+        if not isinstance(d, dict):
+            raise ConfigError(f"RunConfig: expected a mapping, got {type(d).__name__}")
+        _check_keys(cls, d)
+        return cls(model=ModelConfig.from_dict(d.get("model", {})), data=DataConfig.from_dict(d.get("data", {})),
+                   train=TrainConfig.from_dict(d.get("train", {})),
+                   sparsity=SparsityConfig.from_dict(d.get("sparsity", {})), scale=d.get("scale", "ci"))
+
+
+# --- the scale dial ----------------------------------------------------------------------------------------
+SCALES: dict[str, dict[str, dict[str, Any]]] = {
+    # trains end-to-end in about a minute on 2 cores
+    "ci": {"model": {"n_layer": 2, "d_model": 64, "n_ctx": 64},
+           "data": {"n_simple": 4000},
+           "train": {"steps": 150, "batch_size": 16, "eval_every": 50, "eval_batches": 4}},
+    # the scale of the committed artifacts (tens of CPU-minutes)
+    "book": {"model": {"n_layer": 2, "d_model": 128, "n_ctx": 128},
+             "data": {},
+             "train": {"steps": 3000, "batch_size": 32, "eval_every": 250, "eval_batches": 16}},
+    # P1's default shape (A.1): 8 layers, d_model 2048, ctx 256 -- not trainable on a CPU
+    "paper": {"model": {"n_layer": 8, "d_model": 2048, "n_ctx": 256},
+              "data": {},
+              "train": {"steps": 100_000, "batch_size": 512}},
+}
+
+
+# Scales an artifact is built at and a chapter runs at (``paper`` is a config preset only); the one list every
+# command line, chapter parameter and cache folder checks against.
+BUILD_SCALES = ("book", "ci")
+
+
+def check_scale(scale: str, allowed: tuple[str, ...] = BUILD_SCALES) -> str:
+    """Return ``scale`` if it is one of ``allowed``, else raise a ValueError that lists them."""
+    if scale not in allowed:
+        raise ValueError(f"scale must be one of {', '.join(repr(a) for a in allowed)}, got {scale!r}")
+    return scale
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in (over or {}).items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def make_config(scale: str = "ci", **overrides: dict[str, Any]) -> RunConfig:
+    """Build a :class:`RunConfig` from the ``scale`` preset plus per-section overrides.
+
+    Args:
+        scale: one of ``SCALES`` (``"ci"``, ``"book"``, ``"paper"``).
+        overrides: ``model={...}``, ``data={...}``, ``train={...}``, ``sparsity={...}`` dicts applied on top of
+            the preset.
+    Returns:
+        RunConfig with ``scale`` set.
+    Example::
+
+        cfg = make_config("book", train={"steps": 10})
+    """
+    if scale not in SCALES:
+        raise ConfigError(f"unknown scale {scale!r}; valid scales are {sorted(SCALES)}")
+    bad = sorted(set(overrides) - {"model", "data", "train", "sparsity"})
+    if bad:
+        raise ConfigError(f"make_config: unknown section(s) {bad}; valid: ['data', 'model', 'sparsity', 'train']")
+    d = _merge(SCALES[scale], overrides)
+    d["scale"] = scale
+    return RunConfig.from_dict(d)

@@ -1,0 +1,242 @@
+"""The P1-style GPT: pre-norm RMSNorm blocks, untied embeddings, GELU MLP, optional AbsTopK / sink / bigram table.
+
+Block (P1 A.1): ``x += attn(norm(x)); x += mlp(norm(x))``. With ``act_keep_frac`` set, AbsTopK keeps the largest-|x|
+entries at P1's 8 sites; q, k and v are top-k'd across all heads concatenated (P1 A.1, [C]), not per head.
+Every named activation passes a :class:`~sparsecirc.hooks.HookPoint` (names in ``hooks.HOOK_TABLE``).
+
+Example::
+
+    model = GPT(ModelConfig(n_layer=2, d_model=128))
+    logits = model(tokens)                 # tokens [batch, pos] -> logits [batch, pos, d_vocab]
+    loss = model.loss(tokens)              # mean next-token cross-entropy
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sparsecirc.core.config import ModelConfig
+from sparsecirc.core.gating import gate_mask
+from sparsecirc.core.hooks import HookPoint
+
+
+def abs_topk(x: torch.Tensor, frac: float) -> torch.Tensor:
+    """Keep the ``int(frac * dim)`` largest-magnitude entries of the last dim, zero the rest (P1's AbsTopK)."""
+    k = max(1, int(frac * x.shape[-1]))
+    if k >= x.shape[-1]:
+        return x
+    idx = x.abs().topk(k, dim=-1, sorted=False).indices
+    return torch.zeros_like(x).scatter(-1, idx, x.gather(-1, idx))
+
+
+class RMSNorm(nn.Module):
+    """RMSNorm with a learnable gain (P1: zero keeps its meaning; the gain can fold into the next matrix)."""
+
+    def __init__(self, d: int, eps: float = 1e-6):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(d))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+
+
+class ResidRead(nn.Module):
+    """A residual read: RMSNorm, then AbsTopK if enabled; ``hook_normalized`` sees the final value (P1 node)."""
+
+    def __init__(self, d: int, keep_frac: float | None):
+        super().__init__()
+        self.norm = RMSNorm(d)
+        self.keep_frac = keep_frac
+        self.hook_normalized = HookPoint()  # [batch, pos, d_model]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.norm(x)
+        if self.keep_frac is not None:
+            x = abs_topk(x, self.keep_frac)
+        return self.hook_normalized(x)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        hd = cfg.n_head * cfg.d_head
+        self.W_Q = nn.Linear(cfg.d_model, hd, bias=cfg.use_bias)
+        self.W_K = nn.Linear(cfg.d_model, hd, bias=cfg.use_bias)
+        self.W_V = nn.Linear(cfg.d_model, hd, bias=cfg.use_bias)
+        self.W_O = nn.Linear(hd, cfg.d_model, bias=cfg.use_bias)
+        # P1 A.1: per-head learnable logit of an always-visible slot with zero value
+        self.sink_logit = nn.Parameter(torch.zeros(cfg.n_head)) if cfg.attn_sink else None
+        self.hook_q = HookPoint()  # [batch, pos, n_head, d_head]
+        self.hook_k = HookPoint()  # [batch, pos, n_head, d_head]
+        self.hook_v = HookPoint()  # [batch, pos, n_head, d_head]
+        self.hook_pattern = HookPoint()  # [batch, n_head, q_pos, k_pos]
+        self.hook_sparse_mask = HookPoint()  # [batch, n_head, q_pos, k_pos] P2 gate (only with attn_gate)
+        self.hook_z = HookPoint()  # [batch, pos, n_head, d_head]
+        self.gate_density: torch.Tensor | None = None  # [batch, n_head] expected open fraction (with grad)
+
+    def _site(self, x: torch.Tensor, site: str) -> torch.Tensor:
+        c = self.cfg
+        return abs_topk(x, c.act_keep_frac) if c.act_keep_frac is not None and site in c.act_sparsity_sites else x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = self.cfg
+        B, T, _ = x.shape
+        # top-k over all heads concatenated, then split: [B, T, n_head*d_head] -> [B, T, n_head, d_head]
+        q = self.hook_q(self._site(self.W_Q(x), "attn_q").view(B, T, c.n_head, c.d_head))
+        k = self.hook_k(self._site(self.W_K(x), "attn_k").view(B, T, c.n_head, c.d_head))
+        v = self.hook_v(self._site(self.W_V(x), "attn_v").view(B, T, c.n_head, c.d_head))
+        qh, kh, vh = (t.transpose(1, 2) for t in (q, k, v))  # [B, n_head, T, d_head]
+        if c.attn_gate:
+            zh = self._gated(qh, kh, vh)
+        elif self.sink_logit is None and not self.hook_pattern._forward_hooks:
+            zh = F.scaled_dot_product_attention(qh, kh, vh, is_causal=True)  # fast path, same maths
+        else:
+            scores = qh @ kh.transpose(-1, -2) / math.sqrt(c.d_head)  # [B, n_head, T, T]
+            causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
+            scores = scores.masked_fill(~causal, float("-inf"))
+            if self.sink_logit is not None:
+                sink = self.sink_logit.view(1, -1, 1, 1).expand(B, -1, T, 1).to(scores.dtype)
+                pattern = torch.softmax(torch.cat([scores, sink], dim=-1), dim=-1)[..., :T]  # sink value is 0
+            else:
+                pattern = torch.softmax(scores, dim=-1)
+            pattern = self.hook_pattern(pattern)
+            zh = pattern @ vh
+        z = self.hook_z(zh.transpose(1, 2))  # [B, T, n_head, d_head]
+        return self.W_O(z.reshape(B, T, c.n_head * c.d_head))
+
+    def _gated(self, qh: torch.Tensor, kh: torch.Tensor, vh: torch.Tensor) -> torch.Tensor:
+        """P2's gated attention: y_i = sum_j softmax_j(s_ij) * A_ij * v_j, no renormalisation.
+
+        Gate logit g = s + b from the same scaled score. Training: A = 1[g + logistic noise > 0] forward,
+        gradient of sigmoid(g + noise) backward (straight-through, temperature 1). Eval: A = 1[g > 0].
+        """
+        c = self.cfg
+        T = qh.shape[2]
+        scores = qh @ kh.transpose(-1, -2) / math.sqrt(c.d_head)  # [B, n_head, T, T]
+        causal = torch.ones(T, T, dtype=torch.bool, device=qh.device).tril()
+        pattern = self.hook_pattern(torch.softmax(scores.masked_fill(~causal, float("-inf")), dim=-1))
+        mask, self.gate_density = gate_mask(scores, causal, c.attn_gate_bias, sample=self.training)
+        return (pattern * self.hook_sparse_mask(mask)) @ vh
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.W_in = nn.Linear(cfg.d_model, cfg.d_mlp, bias=cfg.use_bias)
+        self.W_out = nn.Linear(cfg.d_mlp, cfg.d_model, bias=cfg.use_bias)
+        self.hook_pre = HookPoint()  # [batch, pos, d_mlp]
+        self.hook_post = HookPoint()  # [batch, pos, d_mlp]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = self.cfg
+        h = F.gelu(self.hook_pre(self.W_in(x)))
+        if c.act_keep_frac is not None and "mlp_neuron" in c.act_sparsity_sites:
+            h = abs_topk(h, c.act_keep_frac)
+        return self.W_out(self.hook_post(h))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        sites = cfg.act_sparsity_sites if cfg.act_keep_frac is not None else ()
+        self.ln1 = ResidRead(cfg.d_model, cfg.act_keep_frac if "attn_in" in sites else None)
+        self.attn = Attention(cfg)
+        self.ln2 = ResidRead(cfg.d_model, cfg.act_keep_frac if "mlp_in" in sites else None)
+        self.mlp = MLP(cfg)
+        self.hook_resid_pre = HookPoint()  # [batch, pos, d_model]
+        self.hook_attn_out = HookPoint()  # [batch, pos, d_model] (post-AbsTopK: P1's residual write)
+        self.hook_resid_mid = HookPoint()  # [batch, pos, d_model]
+        self.hook_mlp_out = HookPoint()  # [batch, pos, d_model]
+        self.hook_resid_post = HookPoint()  # [batch, pos, d_model]
+        self._out_sites = {s: cfg.act_keep_frac for s in ("attn_out", "mlp_out") if s in sites}
+
+    def _write(self, x: torch.Tensor, site: str) -> torch.Tensor:
+        return abs_topk(x, self._out_sites[site]) if site in self._out_sites else x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.hook_resid_pre(x)
+        x = self.hook_resid_mid(x + self.hook_attn_out(self._write(self.attn(self.ln1(x)), "attn_out")))
+        return self.hook_resid_post(x + self.hook_mlp_out(self._write(self.mlp(self.ln2(x)), "mlp_out")))
+
+
+class GPT(nn.Module):
+    """Decoder-only transformer of P1 A.1 with TransformerLens-style hook points."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embed = nn.Embedding(cfg.d_vocab, cfg.d_model)
+        self.pos_embed = nn.Embedding(cfg.n_ctx, cfg.d_model) if cfg.pos_embed else None
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.ln_final = ResidRead(cfg.d_model, None)
+        self.unembed = nn.Linear(cfg.d_model, cfg.d_vocab, bias=cfg.use_bias)
+        # P1 A.1: dense bigram table, the current token's row added to the logits; never sparsified
+        self.bigram = nn.Parameter(torch.rand(cfg.d_vocab, cfg.d_vocab) * 0.02) if cfg.bigram_table else None
+        self.hook_embed = HookPoint()  # [batch, pos, d_model]
+        self.hook_pos_embed = HookPoint()  # [batch, pos, d_model]
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """normal(0, init_std); output projections init_std / sqrt(2 n_layer) (GPT-2, [C]); biases zero."""
+        std = self.cfg.init_std
+        for name, p in self.named_parameters():
+            if name.endswith("bias"):
+                p.zero_()
+            elif name.endswith(("W_O.weight", "W_out.weight")):
+                p.normal_(0.0, std / math.sqrt(2 * self.cfg.n_layer))
+            elif p.dim() == 2 and name != "bigram":
+                p.normal_(0.0, std)
+
+    def forward(self, tokens: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
+        """tokens [batch, pos] (int) -> logits [batch, pos, d_vocab].
+
+        With ``positions`` [batch] (one position per row), only those positions are unembedded and the result is
+        [batch, d_vocab]: task losses need the last prompt position only, and the unembedding is a large part of
+        a small model's cost.
+        """
+        if tokens.dim() != 2:
+            raise ValueError(f"GPT expects tokens of shape [batch, pos], got {tuple(tokens.shape)}")
+        T = tokens.shape[1]
+        if T > self.cfg.n_ctx:
+            raise ValueError(f"sequence length {T} exceeds n_ctx={self.cfg.n_ctx}")
+        x = self.hook_embed(self.embed(tokens))
+        if self.pos_embed is not None:
+            pos = self.pos_embed(torch.arange(T, device=tokens.device))[None].expand(tokens.shape[0], -1, -1)
+            x = x + self.hook_pos_embed(pos)  # [batch, pos, d_model]
+        for block in self.blocks:
+            x = block(x)
+        if positions is not None:
+            rows = torch.arange(tokens.shape[0], device=tokens.device)
+            x, tokens = x[rows, positions][:, None], tokens[rows, positions][:, None]  # [batch, 1, d_model]
+        logits = self.unembed(self.ln_final(x))
+        if self.bigram is not None:
+            logits = logits + self.bigram[tokens]  # [batch, pos, d_vocab]
+        return logits[:, 0] if positions is not None else logits
+
+    def loss(self, tokens: torch.Tensor, reduction: str = "mean", loss_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Next-token cross-entropy of ``tokens`` [batch, pos+1].
+
+        ``reduction='none'`` gives [batch, pos]; ``'sum'`` the sum. ``loss_mask`` (bool, [pos] or [batch, pos])
+        keeps only some predicted positions (e.g. the answer digits of a toy task) in the mean / sum.
+        """
+        logits = self(tokens[:, :-1])
+        ce = F.cross_entropy(logits.float().flatten(0, 1), tokens[:, 1:].flatten(), reduction="none")
+        ce = ce.view(tokens.shape[0], -1)  # [batch, pos]
+        if reduction == "none":
+            return ce
+        if loss_mask is not None:
+            m = loss_mask.to(ce.dtype).expand_as(ce)
+            return (ce * m).sum() if reduction == "sum" else (ce * m).sum() / m.sum()
+        return ce.sum() if reduction == "sum" else ce.mean()
+
+    def n_params(self, include_embeddings: bool = True) -> int:
+        return sum(p.numel() for n, p in self.named_parameters()
+                   if include_embeddings or not n.startswith(("embed", "pos_embed", "unembed", "bigram")))

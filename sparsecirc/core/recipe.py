@@ -1,0 +1,52 @@
+"""Recipes plug into the one training loop through :class:`TrainHooks` (P1's weight sparsity, P2's GECO).
+
+Example::
+
+    hooks = compose_hooks(Projector(model, cfg.sparsity, steps).train_hooks(), geco.train_hooks())
+    train(cfg, tokens, val_tokens, hooks=hooks)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+
+@dataclass
+class TrainHooks:
+    """Extension points for recipes (weight sparsity, gating): all optional.
+
+    ``lr_factor(step) -> float`` multiplies the scheduled lr; ``after_step(model, step)`` runs after each
+    optimizer step (e.g. a top-k projection); ``objective(model, batch, ce) -> Tensor`` turns the batch's
+    cross-entropy into the loss that is backpropagated (default: ce itself), e.g. P2's GECO Lagrangian.
+    ``log(step) -> dict`` adds recipe values (lambda, density, ...) to the history's ``extra`` series.
+    """
+
+    lr_factor: Callable[[int], float] | None = None
+    after_step: Callable[[torch.nn.Module, int], None] | None = None
+    objective: Callable[[torch.nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+    log: Callable[[int], dict] | None = None
+
+
+def compose_hooks(first: TrainHooks, second: TrainHooks) -> TrainHooks:
+    """Both recipes at once: lr factors multiply, after_step runs first then second, logs merge.
+
+    At most one of them may define ``objective``.
+    """
+    if first.objective and second.objective:
+        raise ValueError("two recipes both define an objective; combine them into one")
+
+    def lr_factor(s):
+        return (first.lr_factor(s) if first.lr_factor else 1.0) * (second.lr_factor(s) if second.lr_factor else 1.0)
+
+    def after_step(m, s):
+        for h in (first, second):
+            if h.after_step:
+                h.after_step(m, s)
+
+    def log(s):
+        return {**(first.log(s) if first.log else {}), **(second.log(s) if second.log else {})}
+
+    return TrainHooks(lr_factor=lr_factor, after_step=after_step, objective=first.objective or second.objective,
+                      log=log)

@@ -1,0 +1,333 @@
+"""One training loop for every language model in the book (dense now; sparse recipes plug in via ``TrainHooks``).
+
+AdamW, warmup + linear decay, gradient-RMS clipping (or P1's normalisation), optional bf16 autocast, tqdm progress,
+periodic validation loss, checkpoints (safetensors + JSON manifest, written atomically). Batches are drawn from the
+step index alone, so a resumed run is bit-identical to an uninterrupted one.
+
+Run it::
+
+    python -m sparsecirc train --config data/configs/wst-codemodel-l2d128-dense.yaml --scale ci --out /tmp/run
+    python -m sparsecirc train ... --resume          # continue from the last checkpoint in --out
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from sparsecirc import artifacts
+from sparsecirc.core.config import RunConfig
+from sparsecirc.core.model import GPT
+from sparsecirc.core.recipe import TrainHooks, compose_hooks
+from sparsecirc.core.repro import seed_everything, setup_threads
+from sparsecirc.core.sparsity import Projector
+
+
+@dataclass
+class History:
+    """Per-step training loss and lr, periodic validation loss, throughput."""
+
+    step: list[int] = field(default_factory=list)
+    train_loss: list[float] = field(default_factory=list)
+    lr: list[float] = field(default_factory=list)
+    val_step: list[int] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    tokens_seen: int = 0
+    train_seconds: float = 0.0
+    extra: dict = field(default_factory=dict)  # recipe series by name, one value per step
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "History":
+        return cls(**d)
+
+
+# --- schedule and batches -------------------------------------------------------------------------------------
+def lr_at(step: int, cfg: RunConfig) -> float:
+    """Linear warmup over ``warmup_frac`` of the steps, then linear decay to ``final_lr_frac`` (P1 A.2)."""
+    t = cfg.train
+    warm = max(1, round(t.warmup_frac * t.steps))
+    if step < warm:
+        return t.lr * (step + 1) / warm
+    frac = (step - warm) / max(1, t.steps - warm)
+    return t.lr * (1.0 - (1.0 - t.final_lr_frac) * frac)
+
+
+def sample_batch(tokens: torch.Tensor, batch_size: int, n_ctx: int, seed: int, step: int) -> torch.Tensor:
+    """Random windows [batch, n_ctx + 1] from a 1-D token tensor; depends only on (seed, step)."""
+    if tokens.numel() <= n_ctx + 1:
+        raise ValueError(f"token stream of length {tokens.numel()} is too short for n_ctx={n_ctx}")
+    g = torch.Generator().manual_seed(seed * 1_000_003 + step)
+    starts = torch.randint(0, tokens.numel() - n_ctx - 1, (batch_size,), generator=g)
+    return torch.stack([tokens[s:s + n_ctx + 1] for s in starts.tolist()]).long()
+
+
+def eval_windows(tokens: torch.Tensor, n: int, n_ctx: int, seed: int = 12345) -> torch.Tensor:
+    """A fixed set of ``n`` validation windows [n, n_ctx + 1] (a 2-D tensor is taken as the windows)."""
+    if tokens.dim() == 2:
+        return tokens
+    return sample_batch(tokens, n, n_ctx, seed, step=0)
+
+
+@torch.no_grad()
+def evaluate(model: GPT, windows: torch.Tensor, batch_size: int = 32, loss_mask: torch.Tensor | None = None) -> float:
+    """Mean next-token cross-entropy (nats) over ``windows`` in fp32 (eval mode: deterministic gates)."""
+    was = model.training
+    model.eval()
+    total, count = 0.0, 0.0
+    for i in range(0, len(windows), batch_size):
+        w = windows[i:i + batch_size]
+        total += model.loss(w, reduction="sum", loss_mask=loss_mask).item()
+        count += w[:, 1:].numel() if loss_mask is None else float(loss_mask.expand(len(w), -1).sum())
+    model.train(was)
+    return total / count
+
+
+# --- optimizer --------------------------------------------------------------------------------------------------
+def make_optimizer(model: GPT, cfg: RunConfig) -> torch.optim.AdamW:
+    """AdamW; decoupled weight decay on weight matrices and embeddings only (not norms, biases, sink, bigram)."""
+    t = cfg.train
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and n != "bigram"]
+    rest = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and n != "bigram")]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": t.weight_decay}, {"params": rest, "weight_decay": 0.0}],
+                             lr=t.lr, betas=(t.beta1, t.beta2), eps=t.eps, foreach=False)
+
+
+def _grad_rms_(model: GPT, mode: str) -> float:
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    sq = sum(float(g.float().pow(2).sum()) for g in grads)
+    n = sum(g.numel() for g in grads)
+    rms = (sq / max(n, 1)) ** 0.5
+    if mode == "normalize" or (mode == "clip" and rms > 1.0):
+        for g in grads:
+            g.div_(rms + 1e-12)
+    return rms
+
+
+# --- run folders (checkpoints and trained-model artifacts) --------------------------------------------------------
+def save_run(folder: str | Path, model: GPT, history: History, cfg: RunConfig, *, opt=None,
+             metrics: dict | None = None, **info) -> dict:
+    """The one run-folder writer: ``model.safetensors``, ``history.json``, ``config.json``, then
+    ``optimizer.safetensors`` (a checkpoint: pass ``opt``) and ``metrics.json`` (an artifact: pass ``metrics``),
+    and ``manifest.json`` last with every file's sha256 plus ``seed``, ``scale``, ``config`` and ``info``.
+
+    Example::
+
+        save_run(out, model, hist, cfg, opt=opt, step=1000)                        # a resumable checkpoint
+        save_run(folder, model, hist, cfg, metrics=m, id="wst-...", kind="lm")     # a trained-model artifact
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    artifacts.save_tensors(folder / "model.safetensors", model.state_dict())
+    artifacts.write_json(folder / "history.json", history.to_dict())
+    artifacts.write_json(folder / "config.json", cfg.to_dict())
+    files = ["model.safetensors", "history.json", "config.json"]
+    if opt is not None:
+        names = {id(p): n for n, p in model.named_parameters()}
+        state = {}
+        for group in opt.param_groups:
+            for p in group["params"]:
+                for k, v in opt.state.get(p, {}).items():
+                    state[f"{names[id(p)]}::{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
+        artifacts.save_tensors(folder / "optimizer.safetensors", state)
+        files.insert(1, "optimizer.safetensors")
+    if metrics is not None:
+        artifacts.write_json(folder / "metrics.json", metrics)
+        files.append("metrics.json")
+    info = {"seed": cfg.train.seed, "scale": cfg.scale, "config": cfg.to_dict(), **info}
+    return artifacts.write_manifest(folder, files, **info)
+
+
+def load_run(folder: str | Path, rebuild_hint: str = "") -> tuple[GPT, History, RunConfig, dict | None]:
+    """The one run-folder loader: verify ``folder``'s manifest, load the model strictly (every key must match).
+
+    Returns:
+        (model in eval mode, History, RunConfig, metrics dict or None when the folder has no ``metrics.json``)
+    """
+    folder = Path(folder)
+    artifacts.verify_folder(folder, rebuild_hint)
+    cfg = RunConfig.from_dict(artifacts.read_json(folder / "config.json"))
+    model = GPT(cfg.model)
+    model.load_state_dict(artifacts.load_tensors(folder / "model.safetensors"), strict=True)
+    model.eval()
+    history = History.from_dict(artifacts.read_json(folder / "history.json"))
+    metrics = artifacts.read_json(folder / "metrics.json") if (folder / "metrics.json").exists() else None
+    return model, history, cfg, metrics
+
+
+def load_model(folder: str | Path, rebuild_hint: str = "") -> GPT:
+    """The model of a run folder (:func:`load_run`'s first element)."""
+    return load_run(folder, rebuild_hint)[0]
+
+
+def _restore(out: Path, model: GPT, opt, cfg: RunConfig) -> tuple[int, History]:
+    manifest = artifacts.verify_folder(out, "delete the folder and train again")
+    saved = artifacts.read_json(out / "config.json")
+    if saved != json.loads(json.dumps(cfg.to_dict())):
+        raise ValueError(f"{out}: checkpoint was written with a different config; use another --out or the same config")
+    model.load_state_dict(artifacts.load_tensors(out / "model.safetensors"), strict=True)
+    state = artifacts.load_tensors(out / "optimizer.safetensors")
+    params = dict(model.named_parameters())
+    for key, v in state.items():
+        name, k = key.split("::")
+        opt.state[params[name]][k] = v
+    return manifest["step"], History.from_dict(artifacts.read_json(out / "history.json"))
+
+
+# --- several processes (torchrun) ---------------------------------------------------------------------------
+def init_distributed() -> tuple[int, int]:
+    """Join the process group torchrun set up (gloo on CPU); returns (rank, world_size), (0, 1) without torchrun."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group("gloo")
+    return dist_info()
+
+
+def dist_info() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _mean_over_ranks(x: torch.Tensor, world: int) -> torch.Tensor:
+    if world == 1:
+        return x
+    x = x.detach().clone()
+    dist.all_reduce(x)
+    return x / world
+
+
+def _assert_in_sync(model: GPT, world: int) -> None:
+    """Every rank must hold identical weights (and so identical top-k masks); fail loudly otherwise."""
+    if world == 1:
+        return
+    check = torch.stack([p.detach().double().abs().sum() for p in model.parameters()])
+    lo, hi = check.clone(), check.clone()
+    dist.all_reduce(lo, op=dist.ReduceOp.MIN)
+    dist.all_reduce(hi, op=dist.ReduceOp.MAX)
+    if not torch.equal(lo, hi):
+        raise RuntimeError("ranks hold different weights: data-parallel training went out of sync")
+
+
+class _LossModule(torch.nn.Module):
+    """The model's loss as a forward pass, so DistributedDataParallel can wrap it."""
+
+    def __init__(self, model: GPT):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: torch.Tensor, loss_mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.model.loss(batch, loss_mask=loss_mask)
+
+
+# --- the loop ---------------------------------------------------------------------------------------------------
+def train(cfg: RunConfig, tokens: torch.Tensor, val_tokens: torch.Tensor, *, out: str | Path | None = None,
+          resume: bool = False, progress: bool = True,
+          hooks: TrainHooks | Callable[[GPT], TrainHooks] | None = None, stop_after: int | None = None,
+          batch_fn: Callable[[int], torch.Tensor] | None = None, loss_mask: torch.Tensor | None = None,
+          init_state: dict | None = None, stop_when: Callable[[History], bool] | None = None) -> tuple[GPT, History]:
+    """Train a GPT on a token stream.
+
+    Args:
+        cfg: the run's configuration.
+        tokens, val_tokens: 1-D token tensors (train / validation); ``val_tokens`` may be 2-D fixed windows.
+        out: checkpoint folder (written every ``checkpoint_every`` steps, on interrupt, and at the end).
+        resume: continue from the checkpoint in ``out``.
+        hooks: recipe extension points: a :class:`TrainHooks`, or a function of the new model returning one
+            (e.g. ``lambda m: Projector(m, sparsity_cfg, steps).train_hooks()``).
+        stop_after: stop (and checkpoint) after this many total steps, e.g. to test resuming.
+        batch_fn: ``batch_fn(step) -> [batch, pos+1]`` replaces sampling windows from ``tokens`` (toy tasks).
+        loss_mask: bool [pos] of predicted positions that count in the loss (train and validation).
+        init_state: a state dict to start from (post-training), loaded strictly.
+        stop_when: checked after every validation; ``True`` ends training there (e.g. at a matched loss).
+    Returns:
+        (model, History)
+
+    Under ``torchrun --nproc_per_node N`` each rank computes ``batch_size / N`` rows of the same global batch and
+    DistributedDataParallel averages the gradients, so N processes follow the one-process run; only rank 0
+    writes checkpoints.
+    """
+    rank, world = init_distributed()
+    if cfg.train.batch_size % world:
+        raise ValueError(f"batch_size {cfg.train.batch_size} is not divisible by the {world} processes")
+    setup_threads()
+    seed_everything(cfg.train.seed)
+    model = GPT(cfg.model)
+    if init_state is not None:
+        model.load_state_dict(init_state, strict=True)
+    hooks = (hooks(model) if callable(hooks) else hooks) or TrainHooks()
+    if cfg.is_sparse:  # P1's weight-sparse recipe, from the config's sparsity section
+        hooks = compose_hooks(Projector(model, cfg.sparsity, cfg.train.steps).train_hooks(), hooks)
+    opt = make_optimizer(model, cfg)
+    t, m = cfg.train, cfg.model
+    out = Path(out) if out is not None else None
+    start, hist = 0, History()
+    if resume:
+        if out is None or not (out / "manifest.json").exists():
+            raise FileNotFoundError(f"--resume: no checkpoint in {out}; train without --resume first")
+        start, hist = _restore(out, model, opt, cfg)
+    windows = eval_windows(val_tokens, t.eval_batches * t.batch_size, m.n_ctx)
+    end = min(t.steps, stop_after) if stop_after else t.steps
+    model.train()
+    net = _LossModule(model)
+    if world > 1:
+        net = DistributedDataParallel(net)
+    rows = slice(rank * t.batch_size // world, (rank + 1) * t.batch_size // world)
+    out = out if rank == 0 else None  # one writer
+    bar = tqdm(range(start, end), desc="train", disable=not progress or rank > 0, initial=start, total=end,
+               leave=False)
+    step = start
+    try:
+        for step in bar:
+            t0 = time.perf_counter()
+            lr = lr_at(step, cfg) * (hooks.lr_factor(step) if hooks.lr_factor else 1.0)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            batch = batch_fn(step) if batch_fn else sample_batch(tokens, t.batch_size, m.n_ctx, t.seed, step)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=t.bf16):
+                loss = net(batch[rows], loss_mask)
+                total = hooks.objective(model, batch[rows], loss) if hooks.objective else loss
+            opt.zero_grad(set_to_none=True)
+            total.backward()
+            _grad_rms_(model, t.grad_rms)
+            opt.step()
+            if hooks.after_step:
+                hooks.after_step(model, step)
+            hist.step.append(step)
+            loss = _mean_over_ranks(loss, world)
+            hist.train_loss.append(loss.item())
+            hist.lr.append(lr)
+            hist.tokens_seen += batch[:, 1:].numel()
+            for k, v in (hooks.log(step) if hooks.log else {}).items():
+                hist.extra.setdefault(k, []).append(v)
+            hist.train_seconds += time.perf_counter() - t0
+            if (step + 1) % t.eval_every == 0 or step + 1 == t.steps:
+                hist.val_step.append(step + 1)
+                hist.val_loss.append(evaluate(model, windows, loss_mask=loss_mask))
+                _assert_in_sync(model, world)
+                if stop_when is not None and stop_when(hist):
+                    end = step + 1
+                    break
+                bar.set_postfix(loss=f"{loss.item():.3f}", val=f"{hist.val_loss[-1]:.3f}")
+            if out is not None and t.checkpoint_every and (step + 1) % t.checkpoint_every == 0:
+                save_run(out, model, hist, cfg, opt=opt, step=step + 1)
+    except KeyboardInterrupt:
+        if out is not None:  # nothing is lost: keep what was trained; --resume continues from here
+            save_run(out, model, hist, cfg, opt=opt, step=len(hist.step))
+            print(f"\ninterrupted: checkpoint at step {len(hist.step)} in {out}; continue with --resume")
+        raise
+    finally:
+        bar.close()
+    if out is not None:
+        save_run(out, model, hist, cfg, opt=opt, step=end, tokens_per_s=hist.tokens_seen / max(hist.train_seconds, 1e-9))
+    model.eval()
+    return model, hist

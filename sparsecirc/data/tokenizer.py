@@ -1,0 +1,211 @@
+"""A 2048-token byte-level BPE for Python code, trained on our corpus and committed (``tinypy-2048``).
+
+The paper's tokenizer (``tinypython_2k``: 2048 tokens, ``<|endoftext|>`` = 2047, paper A.6 / digest §4) is
+not reachable offline, so we train our own with HF ``tokenizers`` on the TRAIN split of
+``sparsecirc.corpus`` and commit it as ``data/tokenizer/tinypy-2048.json`` (sha256 pinned in
+``data/tokenizer/SOURCES.json``).
+
+Pre-tokenisation (``SPLIT_PATTERN``) follows cl100k without its contraction branch, as the authors' code does,
+with two changes for code:
+
+* identifiers include ``_`` and digits (``__init__``, ``utf8``) and may carry one leading space or punctuation
+  mark, so ``.add``, ``=None``, `` in`` can become single tokens;
+* a line break is split off together with the following line's indentation (``"\\n    "``), so punctuation
+  runs never absorb a newline. ``")`` and ``]]`` are then the same token whether or not the line ends there
+  (the authors' pattern lets punctuation absorb trailing newlines; the tasks only need the first token).
+
+Punctuation runs stay together, so ``("``, ``('``, ``")``, ``')``, ``]]`` and ``],`` are single tokens
+(the task-critical ones, paper A.7); ``tests/test_tokenizer.py`` checks them.
+
+Example:
+    >>> tok = load_tokenizer()
+    >>> tok.decode(tok.encode('print("hi")\\n')) == 'print("hi")\\n'
+    True
+    >>> tok.id_to_token(tok.single_token_id('("'))
+    '("'
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from functools import lru_cache
+from pathlib import Path
+
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+
+from sparsecirc.artifacts import sha256_file
+from sparsecirc.data import corpus
+from sparsecirc.paths import DATA_DIR
+
+VOCAB_SIZE = 2048
+EOT = "<|endoftext|>"  # id VOCAB_SIZE - 1 = 2047, as in the paper's tinypython_2k
+TOKENIZER_DIR = DATA_DIR / "tokenizer"  # module attribute so tests can point it at a tmp copy
+TOKENIZER_NAME = "tinypy-2048.json"
+REBUILD_CMD = "python -m sparsecirc tokenizer"
+SPLIT_PATTERN = (
+    r"[^\r\n\p{L}\p{N}_]?[\p{L}_][\p{L}\p{N}_]*"  # identifier, optionally after one space/punctuation mark
+    r"| ?\p{N}{1,3}"                               # numbers, up to 3 digits per piece, optional leading space
+    r"| ?[^\s\p{L}\p{N}_]+"                        # punctuation runs: (" ") ]] ], == +=
+    r"|[ \t]*(?:\r?\n[ \t]*)+"                     # line breaks plus the next line's indentation
+    r"|\s+(?!\S)|\s+"                              # other whitespace (cl100k)
+)
+REQUIRED_SINGLE_TOKENS = ('("', "('", '")', "')", "]]", "],")  # paper A.7
+CANDIDATE_TOKENS = ("]", "[", ":", ",", "=", " =", "==", " ==", ".add", "+=", " +=", "in", " in", "(",
+                    "elif", " elif", "else", "enumerate", " enumerate", "range", " range", " as", "=None",
+                    "True", " True", "):", "while", "for", " if", " else", "lambda", " lambda", "'r'", "'w'",
+                    "r", "w", "\n", "\n    ", "\n        ")
+
+
+class TokenizerError(RuntimeError):
+    """The committed tokenizer file is missing or does not match its pinned sha256."""
+
+
+@lru_cache(maxsize=1)
+def _byte_decoder() -> dict[str, int]:
+    """GPT-2's printable-unicode stand-ins for bytes (Ġ = space, Ċ = newline), inverted."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
+    codes, n = printable[:], 0
+    for b in range(256):
+        if b not in printable:
+            printable.append(b)
+            codes.append(256 + n)
+            n += 1
+    return {chr(c): b for b, c in zip(printable, codes)}
+
+
+def _new_tokenizer() -> Tokenizer:
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(SPLIT_PATTERN), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+    tok.decoder = decoders.ByteLevel()
+    return tok
+
+
+class CodeTokenizer:
+    """Thin wrapper over a ``tokenizers.Tokenizer``: exact round trip, human-readable tokens."""
+
+    def __init__(self, tok: Tokenizer, sha256: str):
+        self._tok = tok
+        self.sha256 = sha256
+        self.vocab_size = tok.get_vocab_size(with_added_tokens=True)
+        self.eot_id = tok.token_to_id(EOT)
+        self._encoder = {v: k for k, v in _byte_decoder().items()}
+
+    def __repr__(self) -> str:
+        return f"CodeTokenizer(vocab_size={self.vocab_size}, eot_id={self.eot_id}, sha256={self.sha256[:12]})"
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of ``text``. A literal ``<|endoftext|>`` in ``text`` becomes ``eot_id``."""
+        return self._tok.encode(text, add_special_tokens=False).ids
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        """``encode`` for many texts, in parallel (Rust)."""
+        return [e.ids for e in self._tok.encode_batch(list(texts), add_special_tokens=False)]
+
+    def decode(self, ids) -> str:
+        """Text of ``ids`` (list or 1-D tensor); ``decode(encode(t)) == t`` for any ``t``."""
+        ids = ids.tolist() if hasattr(ids, "tolist") else list(ids)
+        return self._tok.decode(ids, skip_special_tokens=False)
+
+    def id_to_token(self, i: int) -> str:
+        """The token's text for display (``Ġ``/``Ċ`` mapped back to space/newline; bytes that are not whole
+        UTF-8 characters shown as ``\\xNN``)."""
+        raw = self._tok.id_to_token(int(i))
+        if raw is None:
+            raise ValueError(f"token id {i} out of range [0, {self.vocab_size})")
+        if i == self.eot_id:
+            return raw
+        return bytes(_byte_decoder()[c] for c in raw).decode("utf-8", errors="backslashreplace")
+
+    def token_to_id(self, s: str) -> int | None:
+        """The id of the vocabulary entry whose text is ``s``, or None."""
+        if s == EOT:
+            return self.eot_id
+        return self._tok.token_to_id("".join(self._encoder[b] for b in s.encode("utf-8")))
+
+    def single_token_id(self, s: str) -> int:
+        """The id ``s`` encodes to on its own; ValueError unless that is exactly one token."""
+        ids = self.encode(s)
+        if len(ids) != 1:
+            shown = [self.id_to_token(i) for i in ids]
+            raise ValueError(f"{s!r} is not a single token: it encodes to {len(ids)} tokens {shown}")
+        return ids[0]
+
+
+def load_tokenizer(path: str | Path | None = None, *, verify: bool = True) -> CodeTokenizer:
+    """Load the committed tokenizer (default ``data/tokenizer/tinypy-2048.json``).
+
+    Args:
+        path: a tokenizer JSON; its sha256 must be listed in ``SOURCES.json`` next to it.
+        verify: check that sha256 (pass False only for a tokenizer you just trained yourself).
+    Returns:
+        A ``CodeTokenizer``.
+    """
+    path = Path(path) if path is not None else TOKENIZER_DIR / TOKENIZER_NAME
+    if not path.exists():
+        raise TokenizerError(f"tokenizer {path} is missing; rebuild with `{REBUILD_CMD}`")
+    sha = sha256_file(path)
+    if verify:
+        sources = path.parent / "SOURCES.json"
+        pinned = json.loads(sources.read_text()).get(path.name, {}).get("sha256") if sources.exists() else None
+        if sha != pinned:
+            pinned_text = (pinned or "nothing")[:12]
+            raise TokenizerError(f"tokenizer {path} has sha256 {sha[:12]}..., {sources} pins {pinned_text}...; "
+                                 f"restore it from git or rebuild with `{REBUILD_CMD}`")
+    return CodeTokenizer(Tokenizer.from_file(str(path)), sha)
+
+
+def _train(texts, vocab_size: int = VOCAB_SIZE) -> Tokenizer:
+    """BPE on ``texts``: ``vocab_size - 1`` merges+bytes, then ``<|endoftext|>`` as the last id."""
+    tok = _new_tokenizer()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size - 1, min_frequency=2, special_tokens=[],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(texts, trainer=trainer, length=len(texts))
+    tok.add_special_tokens([EOT])
+    if tok.get_vocab_size() != vocab_size or tok.token_to_id(EOT) != vocab_size - 1:
+        raise RuntimeError(f"training produced {tok.get_vocab_size()} tokens, expected {vocab_size}")
+    return tok
+
+
+def train_tokenizer(out_path: str | Path | None = None, vocab_size: int = VOCAB_SIZE) -> Path:
+    """Train on the corpus TRAIN split (both parts, default sizes), write the JSON and ``SOURCES.json``.
+
+    Returns:
+        Path of the tokenizer JSON. Fails if a ``REQUIRED_SINGLE_TOKENS`` entry is not one token.
+    """
+
+    out_path = Path(out_path) if out_path is not None else TOKENIZER_DIR / TOKENIZER_NAME
+    texts = corpus.load_corpus("train")["text"]
+    tok = _train(texts, vocab_size)
+    data = tok.to_str(pretty=True).encode("utf-8")
+    wrapped = CodeTokenizer(tok, hashlib.sha256(data).hexdigest())
+    for s in REQUIRED_SINGLE_TOKENS:
+        wrapped.single_token_id(s)  # raises before anything is written
+    corpus._atomic_write(out_path, data)
+    corpus_sources = json.loads((corpus.CORPUS_DIR / "SOURCES.json").read_text())
+    sources_path = out_path.parent / "SOURCES.json"
+    sources = json.loads(sources_path.read_text()) if sources_path.exists() else {}
+    sources[out_path.name] = {
+        "sha256": wrapped.sha256, "bytes": len(data), "vocab_size": vocab_size, "eot_id": wrapped.eot_id,
+        "made_by": REBUILD_CMD, "tokenizers": __import__("tokenizers").__version__,
+        "trained_on": {"split": "train", "stdlib_sha256": corpus_sources["stdlib"]["sha256"],
+                       "simple_sha256": corpus_sources["simple"]["sha256"],
+                       "n_simple": corpus.DEFAULT_N_SIMPLE, "seed": 0, "documents": len(texts)},
+        "split_pattern": SPLIT_PATTERN,
+        "single_tokens": {s: wrapped.token_to_id(s) is not None and len(wrapped.encode(s)) == 1
+                          for s in REQUIRED_SINGLE_TOKENS + CANDIDATE_TOKENS},
+    }
+    corpus._atomic_write(sources_path, (json.dumps(sources, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+    return out_path
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m sparsecirc tokenizer``: retrain and rewrite the committed tokenizer."""
+    path = train_tokenizer()
+    print(f"wrote {path} ({path.stat().st_size} bytes, sha256 {sha256_file(path)})")
+
+
+if __name__ == "__main__":
+    main()

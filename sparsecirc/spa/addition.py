@@ -1,0 +1,250 @@
+"""The two-digit addition toy of P2 Fig. 1 (digest §8): task, exact-match evaluation and the two artifact producers.
+
+Vocabulary: digits ``0``-``9`` (ids 0-9), ``+`` (10), ``=`` (11). An example is ``ab+cd=eeeee``: 11 tokens with the
+sum zero-padded to 5 digits (``36+28=00064``), as on P2 Fig. 1. The model reads the first 10 tokens; loss and
+accuracy count only the 5 answer digits (``LOSS_MASK``). The 10,000 possible problems are split once: a fixed
+test set of 4096 pairs and the rest for training, from which every step draws a fresh seeded batch.
+
+Artifacts (``data/configs/spa-fig1-addition-l4h4-*.yaml``)::
+
+    python -m sparsecirc reproduce spa-fig1-addition-l4h4-dense --scale book    # dense model, AdamW
+    python -m sparsecirc reproduce spa-fig1-addition-l4h4-sparse --scale book   # gated post-training with GECO
+
+Example::
+
+    test = test_set()                                # [4096, 11]
+    evaluate(model, test)                            # {"accuracy": ..., "ce": ..., "density": ..., ...}
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+
+from sparsecirc.artifacts import model_sha256
+from sparsecirc.context import BuildContext
+from sparsecirc.core.model import GPT
+from sparsecirc.core.train import compose_hooks, save_run, train
+from sparsecirc.spa.attention_edges import edge_stats, topk_attention, topk_edges_per_example
+from sparsecirc.spa.geco import GECO, GECOConfig, log_point, trajectory_hooks
+
+VOCAB = list("0123456789+=")
+PLUS, EQUALS = 10, 11
+SEQ_LEN = 11  # a b + c d = e e e e e
+N_TEST = 4096
+TEST_SEED = 1234
+ANSWER = slice(6, 11)  # token positions of the 5 answer digits
+LOSS_MASK = torch.zeros(SEQ_LEN - 1, dtype=torch.bool)
+LOSS_MASK[5:] = True  # predicted positions 5..9 (inputs `=` and the first four answer digits)
+FIG1_PROMPTS = ("53+21", "36+28", "43+59")  # no carry, one carry, two carries (P2 Fig. 1 and its companion)
+
+
+def encode(a: int, b: int) -> torch.Tensor:
+    """``ab+cd=eeeee`` for two numbers in [0, 99]: [11] long."""
+    if not (0 <= a <= 99 and 0 <= b <= 99):
+        raise ValueError(f"operands must be in [0, 99], got {a}, {b}")
+    return torch.tensor([VOCAB.index(ch) for ch in f"{a:02d}+{b:02d}={a + b:05d}"])
+
+
+def encode_prompt(prompt: str) -> torch.Tensor:
+    """``"36+28"`` -> the full example [11] (answer included; the model reads the first 10 tokens)."""
+    a, b = (int(x) for x in prompt.split("+"))
+    return encode(a, b)
+
+
+def decode(tokens) -> str:
+    return "".join(VOCAB[int(t)] for t in tokens)
+
+
+def _pairs_to_tokens(pairs: torch.Tensor) -> torch.Tensor:
+    """pairs [n] in [0, 10000) (a = p // 100, b = p % 100) -> examples [n, 11]."""
+    a, b = pairs // 100, pairs % 100
+    s = a + b
+    digits = lambda x, n: torch.stack([(x // 10 ** (n - 1 - i)) % 10 for i in range(n)], -1)  # noqa: E731
+    n = len(pairs)
+    return torch.cat([digits(a, 2), torch.full((n, 1), PLUS), digits(b, 2), torch.full((n, 1), EQUALS),
+                      digits(s, 5)], dim=1).long()  # [n, 11]
+
+
+def split(seed: int = TEST_SEED) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train pair ids [5904], test pair ids [4096]): a fixed partition of the 10,000 problems."""
+    perm = torch.randperm(10_000, generator=torch.Generator().manual_seed(seed))
+    return perm[N_TEST:].sort().values, perm[:N_TEST].sort().values
+
+
+def test_set(seed: int = TEST_SEED) -> torch.Tensor:
+    """The fixed test examples [4096, 11]."""
+    return _pairs_to_tokens(split(seed)[1])
+
+
+def batch_fn(batch_size: int, seed: int = 0):
+    """``step -> [batch_size, 11]``: fresh training pairs drawn with replacement, depending only on (seed, step)."""
+    train_ids = split()[0]
+
+    def fn(step: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(seed * 1_000_003 + step)
+        return _pairs_to_tokens(train_ids[torch.randint(0, len(train_ids), (batch_size,), generator=g)])
+    return fn
+
+
+def carries(tokens: torch.Tensor) -> torch.Tensor:
+    """The two carries of each example [n, >=5] -> [n, 2] bool: (units digits sum >= 10, tens column sum >= 10)."""
+    a1, a0, b1, b0 = tokens[:, 0], tokens[:, 1], tokens[:, 3], tokens[:, 4]
+    c_units = a0 + b0 >= 10
+    c_tens = a1 + b1 + c_units.long() >= 10
+    return torch.stack([c_units, c_tens], -1)
+
+
+@torch.no_grad()
+def evaluate(model, tokens: torch.Tensor, batch_size: int = 1024) -> dict:
+    """Exact match and answer-digit CE in eval mode (deterministic gates), plus the edge counts of ``edge_stats``.
+
+    Exact match under teacher forcing: all 5 answer digits are the argmax (equivalent to greedy decoding).
+    Call it inside :func:`~sparsecirc.attention_edges.topk_attention` to evaluate the top-k baseline (its edge
+    counts are then those of the unpatched model).
+    """
+    was = model.training
+    model.eval()
+    correct, ce_sum = [], 0.0
+    try:
+        for i in range(0, len(tokens), batch_size):
+            x = tokens[i:i + batch_size]
+            logits = model(x[:, :-1])[:, LOSS_MASK]  # [b, 5, d_vocab]
+            correct.append((logits.argmax(-1) == x[:, ANSWER]).all(-1))
+            ce_sum += torch.nn.functional.cross_entropy(logits.flatten(0, 1), x[:, ANSWER].flatten(),
+                                                        reduction="sum").item()
+    finally:
+        model.train(was)
+    correct = torch.cat(correct)
+    return {"accuracy": float(correct.float().mean()), "ce": ce_sum / (5 * len(tokens)), "n": len(tokens),
+            **edge_stats(model, tokens[:, :-1])}
+
+
+# --- artifacts ----------------------------------------------------------------------------------------------
+def _val_subset(test: torch.Tensor, n: int = 1024) -> torch.Tensor:
+    return test[:n]  # the in-training validation curve uses the first n test examples (eval mode)
+
+
+def produce_dense(ctx: BuildContext) -> None:
+    """Train the dense toy (AdamW, fresh pairs each step) and store model, history and test metrics."""
+    cfg, _ = ctx.split_config()
+    progress = ctx.progress
+    test = test_set()
+    t0 = time.time()
+    model, hist = train(cfg, None, _val_subset(test), batch_fn=batch_fn(cfg.train.batch_size, cfg.train.seed),
+                        loss_mask=LOSS_MASK, progress=progress)  # tokens=None: batches come from batch_fn
+    wall = time.time() - t0
+    metrics = {"test": evaluate(model, test), "n_params": model.n_params(), "train_seconds": hist.train_seconds,
+               "seconds_per_step": hist.train_seconds / len(hist.step)}
+    save_run(ctx.folder, model, hist, cfg, metrics=metrics,
+             **ctx.manifest_info(kind="addition_dense", precision="fp32", wall_time_s=round(wall, 1)))
+
+
+TARGET_DENSITY = 0.02  # chapter 07's target: 100 % exact match at <= 2 % of causal edges (digest §8)
+
+
+def first_target_hit(trajectory: dict, max_density: float = TARGET_DENSITY) -> int | None:
+    """Index of the first trajectory point with exact match 1.0 and eval-gate density <= ``max_density`` (None if
+    no point meets both)."""
+    if max_density <= 0:
+        raise ValueError(f"max_density must be > 0, got {max_density!r}")
+    return next((i for i, (a, d) in enumerate(zip(trajectory["accuracy"], trajectory["density"]))
+                 if a == 1.0 and d <= max_density), None)
+
+
+def geco_run_row(name: str, metrics: dict, history, max_density: float = TARGET_DENSITY) -> dict:
+    """One row describing a post-training run (chapter 07's comparison of multiplier caps): its λ bounds, the
+    largest λ reached, the first trajectory step that meets the target (and the seconds to it, when recorded), and
+    the final test exact match and density."""
+    traj, lam = metrics["trajectory"], history.extra["lambda"]
+    hit = first_target_hit(traj, max_density)
+    cfg = metrics["geco"]["config"]
+    row = {"run": name, "lambda_0": cfg["lambda_init"], "lambda_max (clamp)": cfg["lambda_max"],
+           "largest lambda": max(lam), "steps": len(lam),
+           "first step at target": None if hit is None else traj["step"][hit],
+           "seconds to target": None if hit is None or "seconds" not in traj else traj["seconds"][hit],
+           "exact match (%)": 100 * metrics["test"]["accuracy"], "open edges (%)": 100 * metrics["test"]["density"]}
+    return row
+
+
+TRAJECTORY_KEYS = ("accuracy", "ce", "density", "density_per_layer", "edges_per_example")
+
+
+def trajectory_values(model, val: torch.Tensor) -> dict:
+    """The point a post-training trajectory logs: exact match, CE and edge density on ``val`` (eval mode)."""
+    ev = evaluate(model, val)
+    return {k: ev[k] for k in TRAJECTORY_KEYS}
+
+
+def gated_copy(model_cfg, dense_model):
+    """The dense weights under the gate of ``model_cfg`` (same shapes, gate on), before any post-training."""
+    model = GPT(model_cfg)
+    model.load_state_dict(dense_model.state_dict(), strict=True)
+    return model
+
+
+def post_train(cfg, geco_cfg, dense_model, dense_ce: float, progress: bool = False):
+    """P2's post-training of the dense toy: gate on (``cfg.model``), GECO with τ = ``dense_ce`` + slack.
+
+    Returns ``(model, history, geco, trajectory)``; the trajectory has the deterministic-gate exact match, CE and
+    edge density on 1024 test problems every ``cfg.train.eval_every`` steps (and at step 0), with wall seconds.
+    """
+    val = _val_subset(test_set())
+    geco = GECO(geco_cfg, reference_ce=dense_ce)
+    traj: dict = {}
+    log_point(traj, 0, trajectory_values(gated_copy(cfg.model, dense_model), val), 0.0)  # before post-training
+    hooks = compose_hooks(geco.train_hooks(),
+                          trajectory_hooks(lambda m: trajectory_values(m, val), cfg.train.eval_every, traj))
+    model, hist = train(cfg, None, val, batch_fn=batch_fn(cfg.train.batch_size, cfg.train.seed),
+                        loss_mask=LOSS_MASK, init_state=dense_model.state_dict(), hooks=hooks, progress=progress)
+    return model, hist, geco, traj
+
+
+def produce_sparse(ctx: BuildContext) -> None:
+    """Post-train the dense toy with P2's gate and GECO (τ = dense test CE + slack); store metrics and baselines."""
+    cfg, geco_over = ctx.split_config()
+    dense_id = ctx.spec["init_from"]
+    dense = ctx.dep(dense_id)
+    progress = ctx.progress
+    test = test_set()
+    dense_test = dense.metrics["test"]
+    init_test = evaluate(gated_copy(cfg.model, dense.model), test)
+    t0 = time.time()
+    model, hist, geco, traj = post_train(cfg, GECOConfig.from_dict(geco_over), dense.model, dense_test["ce"],
+                                         progress=progress)
+    wall = time.time() - t0
+    ev = evaluate(model, test)
+    metrics = {"test": ev, "dense_test": dense_test, "init_test": init_test, "geco": geco.state(),
+               "trajectory": traj,
+               "n_params": model.n_params(), "train_seconds": hist.train_seconds,
+               "seconds_per_step": hist.train_seconds / len(hist.step),
+               "topk_baseline": topk_baseline(dense.model, test, ev["edges_per_example_per_layer"])}
+    save_run(ctx.folder, model, hist, cfg, metrics=metrics, **ctx.manifest_info(
+        kind="addition_sparse", precision="fp32", wall_time_s=round(wall, 1),
+        init_from={"id": dense_id, "model_sha256": model_sha256(dense)}))
+
+
+def topk_baseline(dense_model, test: torch.Tensor, sparse_edges_per_layer: list[float],
+                  ks: tuple[int, ...] = (1, 2, 4)) -> list[dict]:
+    """Training-free baselines on the dense model: per-query top-k and a per-layer budget matched to the sparse model.
+
+    Returns rows {"method", "k" or "budget", "renormalize", "accuracy", "ce", "edges_per_example", "density"}.
+    """
+    c = dense_model.cfg
+    T = SEQ_LEN - 1
+    possible = c.n_layer * c.n_head * T * (T + 1) // 2
+    budget = [max(1, round(e)) for e in sparse_edges_per_layer]
+    rows = []
+    for renorm in (False, True):
+        for k in ks:
+            with topk_attention(dense_model, k=k, renormalize=renorm):
+                ev = evaluate(dense_model, test)
+            edges = topk_edges_per_example(c.n_layer, c.n_head, T, k)
+            rows.append({"method": f"top-{k} per query", "k": k, "renormalize": renorm, "accuracy": ev["accuracy"],
+                         "ce": ev["ce"], "edges_per_example": edges, "density": edges / possible})
+        with topk_attention(dense_model, per_layer_budget=budget, renormalize=renorm):
+            ev = evaluate(dense_model, test)
+        rows.append({"method": "matched budget per layer", "budget": budget, "renormalize": renorm,
+                     "accuracy": ev["accuracy"], "ce": ev["ce"], "edges_per_example": sum(budget),
+                     "density": sum(budget) / possible})
+    return rows

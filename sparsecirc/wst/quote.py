@@ -1,0 +1,51 @@
+"""The quote-closing and variable-type study (P1 §3.2.1, §3.2.3; chapter 05): ``study: quote_and_type``.
+
+Each task is pruned on its own model and read with :mod:`sparsecirc.wst.contrast`; the attacks the
+variable-type circuit predicts come from :mod:`sparsecirc.wst.vartype`.
+"""
+from __future__ import annotations
+
+from sparsecirc.context import BuildContext
+from sparsecirc.core.config import PruneConfig
+from sparsecirc.data.tasks import load_task
+from sparsecirc.wst.contrast import contrast_task
+from sparsecirc.wst.reading import mean_values, study_model
+from sparsecirc.wst.vartype import distractor_claims, distractor_rows
+
+
+def quote_study(ctx: BuildContext, sspec: dict, pcfg: PruneConfig, seed: int) -> tuple[dict, list[str]]:
+    """Each task on its own model (``models: {name: id}``, default ``model``) and with its own target list
+    (``task_targets: {name: [...]}``, default ``targets``; a scale's ``targets`` overrides both)."""
+    spec = ctx.spec
+    results, files, loaded = {}, [], {}
+    for name, task in spec["tasks"].items():
+        model_id = spec.get("models", {}).get(name, spec["model"])
+        if model_id not in loaded:
+            model, cfg, val = study_model(ctx, model_id)
+            loaded[model_id] = (model, mean_values(model, cfg, val, pcfg))
+        model, means = loaded[model_id]
+        targets = [float(t) for t in sspec.get("targets", spec.get("task_targets", {}).get(name, spec["targets"]))]
+        results[name], f = contrast_task(model, means, task, pcfg, targets, ctx.folder, model_id)
+        results[name]["model"] = model_id
+        files += f
+    if spec.get("distractors"):  # attacks on the variable-type task that its circuit predicts
+        d = spec["distractors"]
+        task = spec["tasks"]["vartype"]
+        ids = [spec.get("models", {}).get("vartype", spec["model"])] + list(d.get("compare_models", []))
+        ds = load_task(task, "test")
+        results["vartype"]["distractor"] = distractor_rows(
+            {m: loaded[m][0] if m in loaded else ctx.dep(m).model for m in ids}, ds, task, d["prefixes"])
+    results["claims"] = quote_claim_values(results)
+    return results, files
+
+
+def quote_claim_values(results: dict) -> dict:
+    """The values chapter 05's claim lines print (recomputed there and checked against this stored copy)."""
+    q, v = results["quote"]["prune"], results["vartype"]["prune"]
+    out = {"quote-circuit-edges": q.get("edges"), "quote-circuit-nodes": q.get("nodes"),
+           "quote-circuit-target": q["target"], "set-or-string-circuit-heads": len(results["vartype"]["heads"]),
+           "set-or-string-circuit-target": v["target"]}
+    d = results["vartype"].get("distractor")
+    if d:
+        out.update(distractor_claims(d, next(r["prefix"] for r in d if r["prefix"])))
+    return out
