@@ -1,6 +1,5 @@
 """P2's gated attention, GECO, edge counting, the top-k baseline and the addition toy (digest §3-§5, §8, §11)."""
 import math
-
 from pathlib import Path
 
 import pytest
@@ -307,8 +306,8 @@ def test_density_vs_context_dense_model_is_fully_open_and_gate_closes_edges():
 
 
 def test_gated_config_must_match_the_dense_shape():
-    from sparsecirc.artifacts import ArtifactError
     from sparsecirc import build
+    from sparsecirc.artifacts import ArtifactError
     from sparsecirc.build import run_config
     from sparsecirc.context import BuildContext
     from sparsecirc.spa.code_posttrain import check_same_shape, gated_config

@@ -60,7 +60,7 @@ def test_file_mode_follows_file_name(programs):
     opens = re.findall(r"open\(['\"](?:\w+/)?(\w+)\.\w+['\"], ['\"]([rw])['\"]", "".join(programs))
     assert len(opens) > 100
     for base, mode in opens:
-        assert base in (simple_python._WRITE_FILES if mode == "w" else simple_python._READ_FILES), (base, mode)
+        assert base in (simple_python.WRITE_FILES if mode == "w" else simple_python.READ_FILES), (base, mode)
 
 
 def test_identifier_vocabulary_is_large(programs):

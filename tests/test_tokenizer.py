@@ -104,7 +104,7 @@ def test_missing_tokenizer_raises_clear_error(tok_copy):
 
 def test_small_training_run_puts_eot_last_and_round_trips():
     texts = generate_programs(300, seed=9)
-    small = T.CodeTokenizer(T._train(texts, vocab_size=400), sha256="test")
+    small = T.CodeTokenizer(T.train_bpe(texts, vocab_size=400), sha256="test")
     assert small.vocab_size == 400 and small.eot_id == 399
     for text in texts[:20] + ROUND_TRIP:
         assert small.decode(small.encode(text)) == text

@@ -25,18 +25,16 @@ import hashlib
 import io
 import json
 import lzma
-import os
 import re
 import sys
 import sysconfig
-import tempfile
 from pathlib import Path
 
 import datasets
 import numpy as np
 import torch
 
-from sparsecirc.artifacts import sha256_file
+from sparsecirc.artifacts import atomic_write_bytes, sha256_file
 from sparsecirc.data import simple_python
 from sparsecirc.paths import DATA_DIR, cache_dir
 
@@ -63,20 +61,6 @@ class SnapshotError(RuntimeError):
 # --- helpers ------------------------------------------------------------------------------------------
 def _sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temp file in the same folder, then rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def split_of(text: str) -> str:
@@ -153,9 +137,9 @@ def build_stdlib_snapshot(out_dir: Path | None = None) -> Path:
         docs.remove(biggest)
         excluded[biggest["path"]] = "dropped to keep the snapshot under the size cap"
     snapshot = out_dir / SNAPSHOT_NAME
-    _atomic_write(snapshot, blob)
+    atomic_write_bytes(snapshot, blob)
     licence = (Path(sysconfig.get_paths()["stdlib"]) / "LICENSE.txt").read_bytes()
-    _atomic_write(out_dir / "LICENSE-PSF.txt", licence)  # PSF licence clause 2: keep the notice with copies
+    atomic_write_bytes(out_dir / "LICENSE-PSF.txt", licence)  # PSF licence clause 2: keep the notice with copies
     simple = simple_python.generate_programs(DEFAULT_N_SIMPLE, 0)
     sources = {
         "stdlib": {
@@ -182,7 +166,7 @@ def build_stdlib_snapshot(out_dir: Path | None = None) -> Path:
         },
         "split": {"val_percent": VAL_PERCENT, "rule": "val iff int(sha256(text)[:8], 16) % 100 < val_percent"},
     }
-    _atomic_write(out_dir / "SOURCES.json", (json.dumps(sources, indent=2) + "\n").encode("utf-8"))
+    atomic_write_bytes(out_dir / "SOURCES.json", (json.dumps(sources, indent=2) + "\n").encode("utf-8"))
     return snapshot
 
 
@@ -297,7 +281,7 @@ def corpus_tokens(split: str, tokenizer, *, n_simple: int = DEFAULT_N_SIMPLE, se
             pos += len(ids) + 1
         buf = io.BytesIO()
         np.save(buf, arr, allow_pickle=False)
-        _atomic_write(path, buf.getvalue())
+        atomic_write_bytes(path, buf.getvalue())
     arr = np.load(path, allow_pickle=False)
     return torch.from_numpy(arr.astype(np.int32))
 

@@ -62,8 +62,8 @@ welcome goodbye success failed retry skip empty full open closed active pending 
 up down data input output file line row item key label tag text message summary report""".split()
 _CAPS = ["Total", "Result", "Average", "Count", "Name", "Score", "Done", "Error", "Warning", "Value",
          "Processing", "Loaded", "Saved", "Found", "Missing", "Hello", "Status", "Best", "Max", "Min"]
-_READ_FILES = "input data config source words names records scores settings users notes numbers".split()
-_WRITE_FILES = "output result results report summary backup out export saved log_out totals".split()
+READ_FILES = "input data config source words names records scores settings users notes numbers".split()
+WRITE_FILES = "output result results report summary backup out export saved log_out totals".split()
 _EXTS = ["txt", "txt", "csv", "json", "log", "dat", "md"]
 _COMMENTS = ["# load the {w} data", "# TODO: handle [{w}] case", "# returns {{{w}: count}}",
              "# shape is [rows, cols]", "# see {w}[0] for the first one", "# (optional) {w}",
@@ -287,7 +287,7 @@ class _Gen:
         """``with open(name, mode) as f`` vs ``f = open(...)``; mode follows the name (tasks 6, 8)."""
         r = self.r
         write = r.random() < 0.5
-        base = self.pick(_WRITE_FILES if write else _READ_FILES)
+        base = self.pick(WRITE_FILES if write else READ_FILES)
         if r.random() < 0.85:
             fname = f"{base}.{self.pick(_EXTS)}"
         else:

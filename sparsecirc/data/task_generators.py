@@ -139,7 +139,8 @@ class Draw:
         return out + self.lines(lo, hi)
 
 
-def _join(lines: list[str], last: str) -> str:
+def join_lines(lines: list[str], last: str) -> str:
+    """The context lines, then ``last`` (the line the decision is on) -- how every prompt is assembled."""
     return "\n".join(lines + [last])
 
 
@@ -157,7 +158,7 @@ def pair_single_double_quote(d: Draw):
     indent = ""
     if d.chance(0.3):  # inside a block
         ctx, indent = ctx + [f"for {one} in {many}:"], "    "
-    return (_join(ctx, f'{indent}{call}"{text}'), '")'), (_join(ctx, f"{indent}{call}'{text}"), "')")
+    return (join_lines(ctx, f'{indent}{call}"{text}'), '")'), (join_lines(ctx, f"{indent}{call}'{text}"), "')")
 
 
 def pair_bracket_counting(d: Draw):
@@ -165,7 +166,7 @@ def pair_bracket_counting(d: Draw):
     name = d.pick(["values", "grid", "matrix", "data", "rows", "table", "board", "nested", "pairs", d.pair()[1]])
     elems = ", ".join(d.num() for _ in range(d.r.randint(2, 16)))
     ctx = d.context(2, 3)
-    return (_join(ctx, f"{name} = [[{elems}"), "]]"), (_join(ctx, f"{name} = [{elems}"), "]")
+    return (join_lines(ctx, f"{name} = [[{elems}"), "]]"), (join_lines(ctx, f"{name} = [{elems}"), "]")
 
 
 def _set_or_string(d: Draw, var: str):
@@ -179,8 +180,8 @@ def _set_or_string(d: Draw, var: str):
         if d.chance(0.4):
             mid.append(f"    if {d.cond(one)}:")
             last = "        " + var
-    return ((_join(ctx + [f"{var} = set()"] + mid, last), ".add"),
-            (_join(ctx + [f"{var} = {q}{q}"] + mid, last), " +="))
+    return ((join_lines(ctx + [f"{var} = set()"] + mid, last), ".add"),
+            (join_lines(ctx + [f"{var} = {q}{q}"] + mid, last), " +="))
 
 
 def pair_set_or_string(d: Draw):
@@ -208,7 +209,7 @@ def pair_final_kwarg(d: Draw):
         head, fn = ctx + [f"class {d.pick(_CLASSES)}:"], f"    def {d.pick(_VERBS)}_{one}(self, "
     else:
         head, fn = ctx, f"def {d.pick(_VERBS)}_{one}("
-    return (_join(head, fn + sig_a), "=None"), (_join(head, fn + sig_b), "):")
+    return (join_lines(head, fn + sig_a), "=None"), (join_lines(head, fn + sig_b), "):")
 
 
 def pair_class_init(d: Draw):
@@ -218,7 +219,7 @@ def pair_class_init(d: Draw):
     head = _blank_after(d.context(1, 2, block_p=0.2)) + [f"class {d.pick(_CLASSES)}:",
                                                         f"    def __init__(self, {', '.join(params)}):"]
     head += [f"        self.{p} = {p}" for p in params[:k]]
-    return (_join(head, f"        self.{pa} ="), f" {pa}"), (_join(head, f"        self.{pb} ="), f" {pb}")
+    return (join_lines(head, f"        self.{pa} ="), f" {pa}"), (join_lines(head, f"        self.{pb} ="), f" {pb}")
 
 
 def pair_with_as(d: Draw):
@@ -228,7 +229,7 @@ def pair_with_as(d: Draw):
     opener = f"open({q}{fname}{q}{mode})"
     fv = d.pick(["f", "f", "fh", "out" if write else "src", "handle"])
     ctx = d.context()
-    return (_join(ctx, f"with {opener}"), " as"), (_join(ctx, f"{fv} = {opener}"), "\n")
+    return (join_lines(ctx, f"with {opener}"), " as"), (join_lines(ctx, f"{fv} = {opener}"), "\n")
 
 
 def pair_bracket_brace(d: Draw):
@@ -236,7 +237,7 @@ def pair_bracket_brace(d: Draw):
                    "labels", "names", f"{d.pair()[0]}_map", d.pair()[1]])
     word = d.pick(_WORDS)
     ctx = d.context()
-    return (_join(ctx, f'{name} = {{"{word}'), '":'), (_join(ctx, f'{name} = ["{word}'), '",')
+    return (join_lines(ctx, f'{name} = {{"{word}'), '":'), (join_lines(ctx, f'{name} = ["{word}'), '",')
 
 
 def pair_with_open(d: Draw):
@@ -245,8 +246,8 @@ def pair_with_open(d: Draw):
     fv = d.pick(["f", "f", "fh", "handle"])
     start = d.pick(["with open(", f"{fv} = open("])
     ctx = d.context()
-    return ((_join(ctx, f"{start}{q}{read}.{ext}{q}, {q}"), "r"),
-            (_join(ctx, f"{start}{q}{write}.{ext}{q}, {q}"), "w"))
+    return ((join_lines(ctx, f"{start}{q}{read}.{ext}{q}, {q}"), "r"),
+            (join_lines(ctx, f"{start}{q}{write}.{ext}{q}, {q}"), "w"))
 
 
 def _maybe_in_def(d: Draw, ctx_lines: list[str]) -> tuple[list[str], str]:
@@ -260,7 +261,7 @@ def _maybe_in_def(d: Draw, ctx_lines: list[str]) -> tuple[list[str], str]:
 def pair_for_while(d: Draw):
     v = d.pick(_LOOP_VARS)
     ctx, ind = _maybe_in_def(d, d.context(2, 3, block_p=0.2))
-    return (_join(ctx, f"{ind}for {v}"), " in"), (_join(ctx, f"{ind}while {v}"), ":")
+    return (join_lines(ctx, f"{ind}for {v}"), " in"), (join_lines(ctx, f"{ind}while {v}"), ":")
 
 
 def pair_else_elif(d: Draw):
@@ -268,7 +269,7 @@ def pair_else_elif(d: Draw):
     lines = d.context(1, 2, block_p=0.2) + [f"if {d.cond(x)}:", f"    {y} = {d.s()}"]
     if d.chance(0.4):
         lines += [f"elif {d.cond(x)}:", f"    {y} = {d.s()}"]
-    return (_join(lines, "else"), ":"), (_join(lines, "elif"), f" {x}")
+    return (join_lines(lines, "else"), ":"), (join_lines(lines, "elif"), f" {x}")
 
 
 def pair_fstring_brace(d: Draw):
@@ -276,7 +277,7 @@ def pair_fstring_brace(d: Draw):
     text = d.pick(_CAPS) + (" " + d.pick(_WORDS) if d.chance(0.4) else "")
     call = d.pick(["print(", "print(", "log(", "lines.append("])
     ctx = d.context(1, 2) + [d.pick([f"{x} = {d.num()}", f"{x} = len({d.pair()[1]})", f"{x} = {d.pair()[0]}"])]
-    return (_join(ctx, f'{call}f"{text}'), " {"), (_join(ctx, f'{call}"{text}'), '")')
+    return (join_lines(ctx, f'{call}f"{text}'), " {"), (join_lines(ctx, f'{call}"{text}'), '")')
 
 
 def pair_if_ternary(d: Draw):
@@ -287,8 +288,8 @@ def pair_if_ternary(d: Draw):
     stmt = d.pick([f"{y} = {value} if {cond}", f"print({d.s()} if {cond}", f"return {value} if {cond}"])
     if stmt.startswith("return"):  # a return needs a function around it
         ctx = [f"def {d.pick(_VERBS)}_{y}({x}):"] + ["    " + ln for ln in ctx if ln]
-        return (_join(ctx, f"    if {cond}"), ":"), (_join(ctx, "    " + stmt), " else")
-    return (_join(ctx, f"if {cond}"), ":"), (_join(ctx, stmt), " else")
+        return (join_lines(ctx, f"    if {cond}"), ":"), (join_lines(ctx, "    " + stmt), " else")
+    return (join_lines(ctx, f"if {cond}"), ":"), (join_lines(ctx, stmt), " else")
 
 
 def pair_var_swap(d: Draw):
@@ -300,7 +301,7 @@ def pair_var_swap(d: Draw):
     else:
         ctx += d.lines(0, 1)
         ind = ""
-    return (_join(ctx, f"{ind}{a}, {b} = {b},"), f" {a}"), (_join(ctx, f"{ind}{b}, {a} = {a},"), f" {b}")
+    return (join_lines(ctx, f"{ind}{a}, {b} = {b},"), f" {a}"), (join_lines(ctx, f"{ind}{b}, {a} = {a},"), f" {b}")
 
 
 def pair_indent_for(d: Draw):
@@ -308,7 +309,7 @@ def pair_indent_for(d: Draw):
     head = d.pick([f"for {one} in {many}:", f"for i in range(len({many})):", f"for i, {one} in enumerate({many}):",
                    f"for {one} in {d.pick(_VERBS)}_{many}():"])
     ctx = d.lines(1, 2) + d.block()
-    return (_join(ctx + [""], head), "\n    "), (_join(ctx, "    " + head), "\n        ")
+    return (join_lines(ctx + [""], head), "\n    "), (join_lines(ctx, "    " + head), "\n        ")
 
 
 def pair_lambda_func(d: Draw):
@@ -316,7 +317,7 @@ def pair_lambda_func(d: Draw):
                  "scale", "clip", "combine", "first", "total", "ratio", "mix"])
     params = ", ".join(d.r.sample(["x", "n", "v", "a", "b", "item", "value", "row", "pair", "k"], d.r.randint(1, 2)))
     ctx = d.context()
-    return (_join(ctx, f"{fn} = lambda {params}"), ":"), (_join(ctx, f"def {fn}({params}"), "):")
+    return (join_lines(ctx, f"{fn} = lambda {params}"), ":"), (join_lines(ctx, f"def {fn}({params}"), "):")
 
 
 def pair_if_equals(d: Draw):
@@ -327,7 +328,7 @@ def pair_if_equals(d: Draw):
     if d.chance(0.3):
         one, many = d.pair()
         ctx, ind = ctx + [f"for {one} in {many}:"], "    "
-    return (_join(ctx, f"{ind}if {x}"), " =="), (_join(ctx, f"{ind}{x}"), " =")
+    return (join_lines(ctx, f"{ind}if {x}"), " =="), (join_lines(ctx, f"{ind}{x}"), " =")
 
 
 def pair_enumerate_range(d: Draw):
@@ -335,13 +336,13 @@ def pair_enumerate_range(d: Draw):
     i = d.pick(["i", "i", "j", "k", "idx", "n", "pos"])
     lead = d.context(2, 3, block_p=0.2) + ([f"{many} = load_{many}()"] if d.chance(0.3) else [])
     ctx, ind = _maybe_in_def(d, lead)
-    return (_join(ctx, f"{ind}for {i}, {one} in"), " enumerate"), (_join(ctx, f"{ind}for {i} in"), " range")
+    return (join_lines(ctx, f"{ind}for {i}, {one} in"), " enumerate"), (join_lines(ctx, f"{ind}for {i} in"), " range")
 
 
 def pair_var_if(d: Draw):
     flag, val = d.pick(_FLAGS), d.pick(["True", "False"])
     ctx = d.context()
-    return (_join(ctx, f"if {flag} == {val}"), ":"), (_join(ctx, f"{flag} = {val}"), "\n")
+    return (join_lines(ctx, f"if {flag} == {val}"), ":"), (join_lines(ctx, f"{flag} = {val}"), "\n")
 
 
 def pair_while_return_true(d: Draw):
@@ -350,4 +351,4 @@ def pair_while_return_true(d: Draw):
     body = d.lines(0, 2, "    ")
     ctx = _blank_after(d.lines(1, 2))
     # `return True` ends the function: the corpus then has a blank line, i.e. the single token "\n\n"
-    return (_join(ctx + head + body, "    while True"), ":"), (_join(ctx + head + body, "    return True"), "\n\n")
+    return (join_lines(ctx + head + body, "    while True"), ":"), (join_lines(ctx + head + body, "    return True"), "\n\n")

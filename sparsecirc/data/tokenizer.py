@@ -33,7 +33,7 @@ from pathlib import Path
 
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from sparsecirc.artifacts import sha256_file
+from sparsecirc.artifacts import atomic_write_bytes, sha256_file
 from sparsecirc.data import corpus
 from sparsecirc.paths import DATA_DIR
 
@@ -157,7 +157,7 @@ def load_tokenizer(path: str | Path | None = None, *, verify: bool = True) -> Co
     return CodeTokenizer(Tokenizer.from_file(str(path)), sha)
 
 
-def _train(texts, vocab_size: int = VOCAB_SIZE) -> Tokenizer:
+def train_bpe(texts, vocab_size: int = VOCAB_SIZE) -> Tokenizer:
     """BPE on ``texts``: ``vocab_size - 1`` merges+bytes, then ``<|endoftext|>`` as the last id."""
     tok = _new_tokenizer()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size - 1, min_frequency=2, special_tokens=[],
@@ -178,12 +178,12 @@ def train_tokenizer(out_path: str | Path | None = None, vocab_size: int = VOCAB_
 
     out_path = Path(out_path) if out_path is not None else TOKENIZER_DIR / TOKENIZER_NAME
     texts = corpus.load_corpus("train")["text"]
-    tok = _train(texts, vocab_size)
+    tok = train_bpe(texts, vocab_size)
     data = tok.to_str(pretty=True).encode("utf-8")
     wrapped = CodeTokenizer(tok, hashlib.sha256(data).hexdigest())
     for s in REQUIRED_SINGLE_TOKENS:
         wrapped.single_token_id(s)  # raises before anything is written
-    corpus._atomic_write(out_path, data)
+    atomic_write_bytes(out_path, data)
     corpus_sources = json.loads((corpus.CORPUS_DIR / "SOURCES.json").read_text())
     sources_path = out_path.parent / "SOURCES.json"
     sources = json.loads(sources_path.read_text()) if sources_path.exists() else {}
@@ -197,7 +197,7 @@ def train_tokenizer(out_path: str | Path | None = None, vocab_size: int = VOCAB_
         "single_tokens": {s: wrapped.token_to_id(s) is not None and len(wrapped.encode(s)) == 1
                           for s in REQUIRED_SINGLE_TOKENS + CANDIDATE_TOKENS},
     }
-    corpus._atomic_write(sources_path, (json.dumps(sources, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+    atomic_write_bytes(sources_path, (json.dumps(sources, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
     return out_path
 
 

@@ -47,7 +47,7 @@ class ListBase:
         """``context + [comment] + name = [[e1, ..., en`` (or ``[e1, ...`` when not ``nested``)."""
         lines = list(self.context) + ([comment] if comment is not None else [])
         opening = "[[" if nested else "["
-        return gen._join(lines, f"{self.name} = {opening}{', '.join(self.elements[:n])}")
+        return gen.join_lines(lines, f"{self.name} = {opening}{', '.join(self.elements[:n])}")
 
 
 def draw_base(d: gen.Draw, n_elements: int) -> ListBase:
@@ -126,7 +126,7 @@ def sweep_lengths(n_max: int) -> list[int]:
 
 
 # --- measuring ---------------------------------------------------------------------------------------------------
-def _node_value(acts: torch.Tensor, last: torch.Tensor, index: int) -> torch.Tensor:
+def node_value(acts: torch.Tensor, last: torch.Tensor, index: int) -> torch.Tensor:
     """Activation ``index`` at each row's last position: acts [b, pos, d] or [b, pos, n_head, d_head] -> [b]."""
     flat = acts.flatten(2) if acts.dim() == 4 else acts  # [b, pos, n_head*d_head]
     return flat[torch.arange(len(last)), last, index]
@@ -176,7 +176,7 @@ def measure(model: torch.nn.Module, examples: list[Example], node: tuple[str, in
             p = torch.softmax(final.gather(1, cand).float(), -1)[:, 0]  # [b]
             out["p_correct"].append(p)
             out["p_nested"].append(torch.where(cand[:, 0] == nested_id, p, 1 - p))
-            out["nodes"].append(torch.stack([_node_value(cache[h], last, j) for h, j in wanted], -1) if wanted
+            out["nodes"].append(torch.stack([node_value(cache[h], last, j) for h, j in wanted], -1) if wanted
                                 else torch.zeros(len(chunk), 0))  # [b, k]
             if head:
                 rows = cache[f"blocks.{head[0]}.attn.hook_pattern"][torch.arange(len(chunk)), head[1], last]  # [b, T]

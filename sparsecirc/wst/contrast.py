@@ -96,8 +96,8 @@ def contrast(model: GPT, ds, task: str, reads: list[dict], heads: list[tuple[int
         key = torch.tensor([max(0, key_position(task, p) - max(0, len(p) - n_ctx)) for p in ids])
         with record(model, hooks) as c:
             model(tokens)
-        last_v.append(torch.stack([attacks._node_value(c[h], last, j) for h, j in (r["read"] for r in reads)], -1))
-        key_v.append(torch.stack([attacks._node_value(c[h], key, j) for h, j in (r["read"] for r in reads)], -1))
+        last_v.append(torch.stack([attacks.node_value(c[h], last, j) for h, j in (r["read"] for r in reads)], -1))
+        key_v.append(torch.stack([attacks.node_value(c[h], key, j) for h, j in (r["read"] for r in reads)], -1))
         rows = torch.arange(len(ids))
         pat = [c[f"blocks.{l}.attn.hook_pattern"][rows, h, last] for l, h in heads]  # each [b, T]
         att.append(torch.stack([p[rows, key] for p in pat], -1) if heads else torch.zeros(len(ids), 0))
