@@ -17,7 +17,7 @@ import yaml
 
 from sparsecirc.artifacts import ArtifactError, load_registry, verify
 from sparsecirc.build import produce
-from sparsecirc.core.config import ConfigError, make_config
+from sparsecirc.core.config import BUILD_SCALES, SCALES, ConfigError, make_config
 from sparsecirc.core.train import dist_info, train
 from sparsecirc.data import tasks as task_data
 from sparsecirc.data.corpus import build_stdlib_snapshot
@@ -69,14 +69,14 @@ def main(argv=None) -> int:
     sub.add_parser("tasks", help="regenerate the 20 P1 task datasets").set_defaults(fn=_cmd_tasks)
     t = sub.add_parser("train", help="train a language model from a config file")
     t.add_argument("--config", required=True)
-    t.add_argument("--scale", default="ci", choices=["ci", "book", "paper"])
+    t.add_argument("--scale", default="ci", choices=sorted(SCALES))
     t.add_argument("--out", required=True, help="checkpoint folder")
     t.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     t.add_argument("--steps", type=int, default=None, help="override the config's number of steps")
     t.set_defaults(fn=_cmd_train)
     r = sub.add_parser("reproduce", help="rebuild a registered artifact")
     r.add_argument("id")
-    r.add_argument("--scale", default="book", choices=["ci", "book"])
+    r.add_argument("--scale", default="book", choices=BUILD_SCALES)
     r.add_argument("--resume", action="store_true")
     r.set_defaults(fn=_cmd_reproduce)
     v = sub.add_parser("verify", help="check committed artifacts against the registry")

@@ -15,6 +15,10 @@ def test_shapes_and_hook_table_shapes():
         logits = m(x)
     assert logits.shape == (3, 16, 50)
     dims = {"batch": 3, "pos": 16, "q_pos": 16, "k_pos": 16, "d_model": 32, "n_head": 4, "d_head": 8, "d_mlp": 128}
+    gated = GPT(ModelConfig(**TINY, pos_embed=True, attn_gate=True))  # the P2 gate's hook fires only with a gate
+    with record(gated, "*hook_sparse_mask") as gate_cache:
+        gated(x)
+    cache.update(gate_cache)
     for name, shape, _csp, _node in HOOK_TABLE:
         for l in range(2):
             key = name.replace("{l}", str(l))
@@ -85,7 +89,7 @@ def test_patch_changes_output_and_hooks_are_removed_even_on_error():
     with pytest.raises(RuntimeError):
         with record(m, "blocks.*.hook_resid_post"):
             raise RuntimeError("boom")
-    counts = {n: len(p._forward_hooks) for n, p in hook_points(m).items()}
+    counts = {n: p.hook_count() for n, p in hook_points(m).items()}
     assert counts["blocks.0.hook_attn_out"] == 1 and sum(counts.values()) == 1  # only the user's hook is left
     user.remove()
     torch.testing.assert_close(m(x), clean)

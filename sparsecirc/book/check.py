@@ -23,11 +23,12 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from sparsecirc.core.config import BUILD_SCALES
+
 __all__ = ["Claim", "ClaimLine", "claim", "parse_claims", "VERDICTS", "COMPARES", "CLAIM_RE"]
 
 VERDICTS = ("reproduced", "partly", "not reproduced", "beyond-paper")
 COMPARES = ("rtol", "range", "at_least", "at_most", "direction", "ratio_direction")
-SCALES = ("book", "ci")
 
 #: The line format; the scorecard and the tests parse with exactly this expression.
 CLAIM_RE = re.compile(r"^CLAIM\s+(\S+)\s*\|\s*ours\s+(.*?)\s*\|\s*paper\s+(.*?)\s*\|\s*(.*?)\s*$")
@@ -121,8 +122,8 @@ def claim(
         raise ValueError(f"claim slug must be kebab-case [a-z0-9-]+, got {slug!r}")
     if compare not in COMPARES:
         raise ValueError(f"{slug}: unknown compare {compare!r}; expected one of {', '.join(COMPARES)}")
-    if scale not in SCALES:
-        raise ValueError(f"{slug}: unknown scale {scale!r}; expected 'book' or 'ci'")
+    if scale not in BUILD_SCALES:
+        raise ValueError(f"{slug}: unknown scale {scale!r}; expected one of {', '.join(BUILD_SCALES)}")
     if not (isinstance(rtol, (int, float)) and rtol >= 0):
         raise ValueError(f"{slug}: rtol must be a non-negative number, got {rtol!r}")
     ours, paper = _plain(ours, slug, "ours"), _plain(paper, slug, "paper")

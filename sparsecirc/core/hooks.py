@@ -29,6 +29,11 @@ class HookPoint(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x
 
+    def hook_count(self) -> int:
+        """How many forward hooks are attached (the model takes its SDPA fast path only when nobody watches the
+        attention pattern). Reads ``nn.Module``'s own hook dict: the one place the package looks at it."""
+        return len(self._forward_hooks)
+
 
 def hook_points(model: nn.Module) -> dict[str, HookPoint]:
     """All hook points of ``model`` by name."""
@@ -47,7 +52,7 @@ def _select(model: nn.Module, names: str | Iterable[str] | Callable[[str], bool]
     for pat in names:
         hit = {n: p for n, p in points.items() if fnmatch.fnmatchcase(n, pat)}
         if not hit:
-            raise KeyError(f"no hook point matches {pat!r}; e.g. {sorted(points)[:6]} (see sparsecirc.hooks.HOOK_TABLE)")
+            raise KeyError(f"no hook point matches {pat!r}; e.g. {sorted(points)[:6]} (see sparsecirc.core.hooks.HOOK_TABLE)")
         out.update(hit)
     return out
 
@@ -96,6 +101,7 @@ HOOK_TABLE: list[tuple[str, str, str, str]] = [
     ("blocks.{l}.attn.hook_k", "[batch, pos, n_head, d_head]", "{l}.attn.k", "k channel"),
     ("blocks.{l}.attn.hook_v", "[batch, pos, n_head, d_head]", "{l}.attn.v", "v channel"),
     ("blocks.{l}.attn.hook_pattern", "[batch, n_head, q_pos, k_pos]", "-", "-"),
+    ("blocks.{l}.attn.hook_sparse_mask", "[batch, n_head, q_pos, k_pos]", "-", "attention edge gate (P2)"),
     ("blocks.{l}.attn.hook_z", "[batch, pos, n_head, d_head]", "{l}.attn.y", "-"),
     ("blocks.{l}.hook_attn_out", "[batch, pos, d_model]", "{l}.attn.resid_delta", "residual write"),
     ("blocks.{l}.hook_resid_mid", "[batch, pos, d_model]", "{l}.resid_mid", "-"),

@@ -2,7 +2,7 @@
 
 Block (P1 A.1): ``x += attn(norm(x)); x += mlp(norm(x))``. With ``act_keep_frac`` set, AbsTopK keeps the largest-|x|
 entries at P1's 8 sites; q, k and v are top-k'd across all heads concatenated (P1 A.1, [C]), not per head.
-Every named activation passes a :class:`~sparsecirc.hooks.HookPoint` (names in ``hooks.HOOK_TABLE``).
+Every named activation passes a :class:`~sparsecirc.core.hooks.HookPoint` (names in ``hooks.HOOK_TABLE``).
 
 Example::
 
@@ -93,7 +93,7 @@ class Attention(nn.Module):
         qh, kh, vh = (t.transpose(1, 2) for t in (q, k, v))  # [B, n_head, T, d_head]
         if c.attn_gate:
             zh = self._gated(qh, kh, vh)
-        elif self.sink_logit is None and not self.hook_pattern._forward_hooks:
+        elif self.sink_logit is None and not self.hook_pattern.hook_count():
             zh = F.scaled_dot_product_attention(qh, kh, vh, is_causal=True)  # fast path, same maths
         else:
             scores = qh @ kh.transpose(-1, -2) / math.sqrt(c.d_head)  # [B, n_head, T, T]

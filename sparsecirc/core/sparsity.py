@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from sparsecirc.core.config import SparsityConfig
-from sparsecirc.core.train import TrainHooks
+from sparsecirc.core.recipe import TrainHooks
 
 
 def l0_fraction(step: int, total_steps: int, target: float, cfg: SparsityConfig) -> float:
