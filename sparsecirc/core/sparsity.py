@@ -11,7 +11,7 @@ Example::
 
     sp = SparsityConfig(weight_nonzero_frac=1/16)
     proj = Projector(model, sp, total_steps=3000)
-    hooks = proj.train_hooks()         # pass to sparsecirc.train.train(..., hooks=hooks)
+    hooks = proj.train_hooks()         # pass to sparsecirc.core.train.train(..., hooks=hooks)
 """
 from __future__ import annotations
 

@@ -7,16 +7,16 @@ CPU we use two parts:
   JSONL snapshot, ``data/corpus/cpython-3.11.7-stdlib.jsonl.xz``, whose sha256 ``data/corpus/SOURCES.json``
   pins. ``build_stdlib_snapshot()`` (``python -m sparsecirc corpus``) rebuilds it from the running
   interpreter; the inclusion rules are ``_keep_reason`` below and are copied into SOURCES.json.
-* ``simple`` - ``sparsecirc.simple_python.generate_programs(n_simple, seed)``, generated at load time;
+* ``simple`` - ``sparsecirc.data.simple_python.generate_programs(n_simple, seed)``, generated at load time;
   the default corpus' sha256 is pinned in SOURCES.json and checked by a test.
 
 A document goes to ``val`` when ``int(sha256(text)[:8], 16) % 100 < VAL_PERCENT``, so the split of a document
 never changes when others are added, and identical documents always share a split.
 
 Example:
-    >>> import sparsecirc.corpus as corpus
+    >>> import sparsecirc.data.corpus as corpus
     >>> ds = corpus.load_corpus("val")          # datasets.Dataset: text, source, doc_id
-    >>> tok = sparsecirc.tokenizer.load_tokenizer()
+    >>> tok = sparsecirc.data.tokenizer.load_tokenizer()
     >>> ids = corpus.corpus_tokens("val", tok)  # 1-D int32 tensor, documents separated by <|endoftext|>
 """
 from __future__ import annotations
@@ -257,7 +257,7 @@ def corpus_tokens(split: str, tokenizer, *, n_simple: int = DEFAULT_N_SIMPLE, se
 
     Args:
         split: ``"train"`` or ``"val"``.
-        tokenizer: a ``sparsecirc.tokenizer.CodeTokenizer`` (needs ``encode_batch``, ``eot_id``, ``sha256``).
+        tokenizer: a ``sparsecirc.data.tokenizer.CodeTokenizer`` (needs ``encode_batch``, ``eot_id``, ``sha256``).
     Returns:
         ``[n_tokens]`` int32 tensor, documents in ``load_corpus`` order.
 

@@ -11,7 +11,7 @@ on purpose when the distribution changes, and ``data/corpus/SOURCES.json`` pins 
 corpus so accidental drift fails a test.
 
 Example:
-    >>> from sparsecirc.simple_python import generate_programs
+    >>> from sparsecirc.data.simple_python import generate_programs
     >>> progs = generate_programs(3, seed=0)
     >>> all(isinstance(p, str) and p.endswith("\\n") for p in progs)
     True

@@ -5,7 +5,7 @@ and returns ``((prompt_a, target_a), (prompt_b, target_b))``: two prompts that d
 text of its correct next token. ``tasks.make_pair`` then checks that both targets are single tokens and that
 each target is exactly the next token after its prompt, and redraws otherwise.
 
-Prompts imitate ``sparsecirc.simple_python`` (a few lines of plain code leading to the decision point) with an
+Prompts imitate ``sparsecirc.data.simple_python`` (a few lines of plain code leading to the decision point) with an
 independent vocabulary, so that the task data does not change when the corpus generator does.
 
 Example:

@@ -19,7 +19,7 @@ over the two prompts of a pair, i.e. twice this value; P1's target 0.15 is read 
 fraction of prompts with ``logit_target > logit_distractor``.
 
 Example:
-    >>> import sparsecirc as sc, sparsecirc.tasks as tasks
+    >>> import sparsecirc as sc, sparsecirc.data.tasks as tasks
     >>> model = sc.GPT(sc.ModelConfig(n_layer=2, d_model=128))
     >>> tasks.task_metrics(model, "single_double_quote")      # {'loss': ..., 'accuracy': ..., 'n': 256}
     >>> results = tasks.evaluate_all(model)                   # {task name: metrics}

@@ -2,7 +2,7 @@
 
 The paper's tokenizer (``tinypython_2k``: 2048 tokens, ``<|endoftext|>`` = 2047, paper A.6 / digest §4) is
 not reachable offline, so we train our own with HF ``tokenizers`` on the TRAIN split of
-``sparsecirc.corpus`` and commit it as ``data/tokenizer/tinypy-2048.json`` (sha256 pinned in
+``sparsecirc.data.corpus`` and commit it as ``data/tokenizer/tinypy-2048.json`` (sha256 pinned in
 ``data/tokenizer/SOURCES.json``).
 
 Pre-tokenisation (``SPLIT_PATTERN``) follows cl100k without its contraction branch, as the authors' code does,

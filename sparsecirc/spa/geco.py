@@ -77,7 +77,7 @@ def gate_densities(model) -> torch.Tensor:
 
 
 class GECO:
-    """The multiplier state and the Lagrangian; plugs into :func:`sparsecirc.train.train` via :meth:`train_hooks`.
+    """The multiplier state and the Lagrangian; plugs into :func:`sparsecirc.core.train.train` via :meth:`train_hooks`.
 
     Works for any GPT with ``attn_gate=True``; the CE it constrains is whatever ``train`` computes (token stream or
     a ``loss_mask``-ed toy task).
