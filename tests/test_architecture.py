@@ -15,10 +15,10 @@ import ast
 import json
 import re
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 PKG = ROOT / "sparsecirc"

@@ -239,7 +239,7 @@ def test_exact_match_needs_all_five_digits(monkeypatch):
             return torch.nn.functional.one_hot(wrong_last[:len(x), 1:], 12).float() * 30
 
     monkeypatch.setattr(A, "edge_stats", lambda model, tokens: {})
-    ev = A.evaluate(Oracle(), test)
+    ev = A.evaluate_addition(Oracle(), test)
     assert ev["accuracy"] == 0.5 and ev["ce"] == pytest.approx(30 / 5 * 0.5, rel=1e-3)
 
 

@@ -1,6 +1,8 @@
-"""Small, reusable measurements: entropy baselines and per-token losses."""
+"""Small, reusable measurements: entropy baselines, per-token losses and the model-zoo tables of chapters 01-02."""
 from __future__ import annotations
 
+import numpy as np
+import pandas as pd
 import torch
 
 from sparsecirc.core.hooks import record
@@ -44,8 +46,8 @@ def neuron_activity(model: GPT, windows: torch.Tensor, batch_size: int = 32) -> 
         w = windows[i:i + batch_size, :-1]
         with record(model, "blocks.*.mlp.hook_post") as c:
             model(w)
-        for l in range(model.cfg.n_layer):
-            active[l] += (c[f"blocks.{l}.mlp.hook_post"].abs() > 1e-6).flatten(0, 1).sum(0).double()
+        for layer in range(model.cfg.n_layer):
+            active[layer] += (c[f"blocks.{layer}.mlp.hook_post"].abs() > 1e-6).flatten(0, 1).sum(0).double()
         n += w.numel()
     return (active / n).float()
 
@@ -74,3 +76,71 @@ def nonzero_table(model: GPT) -> list[dict]:
             nz = int((p != 0).sum())
             rows.append({"tensor": name, "shape": tuple(p.shape), "nonzero": nz, "fraction": nz / p.numel()})
     return rows
+
+
+# --- tables (chapters 01-02) ---------------------------------------------------------------------------------
+def corpus_table(stats: dict[str, dict[str, dict]]) -> pd.DataFrame:
+    """One row per (split, part) of a nested corpus-statistics dict, plus characters per token.
+
+    Args:
+        stats: ``{split: {part: {"chars": ..., "tokens": ..., ...}}}`` as ``corpus.corpus_stats`` returns it.
+
+    Returns:
+        A DataFrame with columns ``split``, ``part``, every statistic, and ``chars/token`` (rounded to 2 places).
+    """
+    table = pd.DataFrame([{"split": s, "part": p, **v} for s, parts in stats.items() for p, v in parts.items()])
+    table["chars/token"] = (table["chars"] / table["tokens"]).round(2)
+    return table
+
+
+def zoo_table(runs: dict, val_loss: dict[str, float]) -> pd.DataFrame:
+    """Size, sparsity, length of training and validation loss of a zoo of loaded runs.
+
+    Args:
+        runs: ``{name: run}``, each run with ``.model`` (a :class:`GPT`) and ``.history`` (a ``History``).
+        val_loss: ``{name: validation loss}`` for the same names.
+
+    Returns:
+        A DataFrame indexed by ``model`` with columns ``d_model``, ``nonzero weights``, ``of total`` (nonzero
+        fraction of the 2-d weights, 3 places), ``steps`` and ``val loss`` (3 places).
+    """
+    rows = []
+    for name, run in runs.items():
+        table = nonzero_table(run.model)
+        nz = sum(r["nonzero"] for r in table)
+        total = sum(r["shape"][0] * r["shape"][1] for r in table)
+        rows.append({"model": name, "d_model": run.model.cfg.d_model, "nonzero weights": nz,
+                     "of total": round(nz / total, 3), "steps": len(run.history.step),
+                     "val loss": round(val_loss[name], 3)})
+    return pd.DataFrame(rows).set_index("model")
+
+
+def nonzero_by_kind(model: GPT) -> pd.DataFrame:
+    """Min, max and count of the nonzero fractions of the embeddings and of the block matrices.
+
+    Args:
+        model: a (sparse or dense) model.
+
+    Returns:
+        A DataFrame indexed by ``kind`` (``block matrix``, ``embedding``) with columns ``min``, ``max`` and
+        ``count``, fractions rounded to 4 places.
+    """
+    nz = pd.DataFrame(nonzero_table(model))
+    nz["kind"] = np.where(nz["tensor"].str.contains("embed"), "embedding", "block matrix")
+    return nz.groupby("kind")["fraction"].agg(["min", "max", "count"]).round(4)
+
+
+def activity_table(models: dict[str, GPT], windows: torch.Tensor) -> pd.DataFrame:
+    """Fraction of dead MLP neurons and mean residual kurtosis of each model on the same windows (unrounded).
+
+    Args:
+        models: ``{name: model}``.
+        windows: token windows [n, pos+1] (a small probe set).
+
+    Returns:
+        A DataFrame indexed by name with columns ``dead neurons`` (fraction of (layer, neuron) never active on
+        ``windows``, see :func:`neuron_activity`) and ``resid kurtosis`` (:func:`residual_kurtosis`).
+    """
+    rows = {name: {"dead neurons": float((neuron_activity(m, windows) == 0).float().mean()),
+                   "resid kurtosis": residual_kurtosis(m, windows)} for name, m in models.items()}
+    return pd.DataFrame.from_dict(rows, orient="index")

@@ -1,7 +1,7 @@
 """Static figures (matplotlib; PNG in the rendered book). Every function returns the Figure."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -113,7 +113,8 @@ def task_heatmap(acc: dict[str, dict[str, float]], *, threshold: float = 0.9, ax
     models = list(acc)
     tasks = list(next(iter(acc.values())))
     vals = np.array([[acc[m][t] for m in models] for t in tasks])
-    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(0.9 * len(models) + 3.2, 0.27 * len(tasks) + 1.4))
+    size = (0.9 * len(models) + 3.2, 0.27 * len(tasks) + 1.4)
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=size)
     im = ax.imshow(vals, cmap="RdYlGn", vmin=0.4, vmax=1.0, aspect="auto")
     for i in range(len(tasks)):
         for j in range(len(models)):
@@ -124,4 +125,42 @@ def task_heatmap(acc: dict[str, dict[str, float]], *, threshold: float = 0.9, ax
     ax.set_title(title or f"task accuracy (bold: >= {threshold:.0%})", fontsize=10)
     fig.colorbar(im, ax=ax, fraction=0.03, pad=0.01)
     fig.tight_layout()
+    return fig
+
+
+def labelled_scatter(x: Mapping, y: Mapping, *, xlabel: str, ylabel: str, title: str = "", xscale: str = "linear",
+                     yscale: str = "linear", ax=None):
+    """One labelled point per key of ``x`` (a dict or pandas Series), each in its own colour.
+
+    Args:
+        x: ``{label: x value}``.
+        y: ``{label: y value}`` with the same labels.
+        xlabel, ylabel, title: axis labels and title.
+        xscale, yscale: matplotlib axis scales (``"linear"``, ``"log"``).
+        ax: draw into this axes instead of a new figure.
+
+    Returns:
+        The Figure (one axes, one point collection per label).
+    """
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(5, 3.4))
+    for name in x.keys():
+        ax.scatter(x[name], y[name], s=40)
+        ax.annotate(name, (x[name], y[name]), fontsize=8, xytext=(4, 3), textcoords="offset points")
+    ax.set(xscale=xscale, yscale=yscale, xlabel=xlabel, ylabel=ylabel, title=title)
+    fig.tight_layout()
+    return fig
+
+
+def loss_scatter_panels(panels: Sequence[tuple]):
+    """Side-by-side :func:`loss_scatter` panels, e.g. sparse vs dense next to dense vs dense.
+
+    Args:
+        panels: one ``(a, b, xlabel, ylabel, title)`` per panel: per-token losses of two models on the same tokens.
+
+    Returns:
+        The Figure, one axes per panel.
+    """
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.0), squeeze=False)
+    for ax, (a, b, xlabel, ylabel, title) in zip(axes[0], panels):
+        loss_scatter(a, b, xlabel, ylabel, ax=ax, title=title)
     return fig

@@ -13,19 +13,20 @@ Artifacts (``data/configs/spa-fig1-addition-l4h4-*.yaml``)::
 Example::
 
     test = test_set()                                # [4096, 11]
-    evaluate(model, test)                            # {"accuracy": ..., "ce": ..., "density": ..., ...}
+    evaluate_addition(model, test)                            # {"accuracy": ..., "ce": ..., "density": ..., ...}
 """
 from __future__ import annotations
 
 import time
 
+import pandas as pd
 import torch
 
 from sparsecirc.artifacts import model_sha256
 from sparsecirc.context import BuildContext
 from sparsecirc.core.model import GPT
 from sparsecirc.core.train import compose_hooks, save_run, train
-from sparsecirc.spa.attention_edges import edge_stats, topk_attention, topk_edges_per_example
+from sparsecirc.spa.attention_edges import edge_masks, edge_stats, topk_attention, topk_edges_per_example
 from sparsecirc.spa.geco import GECO, GECOConfig, log_point, trajectory_hooks
 
 VOCAB = list("0123456789+=")
@@ -96,11 +97,11 @@ def carries(tokens: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate(model, tokens: torch.Tensor, batch_size: int = 1024) -> dict:
+def evaluate_addition(model, tokens: torch.Tensor, batch_size: int = 1024) -> dict:
     """Exact match and answer-digit CE in eval mode (deterministic gates), plus the edge counts of ``edge_stats``.
 
     Exact match under teacher forcing: all 5 answer digits are the argmax (equivalent to greedy decoding).
-    Call it inside :func:`~sparsecirc.attention_edges.topk_attention` to evaluate the top-k baseline (its edge
+    Call it inside :func:`~sparsecirc.spa.attention_edges.topk_attention` to evaluate the top-k baseline (its edge
     counts are then those of the unpatched model).
     """
     was = model.training
@@ -134,7 +135,7 @@ def produce_dense(ctx: BuildContext) -> None:
     model, hist = train(cfg, None, _val_subset(test), batch_fn=batch_fn(cfg.train.batch_size, cfg.train.seed),
                         loss_mask=LOSS_MASK, progress=progress)  # tokens=None: batches come from batch_fn
     wall = time.time() - t0
-    metrics = {"test": evaluate(model, test), "n_params": model.n_params(), "train_seconds": hist.train_seconds,
+    metrics = {"test": evaluate_addition(model, test), "n_params": model.n_params(), "train_seconds": hist.train_seconds,
                "seconds_per_step": hist.train_seconds / len(hist.step)}
     save_run(ctx.folder, model, hist, cfg, metrics=metrics,
              **ctx.manifest_info(kind="addition_dense", precision="fp32", wall_time_s=round(wall, 1)))
@@ -167,12 +168,26 @@ def geco_run_row(name: str, metrics: dict, history, max_density: float = TARGET_
     return row
 
 
+def geco_runs_table(runs: dict) -> pd.DataFrame:
+    """:func:`geco_run_row` of several runs side by side (one column per run), rounded to 3 decimals, a target
+    never met reading "not reached".
+
+    Args:
+        runs: ``{label: (metrics, history)}`` of post-training runs (``run.metrics``, ``run.history``).
+
+    Returns:
+        DataFrame, rows = the fields of :func:`geco_run_row`, columns = the run labels (object dtype).
+    """
+    rows = [geco_run_row(name, metrics, history) for name, (metrics, history) in runs.items()]
+    return pd.DataFrame(rows).set_index("run").round(3).T.astype(object).fillna("not reached")
+
+
 TRAJECTORY_KEYS = ("accuracy", "ce", "density", "density_per_layer", "edges_per_example")
 
 
 def trajectory_values(model, val: torch.Tensor) -> dict:
     """The point a post-training trajectory logs: exact match, CE and edge density on ``val`` (eval mode)."""
-    ev = evaluate(model, val)
+    ev = evaluate_addition(model, val)
     return {k: ev[k] for k in TRAJECTORY_KEYS}
 
 
@@ -208,12 +223,12 @@ def produce_sparse(ctx: BuildContext) -> None:
     progress = ctx.progress
     test = test_set()
     dense_test = dense.metrics["test"]
-    init_test = evaluate(gated_copy(cfg.model, dense.model), test)
+    init_test = evaluate_addition(gated_copy(cfg.model, dense.model), test)
     t0 = time.time()
     model, hist, geco, traj = post_train(cfg, GECOConfig.from_dict(geco_over), dense.model, dense_test["ce"],
                                          progress=progress)
     wall = time.time() - t0
-    ev = evaluate(model, test)
+    ev = evaluate_addition(model, test)
     metrics = {"test": ev, "dense_test": dense_test, "init_test": init_test, "geco": geco.state(),
                "trajectory": traj,
                "n_params": model.n_params(), "train_seconds": hist.train_seconds,
@@ -238,13 +253,88 @@ def topk_baseline(dense_model, test: torch.Tensor, sparse_edges_per_layer: list[
     for renorm in (False, True):
         for k in ks:
             with topk_attention(dense_model, k=k, renormalize=renorm):
-                ev = evaluate(dense_model, test)
+                ev = evaluate_addition(dense_model, test)
             edges = topk_edges_per_example(c.n_layer, c.n_head, T, k)
             rows.append({"method": f"top-{k} per query", "k": k, "renormalize": renorm, "accuracy": ev["accuracy"],
                          "ce": ev["ce"], "edges_per_example": edges, "density": edges / possible})
         with topk_attention(dense_model, per_layer_budget=budget, renormalize=renorm):
-            ev = evaluate(dense_model, test)
+            ev = evaluate_addition(dense_model, test)
         rows.append({"method": "matched budget per layer", "budget": budget, "renormalize": renorm,
                      "accuracy": ev["accuracy"], "ce": ev["ce"], "edges_per_example": sum(budget),
                      "density": sum(budget) / possible})
     return rows
+
+
+CARRY_GROUPS = {"no carry": (False, False), "tens carry only": (False, True), "units carry only": (True, False),
+                "both carries": (True, True)}
+
+
+def carry_table(model, tokens: torch.Tensor) -> pd.DataFrame:
+    """Open edges per example and layer, averaged within each carry group (P2 Fig. 1's carry story).
+
+    Args:
+        model: a gated addition model.
+        tokens: problems [n, 11] (the model reads the first 10 tokens).
+
+    Returns:
+        DataFrame, one row per carry group (no carry, tens only, units only, both) with columns "L0 edges" ..
+        and "examples" (the group's size).
+    """
+    carry = carries(tokens)  # [example, 2]: units carry, tens carry
+    per_example = edge_masks(model, tokens[:, :-1]).sum((2, 3, 4)).float()  # [layer, example]
+    cols = {}
+    for name, (u, t) in CARRY_GROUPS.items():
+        sel = (carry[:, 0] == u) & (carry[:, 1] == t)
+        cols[name] = per_example[:, sel].mean(1).tolist() + [int(sel.sum())]
+    return pd.DataFrame(cols, index=[f"L{layer} edges" for layer in range(model.cfg.n_layer)] + ["examples"]).T
+
+
+def sparse_row(stats: dict, test_metrics: dict) -> dict:
+    """The post-trained model as a row of :func:`topk_baseline` (edges from ``stats``, exact match and CE from
+    ``test_metrics``, the run's ``metrics["test"]``)."""
+    return {"method": "post-trained gates", "renormalize": False, "edges_per_example": stats["edges_per_example"],
+            "density": stats["density"], "accuracy": test_metrics["accuracy"], "ce": test_metrics["ce"]}
+
+
+def topk_table(rows: list[dict], stats: dict, test_metrics: dict) -> pd.DataFrame:
+    """The training-free top-k baselines next to the post-trained gates, one row each.
+
+    Args:
+        rows: :func:`topk_baseline` rows (on the dense model).
+        stats: :func:`~sparsecirc.spa.attention_edges.edge_stats` of the post-trained model.
+        test_metrics: the post-trained model's test metrics (``accuracy``, ``ce``).
+
+    Returns:
+        DataFrame with columns method, renormalised, edges per example, open fraction (%), exact match (%),
+        answer CE; the post-trained gates last.
+    """
+    return pd.DataFrame([{"method": r["method"], "renormalised": r["renormalize"],
+                          "edges per example": float(r["edges_per_example"]), "open fraction (%)": 100 * r["density"],
+                          "exact match (%)": 100 * r["accuracy"], "answer CE": r["ce"]}
+                         for r in rows + [sparse_row(stats, test_metrics)]])
+
+
+def topk_points(rows: list[dict], stats: dict, dense_metrics: dict, test_metrics: dict) -> list[dict]:
+    """The points of :func:`sparsecirc.spa.plots.accuracy_vs_edges`: the dense model (all edges), every top-k
+    baseline and the post-trained gates.
+
+    Args:
+        rows: :func:`topk_baseline` rows.
+        stats: edge statistics of the post-trained model (its ``possible_edges_per_example`` places the dense point).
+        dense_metrics: the dense model's test metrics; ``test_metrics``: the post-trained model's.
+
+    Returns:
+        Dicts with label, edges_per_example, accuracy, color, marker (and note "k=.." on plain top-k points).
+    """
+    points = [{"label": "dense (all edges)", "edges_per_example": stats["possible_edges_per_example"],
+               "accuracy": dense_metrics["accuracy"], "color": "0.4", "marker": "s"}]
+    for r in rows:
+        top_k = "k" in r
+        points.append({"label": ("top-k per query" if top_k else "matched budget per layer")
+                       + (", renormalised" if r["renormalize"] else ""),
+                       "note": f"k={r['k']}" if top_k and not r["renormalize"] else "",
+                       "edges_per_example": r["edges_per_example"], "accuracy": r["accuracy"],
+                       "color": "C1" if r["renormalize"] else "C0", "marker": "o" if top_k else "^"})
+    points.append({"label": "post-trained gates", "edges_per_example": stats["edges_per_example"],
+                   "accuracy": test_metrics["accuracy"], "color": "C3", "marker": "*"})
+    return points

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from typing import Iterator
 
 import numpy as np
+import pandas as pd
 import torch
 
 from sparsecirc.core.hooks import patch, record
@@ -54,7 +55,7 @@ def edge_masks(model, tokens: torch.Tensor, batch_size: int = 1024) -> torch.Ten
     causal = torch.ones(T, T, dtype=torch.bool).tril()
     if not c.attn_gate:
         return causal.expand(c.n_layer, B, c.n_head, T, T)
-    names = [f"blocks.{l}.attn.hook_sparse_mask" for l in range(c.n_layer)]
+    names = [f"blocks.{layer}.attn.hook_sparse_mask" for layer in range(c.n_layer)]
     out = []
     for i in range(0, B, batch_size):
         cache = eval_record(model, tokens[i:i + batch_size], names)
@@ -88,11 +89,12 @@ def gate_logits(model, tokens: torch.Tensor) -> torch.Tensor:
     g = 0 an edge is: the straight-through and sparsity gradients scale with sigmoid'(g), tiny once |g| > ~8.
     """
     c = model.cfg
-    names = [f"blocks.{l}.attn.hook_{x}" for l in range(c.n_layer) for x in ("q", "k")]
+    names = [f"blocks.{layer}.attn.hook_{x}" for layer in range(c.n_layer) for x in ("q", "k")]
     cache = eval_record(model, tokens, names)
     out = []
-    for l in range(c.n_layer):
-        q, k = (cache[f"blocks.{l}.attn.hook_{x}"].transpose(1, 2) for x in ("q", "k"))  # [batch, n_head, pos, d_head]
+    for layer in range(c.n_layer):
+        # [batch, n_head, pos, d_head]
+        q, k = (cache[f"blocks.{layer}.attn.hook_{x}"].transpose(1, 2) for x in ("q", "k"))
         out.append(q @ k.transpose(-1, -2) / c.d_head ** 0.5 + c.attn_gate_bias)
     return torch.stack(out)
 
@@ -104,16 +106,56 @@ def saturation(model, tokens: torch.Tensor, threshold: float = 8.0, weak: float 
     g = gate_logits(model, tokens)  # [layer, batch, head, q, k]
     T = tokens.shape[1]
     causal = torch.ones(T, T, dtype=torch.bool).tril()
-    cache = eval_record(model, tokens, [f"blocks.{l}.attn.hook_pattern" for l in range(model.cfg.n_layer)])
+    cache = eval_record(model, tokens, [f"blocks.{layer}.attn.hook_pattern" for layer in range(model.cfg.n_layer)])
     out = []
-    for l in range(model.cfg.n_layer):
-        is_open = (g[l] > 0) & causal
+    for layer in range(model.cfg.n_layer):
+        is_open = (g[layer] > 0) & causal
         n = int(is_open.sum())
-        w = cache[f"blocks.{l}.attn.hook_pattern"][is_open]
-        out.append({"layer": l, "open_fraction": n / float(causal.sum() * g.shape[1] * g.shape[2]),
-                    "open_saturated": float((g[l][is_open] > threshold).float().mean()) if n else 0.0,
+        w = cache[f"blocks.{layer}.attn.hook_pattern"][is_open]
+        out.append({"layer": layer, "open_fraction": n / float(causal.sum() * g.shape[1] * g.shape[2]),
+                    "open_saturated": float((g[layer][is_open] > threshold).float().mean()) if n else 0.0,
                     "open_weak": float((w < weak).float().mean()) if n else 0.0})
     return out
+
+
+def edge_stats_table(stats: dict, unit: str = "example") -> pd.DataFrame:
+    """:func:`edge_stats` per layer, plus an "all" row: open fraction (%), keys per query per head, edges per unit.
+
+    Args:
+        stats: the dict of :func:`edge_stats`.
+        unit: what one row of the tokens is ("example", "window"): names the last column.
+
+    Returns:
+        DataFrame indexed L0 .. L{n-1}, all; the "all" row has the overall density, the mean keys per query over
+        layers and the total edges.
+    """
+    n_layer = len(stats["density_per_layer"])
+    table = pd.DataFrame({"open fraction (%)": [100 * d for d in stats["density_per_layer"]],
+                          "keys per query per head": stats["edges_per_query_per_head"],
+                          f"edges per {unit}": stats["edges_per_example_per_layer"]},
+                         index=[f"L{layer}" for layer in range(n_layer)])
+    table.loc["all"] = [100 * stats["density"], sum(stats["edges_per_query_per_head"]) / n_layer,
+                        stats["edges_per_example"]]
+    return table
+
+
+def saturation_table(models: dict, tokens: torch.Tensor) -> pd.DataFrame:
+    """:func:`saturation` of several gated models on the same tokens, in percent.
+
+    Args:
+        models: ``{run label: gated model}`` (rows in this order).
+        tokens: [batch, pos].
+
+    Returns:
+        DataFrame indexed by (run, layer) with columns "open (%)", "open with g > 8 (%)", "open, weight < 5 % (%)".
+    """
+    rows = []
+    for name, model in models.items():
+        for r in saturation(model, tokens):
+            rows.append({"run": name, "layer": f"L{r['layer']}", "open (%)": 100 * r["open_fraction"],
+                         "open with g > 8 (%)": 100 * r["open_saturated"],
+                         "open, weight < 5 % (%)": 100 * r["open_weak"]})
+    return pd.DataFrame(rows).set_index(["run", "layer"])
 
 
 # --- a training-free baseline: keep only the largest softmax weights ------------------------------------------
@@ -152,7 +194,7 @@ def topk_attention(model, k: int | None = None, *, per_layer_budget: list[int] |
     Example::
 
         with topk_attention(model, k=1):
-            acc = addition.evaluate(model, test)["accuracy"]
+            acc = addition.evaluate_addition(model, test)["accuracy"]
     """
     if (k is None) == (per_layer_budget is None):
         raise ValueError("topk_attention: give exactly one of k or per_layer_budget")
@@ -160,12 +202,13 @@ def topk_attention(model, k: int | None = None, *, per_layer_budget: list[int] |
     if k is not None:
         if k < 1:
             raise ValueError(f"topk_attention: k must be >= 1, got {k}")
-        fns = {f"blocks.{l}.attn.hook_pattern": lambda p: _keep_topk_per_query(p, k, renormalize) for l in range(L)}
+        fns = {f"blocks.{layer}.attn.hook_pattern": lambda p: _keep_topk_per_query(p, k, renormalize)
+               for layer in range(L)}
     else:
         if len(per_layer_budget) != L:
             raise ValueError(f"per_layer_budget needs {L} entries, got {len(per_layer_budget)}")
-        fns = {f"blocks.{l}.attn.hook_pattern": (lambda p, n=int(n): _keep_topn_per_layer(p, n, renormalize))
-               for l, n in enumerate(per_layer_budget)}
+        fns = {f"blocks.{layer}.attn.hook_pattern": (lambda p, n=int(n): _keep_topn_per_layer(p, n, renormalize))
+               for layer, n in enumerate(per_layer_budget)}
     with patch(model, fns):
         yield
 
@@ -184,9 +227,9 @@ def attention_graph(model, tokens: torch.Tensor) -> np.ndarray:
     heads (the shade of P2 Fig. 1's dense panel). ``tokens`` is [pos] or [1, pos].
     """
     L = model.cfg.n_layer
-    names = [f"blocks.{l}.attn.hook_pattern" for l in range(L)]
+    names = [f"blocks.{layer}.attn.hook_pattern" for layer in range(L)]
     if model.cfg.attn_gate:
-        names = [f"blocks.{l}.attn.hook_sparse_mask" for l in range(L)]
+        names = [f"blocks.{layer}.attn.hook_sparse_mask" for layer in range(L)]
     cache = eval_record(model, tokens.view(1, -1), names)
     return torch.stack([cache[n][0].amax(0) for n in names]).float().numpy()  # [n_layer, T, T]
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import time
 
+import pandas as pd
 import torch
 
 from sparsecirc import artifacts
@@ -87,6 +88,36 @@ def density_vs_context(model, val_tokens: torch.Tensor, lengths=SWEEP_LENGTHS, n
     return rows
 
 
+def validation_windows(cfg, val_tokens: torch.Tensor | None = None) -> torch.Tensor:
+    """The validation windows the edge statistics are measured on: ``eval_batches * batch_size`` windows of the
+    training context, inputs only [n, n_ctx].
+
+    Args:
+        cfg: the gated model's RunConfig (``run.config``).
+        val_tokens: its validation stream (default: ``lm_tokens(cfg)[1]``).
+
+    Returns:
+        LongTensor [n, n_ctx].
+    """
+    val_tokens = lm_tokens(cfg)[1] if val_tokens is None else val_tokens
+    return eval_windows(val_tokens, cfg.train.eval_batches * cfg.train.batch_size, cfg.model.n_ctx)[:, :-1]
+
+
+def sweep_table(rows: list[dict]) -> pd.DataFrame:
+    """The :func:`density_vs_context` rows as a table indexed by T: CE, open fraction (%) overall and per layer,
+    and keys per query per head.
+
+    Args:
+        rows: :func:`density_vs_context` rows (``metrics["density_vs_context"]``).
+
+    Returns:
+        DataFrame indexed by T with columns "CE (nats)", "open fraction (%)", "L0 (%)" .., "keys per query per head".
+    """
+    return pd.DataFrame([{"T": r["T"], "CE (nats)": r["ce"], "open fraction (%)": 100 * r["density"],
+                          **{f"L{layer} (%)": 100 * d for layer, d in enumerate(r["density_per_layer"])},
+                          "keys per query per head": r["edges_per_query"]} for r in rows]).set_index("T")
+
+
 def gated_config(ctx: BuildContext):
     """(RunConfig, geco overrides, spec) of an ``lm_gated`` artifact, checked: ``init_from`` and the gate are set."""
     cfg, geco = ctx.split_config()
@@ -138,8 +169,7 @@ def produce_gated_lm(ctx: BuildContext) -> None:
                         progress=ctx.progress)
     wall = time.time() - t0
     val, _ = lm_val_loss(model, cfg, val_tokens)
-    windows = eval_windows(val_tokens, cfg.train.eval_batches * cfg.train.batch_size, cfg.model.n_ctx)[:, :-1]
-    st = edge_stats(model, windows)
+    st = edge_stats(model, validation_windows(cfg, val_tokens))
     sweep_lengths = [T for T in SWEEP_LENGTHS if T <= 8 * cfg.model.n_ctx]
     metrics = {"val_loss": val, "dense_val_loss": dense_val, "val_windows": n_windows, "tau_val": tau_val,
                "within_tau": bool(val <= tau_val), "dense_train_windows_loss": dense_train, "tau_train": geco.tau,
@@ -208,15 +238,39 @@ def last_query_weights(model, ids) -> tuple[torch.Tensor, list[str]]:
     """
     c = model.cfg
     ids = torch.tensor([int(t) for t in ids][-c.n_ctx:]).view(1, -1)
-    names = [f"blocks.{l}.attn.hook_pattern" for l in range(c.n_layer)]
+    names = [f"blocks.{layer}.attn.hook_pattern" for layer in range(c.n_layer)]
     if c.attn_gate:
-        names += [f"blocks.{l}.attn.hook_sparse_mask" for l in range(c.n_layer)]
+        names += [f"blocks.{layer}.attn.hook_sparse_mask" for layer in range(c.n_layer)]
     cache = eval_record(model, ids, names)
     rows = []
-    for l in range(c.n_layer):
-        w = cache[f"blocks.{l}.attn.hook_pattern"][0, :, -1]  # [n_head, T]
+    for layer in range(c.n_layer):
+        w = cache[f"blocks.{layer}.attn.hook_pattern"][0, :, -1]  # [n_head, T]
         if c.attn_gate:
-            w = w * cache[f"blocks.{l}.attn.hook_sparse_mask"][0, :, -1]
+            w = w * cache[f"blocks.{layer}.attn.hook_sparse_mask"][0, :, -1]
         rows.append(w)
-    labels = [f"L{l}H{h}" for l in range(c.n_layer) for h in range(c.n_head)]
+    labels = [f"L{layer}H{h}" for layer in range(c.n_layer) for h in range(c.n_head)]
     return torch.cat(rows).float(), labels
+
+
+def reads_table(prompts: dict, probes: dict, models: dict) -> pd.DataFrame:
+    """:func:`last_query_reads` of several models on several tasks' prompts, one row per (task, model, layer).
+
+    Args:
+        prompts: ``{task: list of prompt token-id lists}``.
+        probes: ``{task: marked characters}`` (e.g. ``"[" `` for the bracket task), the tasks in row order.
+        models: ``{label: model}``.
+
+    Returns:
+        DataFrame indexed by (task, model, layer) with columns "keys read by last position", "reads a marked token
+        (%)", "marked share of its keys (%)".
+    """
+    rows = []
+    for name, chars in probes.items():
+        for label, model in models.items():
+            r = last_query_reads(model, prompts[name], chars)
+            for layer in range(model.cfg.n_layer):
+                rows.append({"task": name, "model": label, "layer": layer,
+                             "keys read by last position": r["keys"][layer],
+                             "reads a marked token (%)": 100 * r["reads_marked"][layer],
+                             "marked share of its keys (%)": 100 * r["marked_share"][layer]})
+    return pd.DataFrame(rows).set_index(["task", "model", "layer"])

@@ -113,7 +113,7 @@ class GECO:
     def log(self, step: int) -> dict:
         """Values appended to ``History.extra`` every step (after the λ update)."""
         out = {"lambda": self.lam, "constraint_ema": self.c_ema, "constraint": self.c_t, "sparsity": self.sparsity}
-        out.update({f"density_L{l}": d for l, d in enumerate(self.layer_density)})
+        out.update({f"density_L{layer}": d for layer, d in enumerate(self.layer_density)})
         return out
 
     def state(self) -> dict:

@@ -17,7 +17,8 @@ from matplotlib.collections import LineCollection
 from matplotlib.colors import to_rgba
 from matplotlib.ticker import NullFormatter, ScalarFormatter
 
-from sparsecirc.spa.code_posttrain import density_at_context
+from sparsecirc.core.plotting import loss_curves, token_heatmap
+from sparsecirc.spa.code_posttrain import density_at_context, display_tokens, last_query_weights
 
 EDGE_COLOR = "#1f5fbf"
 
@@ -40,16 +41,16 @@ def attention_graph_axes(ax, graph: np.ndarray, tokens: Sequence[str], *, target
     xs, ys = np.meshgrid(np.arange(T), np.arange(L + 1))
     ax.scatter(xs.ravel(), ys.ravel(), s=6, color="0.6", zorder=1)
     segs, cols = [], []
-    for l in range(L):
-        for q, k in zip(*np.nonzero(graph[l] >= min_weight)):
+    for layer in range(L):
+        for q, k in zip(*np.nonzero(graph[layer] >= min_weight)):
             if q == k:  # self-edge: a short arc, so it does not hide under the residual stream
                 t = np.linspace(0, 1, 12)
-                segs.append(np.stack([k + 0.12 * np.sin(np.pi * t), l + t], -1))
+                segs.append(np.stack([k + 0.12 * np.sin(np.pi * t), layer + t], -1))
             else:
-                segs.append(np.array([[k, l], [q, l + 1]]))
+                segs.append(np.array([[k, layer], [q, layer + 1]]))
             # opaque colour from white to `color` (reads like opacity on white, but overlapping faint lines do
             # not add up to a dark smear); the heaviest edges are drawn last, on top
-            w = float(min(1.0, graph[l, q, k]))
+            w = float(min(1.0, graph[layer, q, k]))
             cols.append(tuple(1.0 - w * (1.0 - c) for c in to_rgba(color)[:3]) + (1.0,))
     order = np.argsort([-sum(c[:3]) for c in cols])  # light (low weight) first
     ax.add_collection(LineCollection([segs[i] for i in order], colors=[cols[i] for i in order], linewidths=1.4,
@@ -66,7 +67,7 @@ def attention_graph_axes(ax, graph: np.ndarray, tokens: Sequence[str], *, target
         for i, lab in enumerate(top.get_xticklabels()):
             lab.set_color("black" if i >= start else "0.75")
             lab.set_fontweight("bold" if i >= start else "normal")
-    ax.set_yticks([l + 0.5 for l in range(L)], [f"L{l}" for l in range(L)] if layer_labels else [])
+    ax.set_yticks([layer + 0.5 for layer in range(L)], [f"L{layer}" for layer in range(L)] if layer_labels else [])
     ax.tick_params(axis="y", length=0)
     for side in ("top", "right", "bottom", "left"):
         ax.spines[side].set_visible(False)
@@ -107,12 +108,14 @@ def _smooth(y: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def geco_curves(history, *, tau: float, trajectory: dict | None = None, smooth: int = 50,
-                ce_label: str = "answer-digit CE (nats)", log_ce: bool = True):
+                ce_label: str = "answer-digit CE (nats)", log_ce: bool = True,
+                reference: tuple[float, str] | None = None):
     """Three panels of a GECO post-training run: CE vs τ, the multiplier λ, and edge density per layer.
 
-    ``history`` is a :class:`~sparsecirc.train.History` with GECO's ``extra`` series; ``trajectory`` (optional) holds
+    ``history`` is a :class:`~sparsecirc.core.train.History` with GECO's ``extra`` series; ``trajectory`` (optional) holds
     the deterministic (eval-gate) density measured every few steps. ``ce_label`` names the constrained loss;
     ``log_ce=False`` draws it on a linear axis (a language model's CE moves by hundredths of a nat).
+    ``reference`` = (CE, label) adds a dotted line to the CE panel (e.g. the dense model's validation CE).
     """
     ex = history.extra
     fig, axes = plt.subplots(1, 3, figsize=(13.5, 3.6))
@@ -121,7 +124,9 @@ def geco_curves(history, *, tau: float, trajectory: dict | None = None, smooth: 
     ax.plot(history.val_step, history.val_loss, "o-", ms=3, label="validation CE (eval gates)")
     ax.axhline(tau, color="k", ls="--", lw=1, label=f"τ = {tau:.4g}")
     ax.set(xlabel="step", ylabel=ce_label, title="constraint: CE ≤ τ", yscale="log" if log_ce else "linear")
-    ax.legend(fontsize=8)
+    if reference is not None:
+        ax.axhline(reference[0], color="C1", ls=":", lw=1, label=reference[1])
+    ax.legend(fontsize=8 if reference is None else 7)
     ax = axes[1]
     ax.semilogy(np.arange(1, len(ex["lambda"]) + 1), ex["lambda"], color="C3")
     ax.set(xlabel="step", ylabel="λ", title="GECO multiplier")
@@ -147,7 +152,7 @@ def geco_compare(runs: dict, *, max_density: float | None = None):
     """GECO runs side by side: the multiplier λ per step, the eval-gate edge density and the exact match along
     each run's trajectory.
 
-    ``runs`` maps a label to ``(history, trajectory)`` (a :class:`~sparsecirc.train.History` with GECO's ``extra``
+    ``runs`` maps a label to ``(history, trajectory)`` (a :class:`~sparsecirc.core.train.History` with GECO's ``extra``
     series and a trajectory dict with "step", "density", "accuracy"); ``max_density`` draws a target line on the
     density panel.
     """
@@ -207,7 +212,7 @@ def density_vs_context(rows: Sequence[dict], *, train_T: int, paper: tuple[int, 
                        dense_rows: Sequence[dict] = ()):
     """Two panels over the context length T (log x): open fraction of causal edges, and keys kept per query per head.
 
-    ``rows`` come from :func:`sparsecirc.code_posttrain.density_vs_context` (one model evaluated at several T). The
+    ``rows`` come from :func:`sparsecirc.spa.code_posttrain.density_vs_context` (one model evaluated at several T). The
     grey curve is a model that keeps a constant number of keys per query (its value at ``train_T``): its density
     falls as 2e/(T+1). ``paper`` = (T, density) marks P2's headline (≈0.3 % at T = 1024); ``dense_rows`` adds the
     dense model (every edge open). Lengths above ``train_T`` are shaded: the model never saw them in training.
@@ -217,9 +222,9 @@ def density_vs_context(rows: Sequence[dict], *, train_T: int, paper: tuple[int, 
     fig, axes = plt.subplots(1, 2, figsize=(11.5, 3.8))
     ax = axes[0]
     n_layer = len(rows[0]["density_per_layer"])
-    for l in range(n_layer):
-        ax.plot(Ts, [100 * max(r["density_per_layer"][l], 1e-5) for r in rows], "o-", ms=4, lw=1, color=f"C{l}",
-                label=f"layer {l}")
+    for layer in range(n_layer):
+        ax.plot(Ts, [100 * max(r["density_per_layer"][layer], 1e-5) for r in rows], "o-", ms=4, lw=1,
+                color=f"C{layer}", label=f"layer {layer}")
     ax.plot(Ts, [100 * r["density"] for r in rows], "ks-", ms=5, lw=1.8, label="all layers")
     ref = next(r for r in rows if r["T"] == train_T)
     grid = np.geomspace(Ts.min(), max(Ts.max(), paper[0] if paper else 0), 60)
@@ -233,9 +238,9 @@ def density_vs_context(rows: Sequence[dict], *, train_T: int, paper: tuple[int, 
     ax.set(xscale="log", yscale="log", xlabel="context length T (tokens)", ylabel="open edges (% of causal pairs)",
            title="edge density depends on context length")
     ax = axes[1]
-    for l in range(n_layer):
-        ax.plot(Ts, [max(r["edges_per_query_per_head"][l], 1e-3) for r in rows], "o-", ms=4, lw=1, color=f"C{l}",
-                label=f"layer {l}")
+    for layer in range(n_layer):
+        ax.plot(Ts, [max(r["edges_per_query_per_head"][layer], 1e-3) for r in rows], "o-", ms=4, lw=1,
+                color=f"C{layer}", label=f"layer {layer}")
     ax.plot(Ts, [r["edges_per_query"] for r in rows], "ks-", ms=5, lw=1.8, label="mean over layers")
     if paper:
         e = paper[1] * (paper[0] + 1) / 2
@@ -246,5 +251,46 @@ def density_vs_context(rows: Sequence[dict], *, train_T: int, paper: tuple[int, 
         a.axvspan(train_T, a.get_xlim()[1], color="0.92", zorder=0)
         a.grid(alpha=0.3, which="both")
         a.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def log_loss_curves(histories: dict, *, smooth: int = 25, title: str = "training"):
+    """:func:`sparsecirc.core.plotting.loss_curves` on a log loss axis (an answer CE that falls by decades).
+
+    Args:
+        histories: ``{label: History}``.
+        smooth: running-mean window of the train loss.
+        title: the axes title.
+
+    Returns:
+        The Figure (one axes, log y).
+    """
+    fig = loss_curves(histories, smooth=smooth, title=title)
+    fig.axes[0].set_yscale("log")
+    return fig
+
+
+def last_query_heatmaps(ids, models: dict, *, title: str = ""):
+    """The final position's effective attention weights of every head, one heatmap per model, stacked.
+
+    Args:
+        ids: the prompt's token ids (longer than the models' context: the last ``n_ctx`` are kept).
+        models: ``{label: model}`` of equal shape, e.g. the dense model and its post-trained gated copy
+            (:func:`sparsecirc.spa.code_posttrain.last_query_weights`: softmax weight, times the open gate).
+        title: prefix of each panel's title (``"<title> - <label>"``).
+
+    Returns:
+        The Figure (one heatmap axes per model, each with its colour bar).
+    """
+    first = next(iter(models.values())).cfg
+    ids = list(ids)[-first.n_ctx:]
+    labels = display_tokens(ids)
+    height = 0.32 * first.n_layer * first.n_head + 1.2  # inches per model
+    fig, axes = plt.subplots(len(models), 1, squeeze=False, figsize=(max(7.0, 0.3 * len(ids)), len(models) * height))
+    for ax, (label, model) in zip(axes[:, 0], models.items()):
+        w, rows = last_query_weights(model, ids)
+        token_heatmap(labels, w.numpy(), rows, ax=ax, cmap="Blues", vrange=(0.0, 1.0),
+                      title=f"{title} - {label}" if title else label)
     fig.tight_layout()
     return fig

@@ -8,6 +8,7 @@ chapter 06 checks (:func:`claim_values`).
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import torch
 
 from sparsecirc.context import BuildContext
@@ -18,9 +19,11 @@ from sparsecirc.data.tasks import load_task, pad_batch, pair_logits, task_accura
 from sparsecirc.wst import attacks
 from sparsecirc.wst.circuits import node_sites
 from sparsecirc.wst.prune import ablate, gates_from_nodes
+from sparsecirc.wst.reading import claim_arguments as reading_claim_arguments
 from sparsecirc.wst.reading import (
     is_registered,
     mean_values,
+    node_label,
     prune_at_targets,
     save_circuit,
     study_model,
@@ -105,7 +108,8 @@ def interventions(model: GPT, depth: dict, means: dict, test_ds, n_prompts: int,
     return {"ablate": {"full_loss": float(task_loss(full).mean()), "full_accuracy": float(task_accuracy(full).mean()),
                        "ablated_loss": float(task_loss(abl).mean()),
                        "ablated_accuracy": float(task_accuracy(abl).mean())},
-            "patch": {"length": length, "nested_value": float(mn["node"].mean()), "flat_value": float(mf["node"].mean()),
+            "patch": {"length": length, "nested_value": float(mn["node"].mean()),
+                      "flat_value": float(mf["node"].mean()),
                       "flat_p_nested": float(mf["p_nested"].mean()),
                       "flat_p_nested_patched": patched_p_nested(model, flat, read, float(mn["node"].mean())),
                       "nested_p_nested": float(mn["p_nested"].mean()),
@@ -115,7 +119,8 @@ def interventions(model: GPT, depth: dict, means: dict, test_ds, n_prompts: int,
 def model_attacks(model, sweep_kw: dict, distractors: dict, n_distractor: int, seed: int) -> dict:
     sw = attacks.dilution_sweep(model, **sweep_kw)
     return {"dilution": sw,
-            "failure_length": {k: attacks.failure_length(sw["lengths"], sw[k]["p_correct"]) for k in ("nested", "flat")},
+            "failure_length": {k: attacks.failure_length(sw["lengths"], sw[k]["p_correct"])
+                               for k in ("nested", "flat")},
             "distractor": {name: attacks.distractor_effect(model, n_distractor, seed, comment=c)
                            for name, c in distractors.items()}}
 
@@ -133,7 +138,8 @@ def bracket_study(ctx: BuildContext, sspec: dict, pcfg: PruneConfig, seed: int) 
     model, cfg, val = study_model(ctx, sparse_id)
     means = mean_values(model, cfg, val, pcfg)
     results = {"task": task, "model": sparse_id, "compare_models": others, "skipped_models": skipped, "models": {}}
-    results["prune"], circuit = prune_at_targets(model, means, task, pcfg, [float(t) for t in sspec.get("targets", spec["targets"])])
+    targets = [float(t) for t in sspec.get("targets", spec["targets"])]
+    results["prune"], circuit = prune_at_targets(model, means, task, pcfg, targets)
     files = save_circuit(ctx.folder, circuit, sparse_id, task)
     # depth node: scan the circuit's attention channels along the dilution sweep
     cands = depth_candidates(circuit.nodes if circuit is not None else {})
@@ -181,6 +187,11 @@ def failure_text(length: float | None, longest: int) -> str:
     return f"none up to {el(longest)}" if length is None else el(length)
 
 
+def short_name(model_id: str) -> str:
+    """A zoo model's id without its ``wst-zoo-l2d128-`` prefix (legends, tables and claim lines)."""
+    return model_id.replace("wst-zoo-l2d128-", "")
+
+
 def claim_values(results: dict) -> dict:
     """The values chapter 06's claim lines print, computed once from ``results`` (the chapter recomputes them
     with this function and checks them against the stored copy at book scale)."""
@@ -189,17 +200,77 @@ def claim_values(results: dict) -> dict:
     longest = max(sparse["dilution"]["lengths"])
     fl = sparse["failure_length"]
     p = results["prune"]
-
-    def short(model_id):
-        return model_id.replace("wst-zoo-l2d128-", "")
     return {"bracket-circuit-edges": p.get("edges"), "bracket-circuit-nodes": p.get("nodes"),
             "dilution-failure-length": f"nested {failure_text(fl['nested'], longest)}; "
                                        f"flat {failure_text(fl['flat'], longest)}",
             "dilution-breaks-nested-lists": fl["nested"] is not None,
             "dilution-depth-exponent": results["depth_fit"]["tokens"]["exponent"],
             "dilution-transfers-to-dense": "; ".join(
-                f"{short(m)}: " + ("no" if d["failure_length"]["nested"] is None
+                f"{short_name(m)}: " + ("no" if d["failure_length"]["nested"] is None
                                    else f"yes at {failure_text(d['failure_length']['nested'], longest)}")
                 for m, d in zip(results["compare_models"], dense)) or "no dense model",
             "distractor-attack": sparse["distractor"]["p1"]["flips_majority"],
             "distractor-attack-double-bracket": sparse["distractor"]["double"]["flips_majority"]}
+
+
+def claim_arguments(results: dict, scale: str) -> dict[str, dict]:
+    """Chapter 06's claim arguments: ``{slug: {"ours": ..., "expect": ...}}`` for ``sc.claim(slug, **args[slug])``.
+
+    Args:
+        results: the study's ``results.json`` (``run.results``), loaded or recomputed.
+        scale: the chapter's SCALE (the stored values are expected at ``"book"`` only).
+
+    Returns:
+        One entry per value of :func:`claim_values` (None reads "not reached").
+    """
+    return reading_claim_arguments(claim_values(results), results["claims"], scale)
+
+
+def candidate_table(results: dict, n: int = 6) -> pd.DataFrame:
+    """The best ``n`` depth-node candidates of the study (ranked by score), one row each.
+
+    Args:
+        results: the study's results (``depth_candidates`` from :func:`score_depth_candidates`).
+        n: how many rows.
+
+    Returns:
+        DataFrame with columns node, separation, nested_first, nested_last, flat_first, flat_last, exponent, r2,
+        score.
+    """
+    cands = pd.DataFrame(results["depth_candidates"])
+    cands["node"] = [node_label(*site) for site in cands["site"]]
+    cols = ["node", "separation", "nested_first", "nested_last", "flat_first", "flat_last", "exponent", "r2", "score"]
+    return cands[cols].head(n)
+
+
+def list_pair(n_ctx: int, length: int, seed: int) -> list:
+    """One nested and one flat list prompt of ``length`` elements on the same drawn base (for position heatmaps).
+
+    Args:
+        n_ctx: the model's context; the prompts fit in it.
+        length: list elements.
+        seed: the base's seed.
+
+    Returns:
+        ``[nested example, flat example]`` (:class:`~sparsecirc.data.tasks.Example`).
+    """
+    base = attacks.draw_bases(1, [length], seed, n_ctx=n_ctx)[0]
+    return [attacks.list_example(base, length, nested, max_tokens=n_ctx) for nested in (True, False)]
+
+
+def distractor_table(results: dict) -> pd.DataFrame:
+    """The distractor attack on every model of the study: one row per (model, comment).
+
+    Args:
+        results: the study's results.
+
+    Returns:
+        DataFrame with columns model, comment, p(]]) control, p(]]) attack, rise, flip rate, majority predicts ]].
+    """
+    rows = []
+    for m in [results["model"]] + list(results["compare_models"]):
+        for d in results["models"][m]["distractor"].values():
+            rows.append({"model": short_name(m), "comment": d["comment"], "p(]]) control": d["p_nested_control"],
+                         "p(]]) attack": d["p_nested_attack"], "rise": d["rise"], "flip rate": d["flip_rate"],
+                         "majority predicts ]]": d["flips_majority"]})
+    return pd.DataFrame(rows)

@@ -15,12 +15,14 @@ import time
 
 import datasets
 import numpy as np
+import pandas as pd
 import torch
 from tqdm import tqdm
 
 from sparsecirc import artifacts
 from sparsecirc.context import BuildContext
 from sparsecirc.core.config import PruneConfig
+from sparsecirc.core.metrics import nonzero_table
 from sparsecirc.core.model import GPT
 from sparsecirc.core.sparsity import Projector
 from sparsecirc.data.lm import lm_tokens
@@ -60,7 +62,8 @@ def random_init_like(model: GPT, cfg, seed: int = 0) -> GPT:
     return fresh
 
 
-def _prune_one(model, means, train_ds, test_ds, pcfg, targets, task, *, inverse: bool = True) -> tuple[dict, Circuit | None]:
+def _prune_one(model, means, train_ds, test_ds, pcfg, targets, task, *,
+               inverse: bool = True) -> tuple[dict, Circuit | None]:
     res = prune_to_circuit(model, train_ds, means, pcfg, targets=tuple(targets[1:]), task=task)
     row = {"task": task, "seconds": round(res.seconds, 1), "full_loss": res.full_loss,
            "final_kept": res.history["kept"][-1], "targets": {}}
@@ -196,3 +199,220 @@ def ratio_spread(results: dict, dense: str, sparse: str, target: float, *, n_boo
     return {"per_task": {t: max(usable[t][dense], 1) / max(usable[t][sparse], 1) for t in names},
             "lo": float(np.percentile(boot, 5)), "hi": float(np.percentile(boot, 95)),
             "median": float(np.median(boot)), "n_tasks": len(names)}
+
+
+# --- chapter tables and values (chapters 03-04) --------------------------------------------------------------
+def edges_frame(results: dict, target: float, names: dict[str, str] | None = None) -> pd.DataFrame:
+    """:func:`edges_table` as a DataFrame: one row per studied task, one column per model.
+
+    Args:
+        results: a circuits study's ``results.json``.
+        target: the task loss the circuits were bisected to.
+        names: optional ``{model id: column name}``.
+
+    Returns:
+        Edges at ``target`` (None / NaN where the circuit never reached it).
+    """
+    return pd.DataFrame(edges_table(results, target)).T.rename(columns=names or {})
+
+
+def ratio_table(results: dict, target: float, sparse: str, dense: str) -> pd.DataFrame:
+    """Per task: sparse and dense circuit edges at ``target`` and their ratio.
+
+    Args:
+        results: a circuits study's ``results.json``.
+        target: the task loss.
+        sparse, dense: the two model ids.
+
+    Returns:
+        A DataFrame indexed by task with ``sparse edges``, ``dense edges`` and ``dense / sparse`` (1 place; an
+        empty sparse circuit counts as 1 edge).
+    """
+    table = edges_frame(results, target, {sparse: "sparse edges", dense: "dense edges"})
+    table["dense / sparse"] = (table["dense edges"] / table["sparse edges"].clip(lower=1)).round(1)
+    return table
+
+
+def seed_table(results_by_seed: dict[int, dict], sparse: str, dense: str, target: float) -> pd.DataFrame:
+    """The headline numbers of the same study pruned with different seeds, one row per seed.
+
+    Args:
+        results_by_seed: ``{pruning seed: results}``.
+        sparse, dense: the two model ids.
+        target: the task loss.
+
+    Returns:
+        A DataFrame indexed by ``pruning seed`` with ``tasks reaching target``, the geometric-mean edges of each
+        model and ``dense / sparse`` (unrounded; None where not reached).
+    """
+    rows = [{"pruning seed": s, "tasks reaching target": n_reached(rr, target),
+             "sparse edges (geo. mean)": geomean_edges(rr, sparse, target),
+             "dense edges (geo. mean)": geomean_edges(rr, dense, target),
+             "dense / sparse": size_ratio(rr, dense, sparse, target)} for s, rr in results_by_seed.items()]
+    return pd.DataFrame(rows).set_index("pruning seed")
+
+
+def smallest_circuit_task(results: dict, model: str, target: float) -> str | None:
+    """The task whose circuit for ``model`` at ``target`` has the fewest edges, preferring non-empty circuits.
+
+    Args:
+        results: a circuits study's ``results.json``.
+        model: the model id.
+        target: the task loss.
+
+    Returns:
+        The task name (ties broken by name), or None if no circuit of ``model`` reached ``target``.
+    """
+    edges = {r["task"]: r["targets"][str(target)]["edges"] for r in results["runs"]
+             if r["model"] == model and r["targets"][str(target)]}
+    if not edges:
+        return None
+    return min(edges, key=lambda t: (edges[t] == 0, edges[t], t))
+
+
+def faithfulness_table(results: dict, sparse: str) -> pd.DataFrame:
+    """Mean test task loss of the full model, the circuit alone and the model with the circuit ablated.
+
+    Args:
+        results: a circuits study's ``results.json``.
+        sparse: the sparse model's id (every other model counts as ``dense``).
+
+    Returns:
+        A DataFrame indexed by ``model`` (``dense``, ``sparse``) with columns ``full model``, ``circuit only`` and
+        ``circuit ablated`` (unrounded means over tasks).
+    """
+    inv = pd.DataFrame([{"model": "sparse" if r["model"] == sparse else "dense", "task": r["task"],
+                         "full model": r["full_loss"], "circuit only": r.get("test", {}).get("loss"),
+                         "circuit ablated": r.get("inverse", {}).get("loss")} for r in results["runs"]])
+    return inv.groupby("model")[["full model", "circuit only", "circuit ablated"]].mean()
+
+
+def controls_table(results: dict, target: float) -> pd.DataFrame:
+    """One row per control run (random init, nonsense task): its full-model loss and circuit edges at ``target``.
+
+    Args:
+        results: a circuits study's ``results.json`` (with ``controls``).
+        target: the task loss.
+
+    Returns:
+        A DataFrame with ``control``, ``task``, ``full loss`` (3 places) and ``edges at target`` (an int, or
+        ``"not reached"``).
+    """
+    rows = []
+    for kind, runs in results["controls"].items():
+        for r in runs:
+            cell = r["targets"][str(target)]
+            rows.append({"control": kind, "task": r["task"], "full loss": round(r["full_loss"], 3),
+                         "edges at target": cell["edges"] if cell else "not reached"})
+    return pd.DataFrame(rows)
+
+
+def ablation_losses(results: dict) -> tuple[float, float]:
+    """Mean test task loss with only the circuit kept, and with the circuit ablated (inverse pruning).
+
+    Args:
+        results: a circuits study's ``results.json``.
+
+    Returns:
+        ``(kept, ablated)``: means over every run that has the ``test`` / ``inverse`` measurement.
+    """
+    kept = float(np.mean([r["test"]["loss"] for r in results["runs"] if "test" in r]))
+    ablated = float(np.mean([r["inverse"]["loss"] for r in results["runs"] if "inverse" in r]))
+    return kept, ablated
+
+
+def control_summary(results: dict, kind: str, target: float) -> str:
+    """How many control runs of ``kind`` reached ``target``, and their geometric-mean edges.
+
+    Args:
+        results: a circuits study's ``results.json``.
+        kind: ``"random_init"`` or ``"nonsense"``.
+        target: the task loss.
+
+    Returns:
+        E.g. ``"0/1 reached"`` or ``"2/3 reached, 41 edges"``.
+    """
+    cells = [r["targets"][str(target)] for r in results["controls"].get(kind, [])]
+    reached = [c["edges"] for c in cells if c]
+    return f"{len(reached)}/{len(cells)} reached" + (f", {geometric_mean(reached):.0f} edges" if reached else "")
+
+
+def headline(results: dict, sparse: str, dense: str, target: float) -> dict:
+    """The numbers chapter 03 claims, in one dict.
+
+    Args:
+        results: a circuits study's ``results.json`` (with ``controls``).
+        sparse, dense: the two model ids.
+        target: the headline task loss.
+
+    Returns:
+        ``ratio`` (:func:`size_ratio`), ``sparse edges`` / ``dense edges`` (:func:`geomean_edges`; None where not
+        reached), ``kept loss`` / ``ablated loss`` (:func:`ablation_losses`) and, per control kind
+        (``random_init``, ``nonsense``), its :func:`control_summary`.
+    """
+    kept, ablated = ablation_losses(results)
+    return {"ratio": size_ratio(results, dense, sparse, target),
+            "sparse edges": geomean_edges(results, sparse, target),
+            "dense edges": geomean_edges(results, dense, target),
+            "kept loss": kept, "ablated loss": ablated,
+            **{kind: control_summary(results, kind, target) for kind in ("random_init", "nonsense")}}
+
+
+def frontier_table(results: dict, runs: dict, names: dict[str, str], target: float) -> pd.DataFrame:
+    """Capability (validation loss) and interpretability (circuit edges) of each model of a frontier study.
+
+    Args:
+        results: the frontier study's ``results.json``.
+        runs: ``{model id: loaded run}``, each with ``.model`` and ``.metrics["val_loss"]``.
+        names: ``{model id: row name}``, in row order.
+        target: the task loss.
+
+    Returns:
+        A DataFrame indexed by ``model`` with ``d_model``, ``L0 (nonzero weights)``, ``val loss`` and ``edges``
+        (geometric mean at ``target``, None if not reached).
+    """
+    rows = [{"model": name, "d_model": runs[mid].model.cfg.d_model,
+             "L0 (nonzero weights)": sum(r["nonzero"] for r in nonzero_table(runs[mid].model)),
+             "val loss": runs[mid].metrics["val_loss"], "edges": geomean_edges(results, mid, target)}
+            for mid, name in names.items()]
+    return pd.DataFrame(rows).set_index("model")
+
+
+def frontier_trends(front: pd.DataFrame, base: str = "sparse", low_l0: str = "sparse-lowl0",
+                    narrow: str = "d64-sparse") -> tuple[bool, bool]:
+    """P1's two frontier trends, read off a :func:`frontier_table`.
+
+    Args:
+        front: the frontier table (``val loss`` and ``edges`` per model).
+        base: the reference sparse model.
+        low_l0: the same width with fewer nonzero weights.
+        narrow: a narrower model with the same number of nonzero weights.
+
+    Returns:
+        ``(l0_trade, width_push)``: lowering L0 gives a worse loss but circuits no larger; the wider model is
+        strictly better in loss with circuits no larger. Both False if any model lacks edges.
+    """
+    have = front["edges"].notna().all()
+    l0_trade = bool(have and front.loc[low_l0, "val loss"] > front.loc[base, "val loss"]
+                    and front.loc[low_l0, "edges"] <= front.loc[base, "edges"])
+    width_push = bool(have and front.loc[base, "val loss"] < front.loc[narrow, "val loss"]
+                      and front.loc[base, "edges"] <= front.loc[narrow, "edges"])
+    return l0_trade, width_push
+
+
+def per_task_edges(results: dict, target: float, names: dict[str, str]) -> pd.DataFrame:
+    """Circuit edges per task and model at ``target``, with a last row of geometric means.
+
+    Args:
+        results: a circuits study's ``results.json``.
+        target: the task loss.
+        names: ``{model id: column name}`` for every studied model.
+
+    Returns:
+        :func:`edges_frame` (as floats, NaN where not reached) plus the row ``geometric mean``
+        (:func:`geomean_edges`, over the tasks every model reached).
+    """
+    table = edges_frame(results, target, names).astype(float)
+    ids = {v: k for k, v in names.items()}
+    table.loc["geometric mean"] = [geomean_edges(results, ids[n], target) for n in table.columns]
+    return table

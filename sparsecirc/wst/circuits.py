@@ -152,11 +152,13 @@ _SHORT = {"attn_read": "attn.in", "q": "q", "k": "k", "v": "v", "attn_write": "a
           "neuron": "neuron", "mlp_write": "mlp.out"}
 
 
-def draw_circuit(circuit: Circuit, *, ax=None, max_label: int = 40, title: str | None = None):
+def draw_circuit(circuit: Circuit, *, ax=None, max_label: int = 40, title: str | None = None,
+                 figsize: tuple[float, float] | None = None):
     """Layered drawing: columns are node locations in forward order (layer by layer), edge width by |weight|.
 
     Dashed grey lines are residual identity paths (a write and a later read of the same channel): they carry the
-    signal but are not counted as edges.
+    signal but are not counted as edges. ``figsize`` (inches) overrides the size picked from the circuit's shape
+    when the function makes its own figure (no ``ax``).
     """
     g = circuit.to_networkx()
     cols = sorted({(d["layer"], _STAGE[d["kind"]]) for _, d in g.nodes(data=True)})
@@ -169,7 +171,7 @@ def draw_circuit(circuit: Circuit, *, ax=None, max_label: int = 40, title: str |
             pos[n] = (col_x[c], r - (len(members) - 1) / 2)
     if ax is None:
         height = max(3.0, 0.35 * max((sum(1 for p in pos.values() if p[0] == x) for x in col_x.values()), default=1))
-        fig, ax = plt.subplots(figsize=(max(6.0, 1.5 * len(cols)), min(height, 14)))
+        fig, ax = plt.subplots(figsize=figsize or (max(6.0, 1.5 * len(cols)), min(height, 14)))
     else:
         fig = ax.figure
     wmax = max((abs(w) for *_, w in circuit.edges), default=1.0) or 1.0

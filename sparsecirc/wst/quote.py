@@ -9,6 +9,7 @@ from sparsecirc.context import BuildContext
 from sparsecirc.core.config import PruneConfig
 from sparsecirc.data.tasks import load_task
 from sparsecirc.wst.contrast import contrast_task
+from sparsecirc.wst.reading import claim_arguments as reading_claim_arguments
 from sparsecirc.wst.reading import mean_values, study_model
 from sparsecirc.wst.vartype import distractor_claims, distractor_rows
 
@@ -49,3 +50,16 @@ def quote_claim_values(results: dict) -> dict:
     if d:
         out.update(distractor_claims(d, next(r["prefix"] for r in d if r["prefix"])))
     return out
+
+
+def claim_arguments(results: dict, scale: str) -> dict[str, dict]:
+    """Chapter 05's claim arguments: ``{slug: {"ours": ..., "expect": ...}}`` for ``sc.claim(slug, **args[slug])``.
+
+    Args:
+        results: the study's ``results.json`` (``run.results``), loaded or recomputed.
+        scale: the chapter's SCALE (the stored values are expected at ``"book"`` only).
+
+    Returns:
+        One entry per value of :func:`quote_claim_values` (None reads "not reached").
+    """
+    return reading_claim_arguments(quote_claim_values(results), results["claims"], scale)

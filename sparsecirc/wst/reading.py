@@ -84,7 +84,8 @@ def prune_at_targets(model, means, task: str, pcfg: PruneConfig, targets: list[f
     c = res.circuits[chosen]
     test = load_task(task, "test")
     info.update(nodes=c.n_nodes, edges=c.n_edges, loss=c.loss, summary=c.summary(),
-                test=circuit_metrics(model, c, test, means), inverse=circuit_metrics(model, c, test, means, invert=True))
+                test=circuit_metrics(model, c, test, means),
+                inverse=circuit_metrics(model, c, test, means, invert=True))
     return info, c
 
 
@@ -95,6 +96,24 @@ def save_circuit(folder: Path, circuit: Circuit | None, model_id: str, task: str
     name = f"circuits/{model_id}__{task}.json"
     circuit.save(folder / name, model_id)
     return [name]
+
+
+def claim_arguments(values: dict, stored: dict, scale: str) -> dict[str, dict]:
+    """The ``ours`` and ``expect`` arguments of a case study's claim lines, per slug.
+
+    Args:
+        values: the claim values recomputed from the study's results (e.g. ``quote_claim_values(res)``).
+        stored: the copy the study stored (``res["claims"]``).
+        scale: the chapter's SCALE; only at ``"book"`` is the stored value expected.
+
+    Returns:
+        ``{slug: {"ours": value, "expect": stored value or None}}``; a ``None`` value (a target the pruning did
+        not reach) reads ``"not reached"`` on both sides.
+    """
+    def shown(v):
+        return "not reached" if v is None else v
+    book = scale == "book"
+    return {slug: {"ours": shown(v), "expect": shown(stored[slug]) if book else None} for slug, v in values.items()}
 
 
 def node_label(hook: str, index: int) -> str:
