@@ -10,14 +10,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
-import yaml
-
-from sparsecirc.artifacts import ArtifactError, load_registry, verify
-from sparsecirc.build import produce
-from sparsecirc.core.config import BUILD_SCALES, SCALES, ConfigError, make_config
+from sparsecirc.artifacts import ArtifactError, FolderBusyError, read_yaml, verify_all
+from sparsecirc.build import produce, recorded_threads
+from sparsecirc.core.config import BUILD_SCALES, SCALES, ConfigError, make_config, scale_overrides
 from sparsecirc.core.train import dist_info, train
 from sparsecirc.data import tasks as task_data
 from sparsecirc.data.corpus import build_stdlib_snapshot
@@ -39,26 +38,34 @@ def _cmd_tasks(a):
 
 def _cmd_train(a):
 
-    spec = yaml.safe_load(Path(a.config).read_text())
-    if not isinstance(spec, dict) or "scales" not in spec:
-        raise SystemExit(f"{a.config}: expected a config with a 'scales' section (see data/configs/)")
-    cfg = make_config(a.scale, **spec["scales"].get(a.scale, {}))
+    if not Path(a.config).is_file():
+        raise FileNotFoundError(f"--config {a.config}: no such file (configs live in data/configs/)")
+    over = scale_overrides(read_yaml(a.config), a.scale, a.config)
+    over.pop("geco", None)  # post-training settings: `reproduce` runs those configs
+    cfg = make_config(a.scale, **over)
     if a.steps is not None:
         cfg = cfg.replace(train=cfg.train.replace(steps=a.steps))
     tokens, val_tokens = lm_tokens(cfg)
-    _, hist = train(cfg, tokens, val_tokens, out=a.out, resume=a.resume)
+    _, hist = train(cfg, tokens, val_tokens, out=a.out, resume=a.resume, overwrite=a.force)
     if dist_info()[0] == 0:
         print(f"done: {len(hist.step)} steps, val loss {hist.val_loss[-1]:.4f}, checkpoint in {a.out}")
 
 
 def _cmd_reproduce(a):
+    threads = a.threads or (recorded_threads(a.id) if a.scale == "book" else None)
+    if threads:  # the trainer reads the count from the environment (repro.setup_threads)
+        os.environ["SPARSECIRC_NUM_THREADS"] = str(threads)
+        print(f"{a.id}: {threads} torch thread(s)" + ("" if a.threads else " (as the committed build; --threads N)"))
     print(produce(a.id, a.scale, resume=a.resume))
 
 
 def _cmd_verify(a):
-    ids = a.ids or sorted(load_registry())
-    for i in ids:
-        print(f"ok  {i}  {verify(i)}")
+    rows = verify_all(a.ids or None)
+    for artifact_id, error in rows:
+        print(f"ok   {artifact_id}" if error is None else f"BAD  {artifact_id}: {error}")
+    bad = sum(error is not None for _, error in rows)
+    print(f"{len(rows) - bad} of {len(rows)} artifacts verify")
+    return 1 if bad else 0
 
 
 def main(argv=None) -> int:
@@ -72,23 +79,24 @@ def main(argv=None) -> int:
     t.add_argument("--scale", default="ci", choices=sorted(SCALES))
     t.add_argument("--out", required=True, help="checkpoint folder")
     t.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    t.add_argument("--force", action="store_true", help="replace a run already in --out (without --resume)")
     t.add_argument("--steps", type=int, default=None, help="override the config's number of steps")
     t.set_defaults(fn=_cmd_train)
     r = sub.add_parser("reproduce", help="rebuild a registered artifact")
     r.add_argument("id")
     r.add_argument("--scale", default="book", choices=BUILD_SCALES)
-    r.add_argument("--resume", action="store_true")
+    r.add_argument("--resume", action="store_true", help="continue an interrupted build (kind lm)")
+    r.add_argument("--threads", type=int, help="torch threads (default: the count the committed build recorded)")
     r.set_defaults(fn=_cmd_reproduce)
     v = sub.add_parser("verify", help="check committed artifacts against the registry")
     v.add_argument("ids", nargs="*")
     v.set_defaults(fn=_cmd_verify)
     a = p.parse_args(argv)
     try:
-        a.fn(a)
-    except (ArtifactError, ConfigError, FileNotFoundError, ValueError) as e:
+        return a.fn(a) or 0
+    except (ArtifactError, ConfigError, FileNotFoundError, FileExistsError, FolderBusyError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    return 0
 
 
 if __name__ == "__main__":

@@ -9,16 +9,19 @@ This module is the bottom of the house: it imports nothing from the rest of the 
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -136,6 +139,100 @@ def load_tensors(path: str | os.PathLike) -> dict:
         raise ArtifactError(f"{path}: unreadable safetensors file ({e})") from None
 
 
+# --- whole folders: one writer at a time, replaced as a unit ------------------------------------------------------
+class FolderBusyError(RuntimeError):
+    """Another process holds the lock of a run folder (or of the registry)."""
+
+
+def lock_path(folder: str | os.PathLike) -> Path:
+    """The lock file of ``folder``: a hidden sibling, so replacing the folder never moves its lock."""
+    folder = Path(folder)
+    return folder.parent / f".{folder.name}.lock"
+
+
+@contextmanager
+def folder_lock(folder: str | os.PathLike, *, wait: bool = False, what: str = "a run") -> Iterator[Path]:
+    """Hold an advisory lock (``fcntl.flock``) on ``folder`` for the block.
+
+    With ``wait=False`` a second holder fails at once with :class:`FolderBusyError` naming the folder; with
+    ``wait=True`` it waits its turn (the registry: two registrations at once must both land). The lock is
+    released when the block exits or the process dies, so a crash never leaves a folder locked.
+    """
+    path = lock_path(folder)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise FolderBusyError(f"{folder}: another process is writing {what} there (lock {path}); wait for it "
+                                  "to finish or choose another folder") from None
+        yield path
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+def staging_paths(folder: str | os.PathLike) -> tuple[Path, Path]:
+    """(``.<name>.new``, ``.<name>.old``): the siblings :func:`replace_folder` writes through."""
+    folder = Path(folder)
+    return folder.parent / f".{folder.name}.new", folder.parent / f".{folder.name}.old"
+
+
+def replace_folder(folder: str | os.PathLike, write: Callable[[Path], Any]) -> Any:
+    """Write a whole folder as one unit: ``write(staging)`` fills a fresh sibling folder, which then takes
+    ``folder``'s place by two renames; the previous ``folder`` stays complete until the new one is. A kill at any
+    moment leaves either the old or the new folder whole (:func:`recover_folder` puts it back). Returns what
+    ``write`` returns."""
+    folder = Path(folder)
+    new, old = staging_paths(folder)
+    for stale in (new, old):
+        if stale.exists():
+            shutil.rmtree(stale)
+    new.mkdir(parents=True)
+    result = write(new)
+    _fsync_dir(new)
+    if folder.exists():
+        os.rename(folder, old)
+    os.rename(new, folder)
+    _fsync_dir(folder.parent)
+    if old.exists():
+        shutil.rmtree(old)
+    return result
+
+
+def recover_folder(folder: str | os.PathLike) -> list[str]:
+    """After a crash inside :func:`replace_folder`: restore the last complete folder and drop stale temporaries.
+    Returns what it did, one line each (empty when there was nothing to do)."""
+    folder = Path(folder)
+    new, old = staging_paths(folder)
+    done = []
+    if not (folder / "manifest.json").exists():
+        for candidate in (old, new):  # the old folder was complete; a new one only if its manifest verifies
+            if candidate.exists():
+                try:
+                    verify_folder(candidate)
+                except ArtifactError:
+                    continue
+                if folder.exists():
+                    shutil.rmtree(folder)
+                os.rename(candidate, folder)
+                done.append(f"restored {folder} from {candidate.name}")
+                break
+    for stale in (new, old):
+        if stale.exists():
+            shutil.rmtree(stale)
+            done.append(f"removed the stale {stale}")
+    return done
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 # --- manifests --------------------------------------------------------------------------------------------------
 def write_manifest(folder: str | os.PathLike, files: list[str], **info: Any) -> dict:
     """Hash ``files`` (relative to ``folder``) and write ``manifest.json`` last, so a torn write is detectable."""
@@ -165,9 +262,28 @@ def verify_folder(folder: str | os.PathLike, rebuild_hint: str = "") -> dict:
 
 # --- registry ---------------------------------------------------------------------------------------------------
 def load_registry() -> dict[str, dict]:
+    """The registry's entries by artifact id ({} when the file does not exist yet); a malformed file is an
+    ArtifactError naming the file and the line."""
     if not REGISTRY_PATH.exists():
         return {}
-    return (yaml.safe_load(REGISTRY_PATH.read_text()) or {}).get("artifacts", {})
+    doc = read_yaml(REGISTRY_PATH)
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict) or not isinstance(doc.get("artifacts", {}), dict):
+        raise ArtifactError(f"{REGISTRY_PATH}: expected a mapping with an 'artifacts' mapping; restore it from git")
+    return doc.get("artifacts") or {}
+
+
+def read_yaml(path: str | os.PathLike) -> Any:
+    """Parse a YAML file; a syntax error is one ArtifactError line naming the file, line and column."""
+    path = Path(path)
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ArtifactError(f"{path}:{where}: not valid YAML ({problem})") from None
 
 
 def register(artifact_id: str, folder: str | os.PathLike, *, paper_ref: str, used_by: list[str]) -> dict:
@@ -180,12 +296,29 @@ def register(artifact_id: str, folder: str | os.PathLike, *, paper_ref: str, use
              "config": f"data/configs/{artifact_id}.yaml", "seed": m.get("seed"), "scale": m.get("scale"),
              "commit": m["environment"].get("commit"), "torch": m["environment"].get("torch"),
              "wall_time_s": m.get("wall_time_s"), "paper_ref": paper_ref, "used_by": sorted(used_by)}
-    reg = load_registry()
-    reg[artifact_id] = entry
-    text = "# Registry of committed artifacts: written by sparsecirc.artifacts.register; do not edit by hand.\n"
-    text += yaml.safe_dump({"artifacts": dict(sorted(reg.items()))}, sort_keys=False, width=120)
-    atomic_write_bytes(REGISTRY_PATH, text.encode())
+    with folder_lock(REGISTRY_PATH, wait=True, what="the registry"):  # read-modify-write, one process at a time
+        reg = load_registry()
+        reg[artifact_id] = entry
+        text = "# Registry of committed artifacts: written by sparsecirc.artifacts.register; do not edit by hand.\n"
+        text += yaml.safe_dump({"artifacts": dict(sorted(reg.items()))}, sort_keys=False, width=120)
+        atomic_write_bytes(REGISTRY_PATH, text.encode())
     return entry
+
+
+def verify_all(ids: list[str] | None = None) -> list[tuple[str, str | None]]:
+    """Verify every registered artifact (or ``ids``): one ``(id, error or None)`` per artifact, never stopping
+    at the first bad one. A missing or empty registry is an ArtifactError (nothing to verify is not a pass)."""
+    reg = load_registry()
+    if not reg:
+        raise ArtifactError(f"{REGISTRY_PATH}: missing or empty; restore it from git")
+    out = []
+    for artifact_id in ids or sorted(reg):
+        try:
+            verify(artifact_id)
+            out.append((artifact_id, None))
+        except ArtifactError as e:
+            out.append((artifact_id, str(e)))
+    return out
 
 
 def verify(artifact_id: str) -> Path:

@@ -18,12 +18,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import yaml
-
 from sparsecirc import artifacts
 from sparsecirc.artifacts import ArtifactError, Run, rebuild_command
 from sparsecirc.context import BuildContext
-from sparsecirc.core.config import BUILD_SCALES, RunConfig, check_scale, make_config
+from sparsecirc.core.config import BUILD_SCALES, RunConfig, check_scale, make_config, scale_overrides
 from sparsecirc.core.train import load_run, save_run, train
 from sparsecirc.data.lm import lm_task_metrics, lm_tokens, lm_val_loss
 from sparsecirc.paths import cache_dir
@@ -37,17 +35,23 @@ def read_spec(artifact_id: str) -> dict:
     if not path.exists():
         known = sorted(p.stem for p in artifacts.CONFIGS_DIR.glob("*.yaml"))
         raise ArtifactError(f"no config {path} for artifact {artifact_id!r}; known ids: {known}")
-    spec = yaml.safe_load(path.read_text())
+    spec = artifacts.read_yaml(path)
+    if not isinstance(spec, dict):
+        raise ArtifactError(f"{path}: expected a mapping at the top, got {type(spec).__name__}")
     for key in ("kind", "scales", "paper_ref", "used_by"):
         if key not in spec:
             raise ArtifactError(f"{path}: missing key {key!r}")
+    for scale in BUILD_SCALES:  # every shipped config builds at both scales; a missing one is an error
+        scale_overrides(spec, scale, str(path))
+    if spec["kind"] not in PRODUCERS:
+        raise ArtifactError(f"{path}: unknown kind {spec['kind']!r}; known: {sorted(PRODUCERS)}")
     return spec
 
 
 def run_config(artifact_id: str, scale: str) -> RunConfig:
     """The effective RunConfig of an artifact at a scale (preset + the config file's overrides)."""
     spec = read_spec(artifact_id)
-    return make_config(scale, **spec["scales"].get(scale, {}))
+    return make_config(scale, **scale_overrides(spec, scale, f"data/configs/{artifact_id}.yaml"))
 
 
 # --- the language-model producer ---------------------------------------------------------------------------
@@ -62,9 +66,14 @@ def produce_lm(ctx: BuildContext) -> None:
     if other:
         target = ctx.dep(other).metrics["val_loss"]
         stop_when = lambda h: h.val_loss[-1] <= target  # noqa: E731
+    resume = ctx.resume and (ckpt / "manifest.json").exists()
+    if ctx.resume and not resume:
+        print(f"{ctx.artifact_id}: no checkpoint in {ckpt}; training from step 0")
+    # periodic checkpoints (about 20 per run) unless the config sets its own interval, so --resume loses little
+    every = cfg.train.checkpoint_every or max(1, cfg.train.steps // 20)
     t0 = time.time()
-    model, hist = train(cfg, tokens, val_tokens, out=ckpt, resume=ctx.resume and (ckpt / "manifest.json").exists(),
-                        progress=ctx.progress, stop_when=stop_when)
+    model, hist = train(cfg, tokens, val_tokens, out=ckpt, resume=resume, overwrite=not resume,
+                        progress=ctx.progress, stop_when=stop_when, checkpoint_every=every)
     wall = time.time() - t0
     val_loss, n_windows = lm_val_loss(model, cfg, val_tokens)
     metrics = {"val_loss": val_loss, "val_windows": n_windows, "n_params": model.n_params(),
@@ -127,7 +136,20 @@ def produce(artifact_id: str, scale: str, folder: Path | None = None, *, progres
     PRODUCERS[spec["kind"]](ctx)
     if scale == "book" and folder == artifacts.ARTIFACTS_DIR / artifact_id:
         artifacts.register(artifact_id, folder, paper_ref=spec["paper_ref"], used_by=spec["used_by"])
+    else:  # a cache build: record which config it came from, so get_or_compute reuses it
+        artifacts.stamp_cached(artifact_id, folder)
     return folder
+
+
+def recorded_threads(artifact_id: str) -> int | None:
+    """The torch thread count the committed artifact was built with (its manifest's environment), if any.
+    Weight-sparse training is thread-count sensitive (top-k ties break differently), so ``reproduce`` uses it."""
+    path = artifacts.ARTIFACTS_DIR / artifact_id / "manifest.json"
+    if not path.exists():
+        return None
+    env = artifacts.read_json(path).get("trained_environment") or artifacts.read_json(path).get("environment", {})
+    n = env.get("threads")
+    return int(n) if isinstance(n, int) and n > 0 else None
 
 
 def load(artifact_id: str, folder: Path, scale: str) -> Run:
@@ -151,7 +173,6 @@ def cached_build(artifact_id: str, scale: str, folder: Path, progress: bool = Fa
         except ArtifactError:
             pass
     produce(artifact_id, scale, folder, progress=progress)
-    artifacts.stamp_cached(artifact_id, folder)
     return folder
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from sparsecirc.artifacts import Run, rebuild_command
-from sparsecirc.core.config import RunConfig, make_config
+from sparsecirc.core.config import RunConfig, make_config, scale_overrides
 
 
 @dataclass
@@ -45,7 +45,7 @@ class BuildContext:
 
     def overrides(self) -> dict[str, Any]:
         """The config file's overrides at this scale (``{}`` when the scale has none)."""
-        return dict(self.spec["scales"].get(self.scale, {}))
+        return scale_overrides(self.spec, self.scale, f"data/configs/{self.artifact_id}.yaml")
 
     def config(self) -> RunConfig:
         """The effective RunConfig: the scale's preset plus the config file's overrides."""

@@ -1,9 +1,9 @@
 import os
 
-os.environ.setdefault("MPLBACKEND", "Agg")
+import pytest
+import torch
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
+os.environ.setdefault("MPLBACKEND", "Agg")  # before any test module imports matplotlib
 
 
 @pytest.fixture(autouse=True)

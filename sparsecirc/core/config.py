@@ -13,6 +13,7 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -50,19 +51,54 @@ class DictConfig:
         if not isinstance(d, dict):
             raise ConfigError(f"{cls.__name__}: expected a mapping, got {type(d).__name__}")
         _check_keys(cls, d)
-        kw = {}
-        for f in fields(cls):
-            if f.name not in d:
-                continue
-            v = d[f.name]
-            if isinstance(v, list):
-                v = tuple(v)
-            kw[f.name] = v
+        hints = typing.get_type_hints(cls)
+        kw = {f.name: coerce_field(cls.__name__, f.name, hints[f.name], d[f.name]) for f in fields(cls) if f.name in d}
         return cls(**kw)
 
     def replace(self, **changes):
         _check_keys(type(self), changes)
-        return dataclasses.replace(self, **changes)
+        hints = typing.get_type_hints(type(self))
+        return dataclasses.replace(self, **{k: coerce_field(type(self).__name__, k, hints[k], v)
+                                            for k, v in changes.items()})
+
+
+def coerce_field(owner: str, name: str, hint: Any, value: Any) -> Any:
+    """``value`` checked against a config field's type, with the conversions a YAML file needs: a number where a
+    float is expected becomes a float (YAML reads ``3e-3`` as the string "3e-3", so such strings are parsed too),
+    a list becomes a tuple. Anything else of the wrong type is a ConfigError naming the field and the type."""
+    args = typing.get_args(hint)
+    optional = type(None) in args
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"{owner}.{name} must not be empty (null)")
+    base = next((a for a in args if a is not type(None)), hint) if optional else hint
+    origin = typing.get_origin(base) or base
+    if origin is bool:
+        if isinstance(value, bool):
+            return value
+    elif origin is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif origin is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif origin is str:
+        if isinstance(value, str):
+            return value
+    elif origin is tuple:
+        if isinstance(value, (list, tuple)):
+            return tuple(value)
+    else:
+        return value
+    want = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+            tuple: "a list"}.get(origin, str(origin))
+    raise ConfigError(f"{owner}.{name} must be {want}{' or null' if optional else ''}, got {value!r}")
 
 
 def _require(cond: bool, msg: str) -> None:
@@ -153,6 +189,13 @@ class TrainConfig(DictConfig):
                  f"TrainConfig.batch_size must be a positive int, got {self.batch_size!r}")
         _require(self.lr > 0, f"TrainConfig.lr must be > 0, got {self.lr!r}")
         _require(0 <= self.warmup_frac < 1, f"TrainConfig.warmup_frac must be in [0, 1), got {self.warmup_frac!r}")
+        _require(self.eval_every >= 1, f"TrainConfig.eval_every must be >= 1 (steps between validations), got {self.eval_every!r}")
+        _require(self.eval_batches >= 1, f"TrainConfig.eval_batches must be >= 1, got {self.eval_batches!r}")
+        _require(self.checkpoint_every >= 0, f"TrainConfig.checkpoint_every must be >= 0 (0: only at the end), got {self.checkpoint_every!r}")
+        _require(self.weight_decay >= 0, f"TrainConfig.weight_decay must be >= 0, got {self.weight_decay!r}")
+        _require(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, f"TrainConfig.beta1/beta2 must be in [0, 1), got {self.beta1!r}, {self.beta2!r}")
+        _require(self.eps > 0, f"TrainConfig.eps must be > 0, got {self.eps!r}")
+        _require(0 <= self.final_lr_frac <= 1, f"TrainConfig.final_lr_frac must be in [0, 1], got {self.final_lr_frac!r}")
         _require(self.grad_rms in ("clip", "normalize", "none"),
                  f"TrainConfig.grad_rms must be 'clip', 'normalize' or 'none', got {self.grad_rms!r}")
 
@@ -278,6 +321,24 @@ def check_scale(scale: str, allowed: tuple[str, ...] = BUILD_SCALES) -> str:
     if scale not in allowed:
         raise ValueError(f"scale must be one of {', '.join(repr(a) for a in allowed)}, got {scale!r}")
     return scale
+
+
+def scale_overrides(spec: Any, scale: str, source: str = "config") -> dict[str, Any]:
+    """The ``scales: {<scale>: {...}}`` section of a parsed config file for one scale, checked: the file is a
+    mapping, ``scales`` is a mapping of mappings and names ``scale`` (a missing scale is an error, not the bare
+    preset). ``source`` (the file name) starts every message."""
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top, got {type(spec).__name__}")
+    scales = spec.get("scales")
+    if not isinstance(scales, dict):
+        raise ConfigError(f"{source}: 'scales' must be a mapping of scale name -> overrides, e.g. "
+                          f"'scales: {{ci: {{train: {{steps: 150}}}}}}', got {type(scales).__name__}")
+    if scale not in scales:
+        raise ConfigError(f"{source}: no '{scale}' section under 'scales' (it has {sorted(scales)}); add one")
+    over = scales[scale] or {}
+    if not isinstance(over, dict):
+        raise ConfigError(f"{source}: scales.{scale} must be a mapping, got {type(over).__name__}")
+    return dict(over)
 
 
 def _merge(base: dict, over: dict) -> dict:

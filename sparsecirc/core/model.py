@@ -207,6 +207,11 @@ class GPT(nn.Module):
         T = tokens.shape[1]
         if T > self.cfg.n_ctx:
             raise ValueError(f"sequence length {T} exceeds n_ctx={self.cfg.n_ctx}")
+        if tokens.is_floating_point() or tokens.is_complex():
+            raise ValueError(f"GPT expects integer token ids, got dtype {tokens.dtype}")
+        if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= self.cfg.d_vocab):
+            bad = int(tokens.min()) if int(tokens.min()) < 0 else int(tokens.max())
+            raise ValueError(f"token id {bad} is outside the model's vocabulary [0, {self.cfg.d_vocab})")
         x = self.hook_embed(self.embed(tokens))
         if self.pos_embed is not None:
             pos = self.pos_embed(torch.arange(T, device=tokens.device))[None].expand(tokens.shape[0], -1, -1)

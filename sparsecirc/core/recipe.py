@@ -21,12 +21,16 @@ class TrainHooks:
     optimizer step (e.g. a top-k projection); ``objective(model, batch, ce) -> Tensor`` turns the batch's
     cross-entropy into the loss that is backpropagated (default: ce itself), e.g. P2's GECO Lagrangian.
     ``log(step) -> dict`` adds recipe values (lambda, density, ...) to the history's ``extra`` series.
+    ``state() -> dict`` / ``load_state(dict)`` carry a recipe's own state (GECO's multiplier) through a
+    checkpoint, so a resumed run continues exactly where it stopped.
     """
 
     lr_factor: Callable[[int], float] | None = None
     after_step: Callable[[torch.nn.Module, int], None] | None = None
     objective: Callable[[torch.nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] | None = None
     log: Callable[[int], dict] | None = None
+    state: Callable[[], dict] | None = None
+    load_state: Callable[[dict], None] | None = None
 
 
 def compose_hooks(first: TrainHooks, second: TrainHooks) -> TrainHooks:
@@ -48,5 +52,13 @@ def compose_hooks(first: TrainHooks, second: TrainHooks) -> TrainHooks:
     def log(s):
         return {**(first.log(s) if first.log else {}), **(second.log(s) if second.log else {})}
 
+    def state():
+        return {"first": first.state() if first.state else {}, "second": second.state() if second.state else {}}
+
+    def load_state(d):
+        for h, key in ((first, "first"), (second, "second")):
+            if h.load_state and d.get(key):
+                h.load_state(d[key])
+
     return TrainHooks(lr_factor=lr_factor, after_step=after_step, objective=first.objective or second.objective,
-                      log=log)
+                      log=log, state=state, load_state=load_state)

@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import threading
 import time
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -116,36 +119,48 @@ def _grad_rms_(model: GPT, mode: str) -> float:
 
 # --- run folders (checkpoints and trained-model artifacts) --------------------------------------------------------
 def save_run(folder: str | Path, model: GPT, history: History, cfg: RunConfig, *, opt=None,
-             metrics: dict | None = None, **info) -> dict:
+             metrics: dict | None = None, recipe_state: dict | None = None, **info) -> dict:
     """The one run-folder writer: ``model.safetensors``, ``history.json``, ``config.json``, then
-    ``optimizer.safetensors`` (a checkpoint: pass ``opt``) and ``metrics.json`` (an artifact: pass ``metrics``),
-    and ``manifest.json`` last with every file's sha256 plus ``seed``, ``scale``, ``config`` and ``info``.
+    ``optimizer.safetensors`` (a checkpoint: pass ``opt``; it also holds torch's RNG state) and ``metrics.json``
+    (an artifact: pass ``metrics``), and ``manifest.json`` last with every file's sha256 plus ``seed``, ``scale``,
+    ``config``, a recipe's state (``recipe_state``) and ``info``.
+
+    The folder is written as one unit (:func:`sparsecirc.artifacts.replace_folder`): all files come from the same
+    in-memory state, and the previous folder stays whole until the new one is complete.
 
     Example::
 
         save_run(out, model, hist, cfg, opt=opt, step=1000)                        # a resumable checkpoint
         save_run(folder, model, hist, cfg, metrics=m, id="wst-...", kind="lm")     # a trained-model artifact
     """
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    artifacts.save_tensors(folder / "model.safetensors", model.state_dict())
-    artifacts.write_json(folder / "history.json", history.to_dict())
-    artifacts.write_json(folder / "config.json", cfg.to_dict())
-    files = ["model.safetensors", "history.json", "config.json"]
-    if opt is not None:
-        names = {id(p): n for n, p in model.named_parameters()}
-        state = {}
-        for group in opt.param_groups:
-            for p in group["params"]:
-                for k, v in opt.state.get(p, {}).items():
-                    state[f"{names[id(p)]}::{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
-        artifacts.save_tensors(folder / "optimizer.safetensors", state)
-        files.insert(1, "optimizer.safetensors")
-    if metrics is not None:
-        artifacts.write_json(folder / "metrics.json", metrics)
-        files.append("metrics.json")
-    info = {"seed": cfg.train.seed, "scale": cfg.scale, "config": cfg.to_dict(), **info}
-    return artifacts.write_manifest(folder, files, **info)
+    def write(staging: Path) -> dict:
+        artifacts.save_tensors(staging / "model.safetensors", model.state_dict())
+        artifacts.write_json(staging / "history.json", history.to_dict())
+        artifacts.write_json(staging / "config.json", cfg.to_dict())
+        files = ["model.safetensors", "history.json", "config.json"]
+        if opt is not None:
+            artifacts.save_tensors(staging / "optimizer.safetensors", _optimizer_tensors(model, opt))
+            files.insert(1, "optimizer.safetensors")
+        if metrics is not None:
+            artifacts.write_json(staging / "metrics.json", metrics)
+            files.append("metrics.json")
+        extra = {"recipe_state": recipe_state} if recipe_state else {}
+        return artifacts.write_manifest(staging, files, seed=cfg.train.seed, scale=cfg.scale, config=cfg.to_dict(),
+                                        **extra, **info)
+    return artifacts.replace_folder(folder, write)
+
+
+RNG_KEY = "rng::torch"  # torch's CPU generator state, stored with the optimizer state
+
+
+def _optimizer_tensors(model: GPT, opt) -> dict[str, torch.Tensor]:
+    names = {id(p): n for n, p in model.named_parameters()}
+    state = {RNG_KEY: torch.get_rng_state()}  # gates sample from it in training mode (P2)
+    for group in opt.param_groups:
+        for p in group["params"]:
+            for k, v in opt.state.get(p, {}).items():
+                state[f"{names[id(p)]}::{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
+    return state
 
 
 def load_run(folder: str | Path, rebuild_hint: str = "") -> tuple[GPT, History, RunConfig, dict | None]:
@@ -170,8 +185,9 @@ def load_model(folder: str | Path, rebuild_hint: str = "") -> GPT:
     return load_run(folder, rebuild_hint)[0]
 
 
-def _restore(out: Path, model: GPT, opt, cfg: RunConfig) -> tuple[int, History]:
-    manifest = artifacts.verify_folder(out, "delete the folder and train again")
+def _restore(out: Path, model: GPT, opt, cfg: RunConfig, hooks: TrainHooks) -> tuple[int, History]:
+    """Load a checkpoint written by :func:`save_run` into the model, optimizer, RNG and recipe state."""
+    manifest = artifacts.verify_folder(out, f"delete {out} and train again, or train without --resume")
     saved = artifacts.read_json(out / "config.json")
     if saved != json.loads(json.dumps(cfg.to_dict())):
         raise ValueError(f"{out}: checkpoint was written with a different config; use another --out or the same config")
@@ -179,9 +195,52 @@ def _restore(out: Path, model: GPT, opt, cfg: RunConfig) -> tuple[int, History]:
     state = artifacts.load_tensors(out / "optimizer.safetensors")
     params = dict(model.named_parameters())
     for key, v in state.items():
+        if key == RNG_KEY:
+            torch.set_rng_state(v)
+            continue
         name, k = key.split("::")
         opt.state[params[name]][k] = v
+    if manifest.get("recipe_state") and hooks.load_state:
+        hooks.load_state(manifest["recipe_state"])
     return manifest["step"], History.from_dict(artifacts.read_json(out / "history.json"))
+
+
+def _prepare_out(out: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse to train over an existing run by accident; recover a checkpoint a crash left mid-swap."""
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"--out {out} is a file, not a folder; name a folder for the checkpoints")
+    for line in artifacts.recover_folder(out):
+        print(f"{out}: {line}")
+    holds_run = out.is_dir() and any(out.iterdir())
+    if resume and not (out / "manifest.json").exists():
+        raise FileNotFoundError(f"--resume: no checkpoint in {out}; train without --resume first")
+    if not resume and holds_run and not overwrite:
+        raise FileExistsError(f"{out} already holds a run; continue it with --resume, or replace it with --force "
+                              "(overwrite=True)")
+
+
+class InterruptGuard:
+    """Ctrl-C (SIGINT) during a training step only sets a flag; the loop stops at the next step boundary, so a
+    checkpoint never holds weights that include a step its history does not record. Outside the main thread
+    (where Python cannot install handlers) it does nothing and the loop relies on its own consistency flag."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self) -> "InterruptGuard":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if not self.requested:
+            print("\ninterrupt: stopping after this step (checkpoint follows)", flush=True)
+        self.requested = True
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
 
 
 # --- several processes (torchrun) ---------------------------------------------------------------------------
@@ -234,14 +293,18 @@ def train(cfg: RunConfig, tokens: torch.Tensor, val_tokens: torch.Tensor, *, out
           resume: bool = False, progress: bool = True,
           hooks: TrainHooks | Callable[[GPT], TrainHooks] | None = None, stop_after: int | None = None,
           batch_fn: Callable[[int], torch.Tensor] | None = None, loss_mask: torch.Tensor | None = None,
-          init_state: dict | None = None, stop_when: Callable[[History], bool] | None = None) -> tuple[GPT, History]:
+          init_state: dict | None = None, stop_when: Callable[[History], bool] | None = None,
+          overwrite: bool = False, checkpoint_every: int | None = None) -> tuple[GPT, History]:
     """Train a GPT on a token stream.
 
     Args:
         cfg: the run's configuration.
         tokens, val_tokens: 1-D token tensors (train / validation); ``val_tokens`` may be 2-D fixed windows.
-        out: checkpoint folder (written every ``checkpoint_every`` steps, on interrupt, and at the end).
-        resume: continue from the checkpoint in ``out``.
+        out: checkpoint folder (written every ``checkpoint_every`` steps, on Ctrl-C at the next step boundary,
+            and at the end; locked while training, so a second run into it fails at once).
+        resume: continue from the checkpoint in ``out`` (bit-identical to an uninterrupted run).
+        overwrite: replace a run already in ``out`` (without it, an existing run is refused).
+        checkpoint_every: steps between checkpoints (default: the config's ``train.checkpoint_every``).
         hooks: recipe extension points: a :class:`TrainHooks`, or a function of the new model returning one
             (e.g. ``lambda m: Projector(m, sparsity_cfg, steps).train_hooks()``).
         stop_after: stop (and checkpoint) after this many total steps, e.g. to test resuming.
@@ -259,6 +322,21 @@ def train(cfg: RunConfig, tokens: torch.Tensor, val_tokens: torch.Tensor, *, out
     rank, world = init_distributed()
     if cfg.train.batch_size % world:
         raise ValueError(f"batch_size {cfg.train.batch_size} is not divisible by the {world} processes")
+    out = Path(out) if out is not None and rank == 0 else None  # one writer
+    with ExitStack() as stack:
+        if out is not None:
+            stack.enter_context(artifacts.folder_lock(out))
+            _prepare_out(out, resume, overwrite)
+        elif resume and rank == 0:
+            raise FileNotFoundError("--resume needs --out, the folder holding the checkpoint")
+        return _train_locked(cfg, tokens, val_tokens, out=out, resume=resume, progress=progress, hooks=hooks,
+                             stop_after=stop_after, batch_fn=batch_fn, loss_mask=loss_mask, init_state=init_state,
+                             stop_when=stop_when, rank=rank, world=world,
+                             checkpoint_every=cfg.train.checkpoint_every if checkpoint_every is None else checkpoint_every)
+
+
+def _train_locked(cfg, tokens, val_tokens, *, out, resume, progress, hooks, stop_after, batch_fn, loss_mask,
+                  init_state, stop_when, rank, world, checkpoint_every) -> tuple[GPT, History]:
     setup_threads()
     seed_everything(cfg.train.seed)
     model = GPT(cfg.model)
@@ -269,12 +347,10 @@ def train(cfg: RunConfig, tokens: torch.Tensor, val_tokens: torch.Tensor, *, out
         hooks = compose_hooks(Projector(model, cfg.sparsity, cfg.train.steps).train_hooks(), hooks)
     opt = make_optimizer(model, cfg)
     t, m = cfg.train, cfg.model
-    out = Path(out) if out is not None else None
     start, hist = 0, History()
-    if resume:
-        if out is None or not (out / "manifest.json").exists():
-            raise FileNotFoundError(f"--resume: no checkpoint in {out}; train without --resume first")
-        start, hist = _restore(out, model, opt, cfg)
+    if resume and out is not None:
+        start, hist = _restore(out, model, opt, cfg, hooks)
+        print(f"resuming {out} at step {start} of {t.steps}", flush=True)
     windows = eval_windows(val_tokens, t.eval_batches * t.batch_size, m.n_ctx)
     end = min(t.steps, stop_after) if stop_after else t.steps
     model.train()
@@ -282,52 +358,64 @@ def train(cfg: RunConfig, tokens: torch.Tensor, val_tokens: torch.Tensor, *, out
     if world > 1:
         net = DistributedDataParallel(net)
     rows = slice(rank * t.batch_size // world, (rank + 1) * t.batch_size // world)
-    out = out if rank == 0 else None  # one writer
+
+    def checkpoint(step: int, **info) -> None:
+        if out is not None:
+            save_run(out, model, hist, cfg, opt=opt, step=step,
+                     recipe_state=hooks.state() if hooks.state else None, **info)
+
     bar = tqdm(range(start, end), desc="train", disable=not progress or rank > 0, initial=start, total=end,
                leave=False)
-    step = start
+    consistent = True  # False while a step is half applied: weights and history disagree
     try:
-        for step in bar:
-            t0 = time.perf_counter()
-            lr = lr_at(step, cfg) * (hooks.lr_factor(step) if hooks.lr_factor else 1.0)
-            for group in opt.param_groups:
-                group["lr"] = lr
-            batch = batch_fn(step) if batch_fn else sample_batch(tokens, t.batch_size, m.n_ctx, t.seed, step)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=t.bf16):
-                loss = net(batch[rows], loss_mask)
-                total = hooks.objective(model, batch[rows], loss) if hooks.objective else loss
-            opt.zero_grad(set_to_none=True)
-            total.backward()
-            _grad_rms_(model, t.grad_rms)
-            opt.step()
-            if hooks.after_step:
-                hooks.after_step(model, step)
-            hist.step.append(step)
-            loss = _mean_over_ranks(loss, world)
-            hist.train_loss.append(loss.item())
-            hist.lr.append(lr)
-            hist.tokens_seen += batch[:, 1:].numel()
-            for k, v in (hooks.log(step) if hooks.log else {}).items():
-                hist.extra.setdefault(k, []).append(v)
-            hist.train_seconds += time.perf_counter() - t0
-            if (step + 1) % t.eval_every == 0 or step + 1 == t.steps:
-                hist.val_step.append(step + 1)
-                hist.val_loss.append(evaluate(model, windows, loss_mask=loss_mask))
-                _assert_in_sync(model, world)
-                if stop_when is not None and stop_when(hist):
-                    end = step + 1
-                    break
-                bar.set_postfix(loss=f"{loss.item():.3f}", val=f"{hist.val_loss[-1]:.3f}")
-            if out is not None and t.checkpoint_every and (step + 1) % t.checkpoint_every == 0:
-                save_run(out, model, hist, cfg, opt=opt, step=step + 1)
+        with InterruptGuard() as guard:
+            for step in bar:
+                consistent = False
+                t0 = time.perf_counter()
+                lr = lr_at(step, cfg) * (hooks.lr_factor(step) if hooks.lr_factor else 1.0)
+                for group in opt.param_groups:
+                    group["lr"] = lr
+                batch = batch_fn(step) if batch_fn else sample_batch(tokens, t.batch_size, m.n_ctx, t.seed, step)
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=t.bf16):
+                    loss = net(batch[rows], loss_mask)
+                    total = hooks.objective(model, batch[rows], loss) if hooks.objective else loss
+                opt.zero_grad(set_to_none=True)
+                total.backward()
+                _grad_rms_(model, t.grad_rms)
+                opt.step()
+                if hooks.after_step:
+                    hooks.after_step(model, step)
+                hist.step.append(step)
+                loss = _mean_over_ranks(loss, world)
+                hist.train_loss.append(loss.item())
+                hist.lr.append(lr)
+                hist.tokens_seen += batch[:, 1:].numel()
+                for k, v in (hooks.log(step) if hooks.log else {}).items():
+                    hist.extra.setdefault(k, []).append(v)
+                hist.train_seconds += time.perf_counter() - t0
+                if (step + 1) % t.eval_every == 0 or step + 1 == t.steps:
+                    hist.val_step.append(step + 1)
+                    hist.val_loss.append(evaluate(model, windows, loss_mask=loss_mask))
+                    _assert_in_sync(model, world)
+                    if stop_when is not None and stop_when(hist):
+                        end = step + 1
+                        consistent = True
+                        break
+                    bar.set_postfix(loss=f"{loss.item():.3f}", val=f"{hist.val_loss[-1]:.3f}")
+                consistent = True
+                if checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < end:
+                    checkpoint(step + 1)
+                if guard.requested:
+                    raise KeyboardInterrupt
     except KeyboardInterrupt:
-        if out is not None:  # nothing is lost: keep what was trained; --resume continues from here
-            save_run(out, model, hist, cfg, opt=opt, step=len(hist.step))
+        if out is not None and consistent:  # nothing is lost: keep what was trained; --resume continues here
+            checkpoint(len(hist.step))
             print(f"\ninterrupted: checkpoint at step {len(hist.step)} in {out}; continue with --resume")
+        elif out is not None:
+            print(f"\ninterrupted mid-step: the last checkpoint in {out} stays; continue with --resume")
         raise
     finally:
         bar.close()
-    if out is not None:
-        save_run(out, model, hist, cfg, opt=opt, step=end, tokens_per_s=hist.tokens_seen / max(hist.train_seconds, 1e-9))
+    checkpoint(end, tokens_per_s=hist.tokens_seen / max(hist.train_seconds, 1e-9))
     model.eval()
     return model, hist

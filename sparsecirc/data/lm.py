@@ -17,6 +17,9 @@ from sparsecirc.data.tokenizer import load_tokenizer
 def lm_tokens(cfg: RunConfig):
     """Train and validation token streams (1-D) for a language-model config."""
     tok = load_tokenizer()
+    if cfg.model.d_vocab < tok.vocab_size:
+        raise ValueError(f"model.d_vocab {cfg.model.d_vocab} is smaller than the tokenizer's {tok.vocab_size} tokens; "
+                         f"set model.d_vocab >= {tok.vocab_size}")
     kw = {"seed": cfg.data.seed, "parts": cfg.data.parts}
     if cfg.data.n_simple is not None:
         kw["n_simple"] = cfg.data.n_simple

@@ -368,6 +368,12 @@ def pad_batch(prompt_ids: list[list[int]], n_ctx: int | None = None, pad_id: int
     task prompts to its context ([C], digest §5).
     """
     seqs = [list(p)[-n_ctx:] if n_ctx else list(p) for p in prompt_ids]
+    if not seqs:
+        raise ValueError("pad_batch: no prompts")
+    empty = [i for i, q in enumerate(seqs) if not q]
+    if empty:
+        raise ValueError(f"prompt {empty[0]} is empty ({len(empty)} empty in all): a task prompt needs at least one "
+                         "token, the one the answer follows")
     T = max(len(s) for s in seqs)
     tokens = torch.full((len(seqs), T), pad_id, dtype=torch.long)  # [n, T]
     for i, s in enumerate(seqs):

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import numbers
 from functools import lru_cache
 from pathlib import Path
 
@@ -83,6 +84,19 @@ def _new_tokenizer() -> Tokenizer:
     return tok
 
 
+def check_text(text: str) -> str:
+    """``text`` if it can be encoded: a ``str`` that is valid Unicode (no lone surrogates such as ``"\\ud800"``,
+    which UTF-8 cannot hold); else a ValueError saying what is wrong and where."""
+    if not isinstance(text, str):
+        raise TypeError(f"the tokenizer encodes str, got {type(text).__name__}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError(f"text has a lone surrogate {text[e.start:e.end]!r} at character {e.start}: not valid "
+                         "Unicode (decode your bytes with errors='replace' first)") from None
+    return text
+
+
 class CodeTokenizer:
     """Thin wrapper over a ``tokenizers.Tokenizer``: exact round trip, human-readable tokens."""
 
@@ -98,15 +112,19 @@ class CodeTokenizer:
 
     def encode(self, text: str) -> list[int]:
         """Token ids of ``text``. A literal ``<|endoftext|>`` in ``text`` becomes ``eot_id``."""
-        return self._tok.encode(text, add_special_tokens=False).ids
+        return self._tok.encode(check_text(text), add_special_tokens=False).ids
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         """``encode`` for many texts, in parallel (Rust)."""
-        return [e.ids for e in self._tok.encode_batch(list(texts), add_special_tokens=False)]
+        return [e.ids for e in self._tok.encode_batch([check_text(t) for t in texts], add_special_tokens=False)]
 
     def decode(self, ids) -> str:
         """Text of ``ids`` (list or 1-D tensor); ``decode(encode(t)) == t`` for any ``t``."""
         ids = ids.tolist() if hasattr(ids, "tolist") else list(ids)
+        for i in ids:
+            if isinstance(i, bool) or not isinstance(i, numbers.Integral) or not 0 <= i < self.vocab_size:
+                raise ValueError(f"token id {i!r} is outside the vocabulary [0, {self.vocab_size})")
+        ids = [int(i) for i in ids]
         return self._tok.decode(ids, skip_special_tokens=False)
 
     def id_to_token(self, i: int) -> str:

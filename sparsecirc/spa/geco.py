@@ -120,8 +120,15 @@ class GECO:
         """Everything needed to report (or resume) the multiplier: config, τ, λ, C_ema."""
         return {"config": self.cfg.to_dict(), "tau": self.tau, "lambda": self.lam, "constraint_ema": self.c_ema}
 
+    def load_state(self, state: dict) -> None:
+        """Continue from :meth:`state` (a resumed post-training run); the τ must be the same."""
+        if abs(state["tau"] - self.tau) > 1e-12:
+            raise ValueError(f"GECO: checkpoint τ {state['tau']} differs from this run's τ {self.tau}")
+        self.lam, self.c_ema = float(state["lambda"]), float(state["constraint_ema"])
+
     def train_hooks(self) -> TrainHooks:
-        return TrainHooks(objective=self.objective, after_step=lambda model, step: self.update(), log=self.log)
+        return TrainHooks(objective=self.objective, after_step=lambda model, step: self.update(), log=self.log,
+                          state=self.state, load_state=self.load_state)
 
 
 # --- the evaluation trajectory of a post-training run (one logger for the addition toy and the code model) ---------

@@ -25,7 +25,7 @@ def produce_case_study(ctx: BuildContext) -> None:
     study = spec.get("study", "bracket" if spec.get("task") == "bracket_counting" else None)
     if study not in STUDIES:
         raise ValueError(f"{ctx.artifact_id}: unknown case study {study!r}; known: {sorted(STUDIES)}")
-    sspec = spec["scales"][ctx.scale]
+    sspec = ctx.overrides()
     seed = sspec.get("seed", 0)
     pcfg = PruneConfig.from_dict(sspec.get("prune", {}))
     t0 = time.time()

@@ -83,7 +83,7 @@ def produce_circuits(ctx: BuildContext) -> None:
     folder, progress = ctx.folder, ctx.progress
 
     spec = ctx.spec
-    sspec = spec["scales"][ctx.scale]
+    sspec = ctx.overrides()
     pcfg = PruneConfig.from_dict(sspec.get("prune", {}))
     targets = [float(t) for t in sspec.get("targets", spec["targets"])]
     min_acc = sspec.get("min_accuracy", spec["min_accuracy"])
