@@ -121,7 +121,24 @@ def test_scorecard_table_from_claim_outputs(tmp_path):
         "| `a-one` | [Chapter 01_first.ipynb](01_first.ipynb) | 1.5 | 1.6 | reproduced |",
         "| `a-two` | [Chapter 01_first.ipynb](01_first.ipynb) | no | yes | not reproduced |",
     ]
-    assert "3 claims: 1 reproduced, 0 partly, 1 not reproduced, 1 beyond the papers." in region
+    assert "3 other claims: 1 reproduced, 1 not reproduced, 1 beyond-paper." in region
+    n_headline = len(scorecard.HEADLINE_CLAIMS)  # none measured in this book: each one says so
+    assert region.lstrip().startswith(f"**Headline claims of the papers: 0 reproduced, {n_headline} not measured.**")
+
+
+def test_headline_claims_come_first_and_are_counted_alone(tmp_path):
+    make_book(tmp_path, TOC2, {
+        "01_first.ipynb": ["CLAIM circuit-size-ratio | ours 37.5× | paper 16× | partly",
+                           "CLAIM side-one | ours 1 | paper 1 | reproduced"],
+        "02_second.ipynb": ["CLAIM code-model-edge-density | ours 3% | paper 0.3% | not reproduced"],
+    })
+    scorecard.update_scorecard(tmp_path)
+    region = (tmp_path / "index.md").read_text().split(scorecard.START)[1].split(scorecard.END)[0]
+    first = region.strip().splitlines()[0]
+    n_missing = len(scorecard.HEADLINE_CLAIMS) - 2
+    assert first == (f"**Headline claims of the papers: 0 reproduced, 1 partly, 1 not reproduced, "
+                     f"{n_missing} not measured.**")  # side-one's "reproduced" does not count here
+    assert "1 other claim: 1 reproduced." in region
     assert scorecard.update_scorecard(tmp_path) is False  # idempotent
 
 

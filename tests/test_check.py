@@ -182,3 +182,33 @@ def test_bad_options(kw, match):
 def test_bad_values(ours, paper, compare):
     with pytest.raises(ValueError):
         claim("x", ours, paper, compare=compare)
+
+
+# --- verdicts that cannot flatter --------------------------------------------------------------------------------
+def test_a_target_we_set_is_never_reproduced(capsys):
+    met = claim("toy-accuracy", 100.0, 100.0, compare="at_least", unit="%", paper_kind="target")
+    assert met.verdict == "target met" and "paper target 100%" in met.line
+    missed = claim("toy-density", 3.0, 2.0, compare="at_most", unit="%", paper_kind="target")
+    assert missed.verdict == "target missed"
+
+
+def test_a_reference_value_is_context_not_a_claim():
+    c = claim("dense-seeds", 0.953, 0.94, compare="rtol", rtol=0.05, paper_kind="reference")
+    assert c.verdict == "reference" and "paper reference 0.94" in c.line
+
+
+def test_numbers_on_other_data_are_not_comparable():
+    c = claim("val-loss", 1.0, (0.9, 1.3), compare="range", comparable=False)
+    assert c.verdict == "not comparable"  # inside the range, and still not a reproduction
+
+
+def test_counts_compare_exactly():
+    assert claim("heads", 1, 2, compare="exact").verdict == "not reproduced"
+    assert claim("heads", 2, 2, compare="exact").verdict == "reproduced"
+
+
+def test_paper_kind_is_checked():
+    with pytest.raises(ValueError, match="paper_kind"):
+        claim("x", 1.0, 1.0, paper_kind="guess")
+    with pytest.raises(ValueError, match="needs the target"):
+        claim("x", 1.0, None, paper_kind="target")

@@ -184,3 +184,15 @@ def test_nonsense_labels_flip_about_half_and_keep_prompts():
     flipped = sum(t == 2 for t in ns["target_id"])
     assert 60 < flipped < 140 and ns["prompt"] == ds["prompt"]
     assert all({a, b} == {1, 2} for a, b in zip(ns["target_id"], ns["distractor_id"]))
+
+
+def test_empty_circuits_are_reported_and_left_out_of_the_ratio():
+    from sparsecirc.wst.circuit_study import empty_circuit_tasks, n_reached, size_ratio, usable_tasks
+    res = {"tasks": ["a", "c"], "runs": [
+        {"task": "a", "model": "d", "targets": {"0.15": {"edges": 400}}},
+        {"task": "a", "model": "s", "targets": {"0.15": {"edges": 25}}},
+        {"task": "c", "model": "d", "targets": {"0.15": {"edges": 900}}},
+        {"task": "c", "model": "s", "targets": {"0.15": {"edges": 0}}}]}  # the last token decides
+    assert empty_circuit_tasks(res, 0.15) == {"c": ["s"]}
+    assert list(usable_tasks(res, 0.15)) == ["a"] and n_reached(res, 0.15) == 2
+    assert size_ratio(res, "d", "s", 0.15) == pytest.approx(16)  # flooring c at 1 edge would give sqrt(16 * 900) = 120

@@ -27,8 +27,12 @@ from sparsecirc.core.config import BUILD_SCALES
 
 __all__ = ["Claim", "ClaimLine", "claim", "parse_claims", "VERDICTS", "COMPARES", "CLAIM_RE"]
 
-VERDICTS = ("reproduced", "partly", "not reproduced", "beyond-paper")
-COMPARES = ("rtol", "range", "at_least", "at_most", "direction", "ratio_direction")
+VERDICTS = ("reproduced", "partly", "not reproduced", "not comparable", "target met", "target missed", "reference",
+            "beyond-paper")
+COMPARES = ("rtol", "range", "at_least", "at_most", "direction", "ratio_direction", "exact")
+#: what the paper column holds: a number the paper prints, a target we set ourselves, or a reference value (ours
+#: or the paper's) that is context rather than a claim. Only ``printed`` can give ``reproduced``.
+PAPER_KINDS = ("printed", "target", "reference")
 
 #: The line format; the scorecard and the tests parse with exactly this expression.
 CLAIM_RE = re.compile(r"^CLAIM\s+(\S+)\s*\|\s*ours\s+(.*?)\s*\|\s*paper\s+(.*?)\s*\|\s*(.*?)\s*$")
@@ -73,6 +77,8 @@ def claim(
     ci_check: bool | None = None,
     fmt: str = "{:.3g}",
     unit: str = "",
+    paper_kind: str = "printed",
+    comparable: bool = True,
 ) -> Claim:
     """Compare our number with the paper's, print one ``CLAIM`` line and return a :class:`Claim`.
 
@@ -96,6 +102,8 @@ def claim(
               the same side of 1 and within a factor 2: reproduced; same side only: partly; otherwise not
               reproduced.
 
+            * ``"exact"`` -- counts (heads, layers): equal: reproduced; otherwise not reproduced.
+
             Whatever the rule, ``paper=None`` gives ``beyond-paper``.
         rtol: relative tolerance of the ``"rtol"`` rule.
         scale: the chapter's ``SCALE`` parameter, ``"book"`` or ``"ci"``.
@@ -106,6 +114,12 @@ def claim(
         fmt: format for floats (ints print as ints, bools as yes/no, strings verbatim, ``None`` as ``—``).
         unit: appended to numbers and ranges; directly when it starts with a symbol (``"%"``, ``"×"``), else after a
             space (``"edges"`` -> ``"120 edges"``).
+        paper_kind: ``"printed"`` (a number the paper prints; the only kind that can be ``reproduced``),
+            ``"target"`` (a goal we set ourselves: the paper column reads ``target …`` and the verdict is ``target
+            met`` / ``target missed`` by the same rule) or ``"reference"`` (context, not a claim: ``reference …``,
+            verdict ``reference``).
+        comparable: False when ours and the paper's number are measured on different data, tokenizers or tasks:
+            the verdict is ``not comparable`` whatever the numbers.
 
     Returns:
         Claim(slug, ours, paper, verdict, line); ``line`` is what was printed.
@@ -126,6 +140,10 @@ def claim(
         raise ValueError(f"{slug}: unknown scale {scale!r}; expected one of {', '.join(BUILD_SCALES)}")
     if not (isinstance(rtol, (int, float)) and rtol >= 0):
         raise ValueError(f"{slug}: rtol must be a non-negative number, got {rtol!r}")
+    if paper_kind not in PAPER_KINDS:
+        raise ValueError(f"{slug}: unknown paper_kind {paper_kind!r}; expected one of {', '.join(PAPER_KINDS)}")
+    if paper_kind != "printed" and paper is None:
+        raise ValueError(f"{slug}: paper_kind={paper_kind!r} needs the target or reference value as paper")
     ours, paper = _plain(ours, slug, "ours"), _plain(paper, slug, "paper")
     expect, ci_check = _plain(expect, slug, "expect"), _plain(ci_check, slug, "ci_check")
     if ours is None or isinstance(ours, tuple):
@@ -134,7 +152,14 @@ def claim(
         raise ValueError(f"{slug}: ci_check must be a bool, got {ci_check!r}")
 
     verdict = _verdict(slug, ours, paper, compare, rtol)
-    line = f"CLAIM {slug} | ours {_fmt(ours, fmt, unit)} | paper {_fmt(paper, fmt, unit)} | {verdict}"
+    if paper_kind == "target":
+        verdict = "target met" if verdict == "reproduced" else "target missed"
+    elif paper_kind == "reference":
+        verdict = "reference"
+    if not comparable:
+        verdict = "not comparable"
+    shown = _fmt(paper, fmt, unit) if paper_kind == "printed" else f"{paper_kind} {_fmt(paper, fmt, unit)}"
+    line = f"CLAIM {slug} | ours {_fmt(ours, fmt, unit)} | paper {shown} | {verdict}"
 
     if scale == "book" and expect is not None and not _matches(ours, expect, expect_rtol):
         raise AssertionError(
@@ -184,6 +209,8 @@ def _verdict(slug: str, ours, paper, compare: str, rtol: float) -> str:
     if not _is_num(ours):
         raise ValueError(f"{slug}: compare={compare!r} needs a numeric ours value, got {ours!r}")
 
+    if compare == "exact":
+        return "reproduced" if ours == paper else "not reproduced"
     if compare == "rtol":
         err = abs(ours - paper)
         if err <= rtol * abs(paper):

@@ -151,11 +151,26 @@ def edges_table(results: dict, target: float) -> dict[str, dict[str, int | None]
     return out
 
 
-def usable_tasks(results: dict, target: float) -> dict[str, dict[str, int]]:
-    """The rows of :func:`edges_table` where every studied model reached ``target`` (the tasks models are
-    compared on)."""
+def reached_tasks(results: dict, target: float) -> dict[str, dict[str, int]]:
+    """The rows of :func:`edges_table` where every studied model reached ``target``."""
     return {t: row for t, row in edges_table(results, target).items()
             if row and all(v is not None for v in row.values())}
+
+
+def empty_circuit_tasks(results: dict, target: float) -> dict[str, list[str]]:
+    """Reached tasks where some model's circuit has no edge at all ({task: [those models]}): the answer then comes
+    from the last token's embedding -> unembedding path (and the residual stream), not from a circuit of weights.
+    They are reported, and left out of the geometric mean (a log of 0 is undefined, and flooring it at one edge
+    would let one such task dominate the ratio)."""
+    return {t: sorted(m for m, v in row.items() if v == 0) for t, row in reached_tasks(results, target).items()
+            if any(v == 0 for v in row.values())}
+
+
+def usable_tasks(results: dict, target: float) -> dict[str, dict[str, int]]:
+    """The tasks models are compared on: every studied model reached ``target`` with a non-empty circuit (see
+    :func:`empty_circuit_tasks` for those left out)."""
+    empty = empty_circuit_tasks(results, target)
+    return {t: row for t, row in reached_tasks(results, target).items() if t not in empty}
 
 
 def geomean_edges(results: dict, model: str, target: float) -> float | None:
@@ -174,8 +189,8 @@ def size_ratio(results: dict, dense: str, sparse: str, target: float) -> float |
 
 
 def n_reached(results: dict, target: float) -> int:
-    """How many studied tasks every model reached ``target`` on."""
-    return len(usable_tasks(results, target))
+    """How many studied tasks every model reached ``target`` on (empty circuits included)."""
+    return len(reached_tasks(results, target))
 
 
 def ratio_spread(results: dict, dense: str, sparse: str, target: float, *, n_boot: int = 2000,
@@ -346,12 +361,15 @@ def headline(results: dict, sparse: str, dense: str, target: float) -> dict:
         target: the headline task loss.
 
     Returns:
-        ``ratio`` (:func:`size_ratio`), ``sparse edges`` / ``dense edges`` (:func:`geomean_edges`; None where not
+        ``ratio`` (:func:`size_ratio`), ``tasks in the ratio``, ``empty circuits left out`` ({task: models},
+        :func:`empty_circuit_tasks`), ``sparse edges`` / ``dense edges`` (:func:`geomean_edges`; None where not
         reached), ``kept loss`` / ``ablated loss`` (:func:`ablation_losses`) and, per control kind
         (``random_init``, ``nonsense``), its :func:`control_summary`.
     """
     kept, ablated = ablation_losses(results)
     return {"ratio": size_ratio(results, dense, sparse, target),
+            "tasks in the ratio": len(usable_tasks(results, target)),
+            "empty circuits left out": empty_circuit_tasks(results, target),
             "sparse edges": geomean_edges(results, sparse, target),
             "dense edges": geomean_edges(results, dense, target),
             "kept loss": kept, "ablated loss": ablated,
@@ -410,7 +428,7 @@ def per_task_edges(results: dict, target: float, names: dict[str, str]) -> pd.Da
 
     Returns:
         :func:`edges_frame` (as floats, NaN where not reached) plus the row ``geometric mean``
-        (:func:`geomean_edges`, over the tasks every model reached).
+        (:func:`geomean_edges`, over the tasks every model reached with a non-empty circuit).
     """
     table = edges_frame(results, target, names).astype(float)
     ids = {v: k for k, v in names.items()}
