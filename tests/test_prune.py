@@ -196,3 +196,21 @@ def test_empty_circuits_are_reported_and_left_out_of_the_ratio():
     assert empty_circuit_tasks(res, 0.15) == {"c": ["s"]}
     assert list(usable_tasks(res, 0.15)) == ["a"] and n_reached(res, 0.15) == 2
     assert size_ratio(res, "d", "s", 0.15) == pytest.approx(16)  # flooring c at 1 edge would give sqrt(16 * 900) = 120
+
+
+def test_faithfulness_of_the_whole_model_and_of_an_empty_circuit():
+    from sparsecirc.wst.prune import circuit_faithfulness
+    m = _model()
+    pairs = _pairs(m)
+    ds = {"prompt_ids": pairs.tokens.tolist(), "target_id": pairs.cand[:, 0].tolist(),
+          "distractor_id": pairs.cand[:, 1].tolist()}
+    means = compute_means(m, _windows())
+    sites = node_sites(m)
+    whole = Circuit(task="t", nodes={h: list(range(d)) for h, d in sites.items()}, edges=[], target_loss=0.15,
+                    loss=0.0)
+    f = circuit_faithfulness(m, whole, ds, means)
+    assert f["agreement"] == 1.0 and f["kl"] == pytest.approx(0.0, abs=1e-6) and f["full"]["accuracy"] == 1.0
+    assert not f["beats_full"]  # equal, not better
+    empty = Circuit(task="t", nodes={}, edges=[], target_loss=0.15, loss=0.0, meta={"calibration": {"scale": 3.0}})
+    g = circuit_faithfulness(m, empty, ds, means)
+    assert g["scale"] == 3.0 and g["kl"] > 0 and g["uncalibrated"]["loss"] != g["calibrated"]["loss"]

@@ -8,7 +8,7 @@ import torch
 from sparsecirc import artifacts
 from sparsecirc.artifacts import ArtifactError
 from sparsecirc.core.config import make_config
-from sparsecirc.core.train import TrainHooks, load_model, lr_at, sample_batch, train
+from sparsecirc.core.train import TrainHooks, load_model, lr_at, sample_batch, save_run, train
 
 TINY = {"n_layer": 1, "d_model": 32, "d_head": 8, "n_ctx": 16, "d_vocab": 40}
 
@@ -174,3 +174,13 @@ def test_stop_when_ends_training_at_the_first_validation_that_satisfies_it(tmp_p
                     stop_when=lambda h: len(h.val_loss) == 2)
     assert hist.val_step == [4, 8] and hist.step[-1] == 7
     assert json.loads((tmp_path / "manifest.json").read_text())["step"] == 8
+
+
+def test_save_run_takes_the_manifest_fields_a_producer_passes(tmp_path):
+    """Producers pass id/scale/kind/produced_by (BuildContext.manifest_info); save_run adds seed/scale/config."""
+    cfg = _cfg(steps=2)
+    model, hist = train(cfg, _tokens(), _tokens(seed=1), progress=False)
+    m = save_run(tmp_path / "a", model, hist, cfg, metrics={"val_loss": 1.0}, id="wst-x", scale="ci", kind="lm",
+                 produced_by="python -m sparsecirc reproduce wst-x --scale ci")
+    assert m["scale"] == "ci" and m["kind"] == "lm" and m["seed"] == cfg.train.seed
+    assert [f["path"] for f in m["files"]][-1] == "metrics.json"

@@ -104,7 +104,8 @@ def claim(
 
             * ``"exact"`` -- counts (heads, layers): equal: reproduced; otherwise not reproduced.
 
-            Whatever the rule, ``paper=None`` gives ``beyond-paper``.
+            Whatever the rule, ``paper=None`` gives ``beyond-paper``; a string ``ours`` under a numeric rule (e.g.
+            "not reached": no number was obtained) gives ``not reproduced``.
         rtol: relative tolerance of the ``"rtol"`` rule.
         scale: the chapter's ``SCALE`` parameter, ``"book"`` or ``"ci"``.
         expect: committed value of ``ours`` at book scale; checked (``math.isclose``, rel ``expect_rtol``) only
@@ -206,6 +207,8 @@ def _verdict(slug: str, ours, paper, compare: str, rtol: float) -> str:
             raise ValueError(f"{slug}: range paper=(lo, hi) needs lo <= hi, got {paper!r}")
     elif not _is_num(paper):
         raise ValueError(f"{slug}: compare={compare!r} needs a numeric paper value, got {paper!r}")
+    if isinstance(ours, str):  # no number was obtained ("not reached"): nothing to compare, so not reproduced
+        return "not reproduced"
     if not _is_num(ours):
         raise ValueError(f"{slug}: compare={compare!r} needs a numeric ours value, got {ours!r}")
 

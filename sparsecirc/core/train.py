@@ -144,9 +144,10 @@ def save_run(folder: str | Path, model: GPT, history: History, cfg: RunConfig, *
         if metrics is not None:
             artifacts.write_json(staging / "metrics.json", metrics)
             files.append("metrics.json")
-        extra = {"recipe_state": recipe_state} if recipe_state else {}
-        return artifacts.write_manifest(staging, files, seed=cfg.train.seed, scale=cfg.scale, config=cfg.to_dict(),
-                                        **extra, **info)
+        fields = {"seed": cfg.train.seed, "scale": cfg.scale, "config": cfg.to_dict(), **info}
+        if recipe_state:
+            fields["recipe_state"] = recipe_state
+        return artifacts.write_manifest(staging, files, **fields)
     return artifacts.replace_folder(folder, write)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 
 import datasets
 import numpy as np
@@ -27,8 +28,8 @@ from sparsecirc.core.model import GPT
 from sparsecirc.core.sparsity import Projector
 from sparsecirc.data.lm import lm_tokens
 from sparsecirc.data.tasks import TASKS, evaluate_all, load_task
-from sparsecirc.wst.circuits import Circuit
-from sparsecirc.wst.prune import circuit_metrics, prune_to_circuit
+from sparsecirc.wst.circuits import Circuit, load_circuit
+from sparsecirc.wst.prune import circuit_faithfulness, circuit_metrics, prune_to_circuit
 from sparsecirc.wst.reading import mean_values, study_model
 
 
@@ -300,6 +301,44 @@ def faithfulness_table(results: dict, sparse: str) -> pd.DataFrame:
                          "full model": r["full_loss"], "circuit only": r.get("test", {}).get("loss"),
                          "circuit ablated": r.get("inverse", {}).get("loss")} for r in results["runs"]])
     return inv.groupby("model")[["full model", "circuit only", "circuit ablated"]].mean()
+
+
+def circuit_faithfulness_table(results: dict, folder: Path, models: dict[str, GPT], means: dict[str, dict],
+                               target: float) -> pd.DataFrame:
+    """Every stored circuit of a study measured against its own full model on the task's test prompts
+    (:func:`sparsecirc.wst.prune.circuit_faithfulness`).
+
+    Args:
+        results: the study's ``results.json``; ``folder``: its artifact folder (``circuits/`` inside).
+        models: ``{model id: GPT}``; ``means``: ``{model id: mean-ablation values}``.
+        target: the task loss the stored circuits were bisected to (rows are only the tasks in ``results``).
+
+    Returns:
+        One row per (model, task) with a stored circuit: full loss and accuracy, the circuit's loss and accuracy
+        uncalibrated and calibrated, calibration scale and largest |bias|, agreement with the full model, KL(full
+        || circuit), and ``beats full`` (flagged: a circuit better than its own model).
+    """
+    rows = []
+    for r in results["runs"]:
+        path = folder / "circuits" / f"{r['model']}__{r['task']}.json"
+        if r["model"] not in models or not path.exists() or r["targets"].get(str(float(target))) is None:
+            continue
+        f = circuit_faithfulness(models[r["model"]], load_circuit(path, models[r["model"]]),
+                                 load_task(r["task"], "test"), means[r["model"]])
+        rows.append({"model": r["model"], "task": r["task"], "full loss": f["full"]["loss"],
+                     "full acc": f["full"]["accuracy"], "circuit loss (raw)": f["uncalibrated"]["loss"],
+                     "circuit acc (raw)": f["uncalibrated"]["accuracy"], "circuit loss": f["calibrated"]["loss"],
+                     "circuit acc": f["calibrated"]["accuracy"], "scale": f["scale"], "|bias| max": f["bias"],
+                     "agreement": f["agreement"], "KL(full||circuit)": f["kl"], "beats full": f["beats_full"]})
+    return pd.DataFrame(rows).set_index(["model", "task"]) if rows else pd.DataFrame()
+
+
+def faithfulness_summary(table: pd.DataFrame, model: str) -> dict:
+    """``agreement`` (mean over ``model``'s circuits, or "no circuit"), ``beats full`` (how many circuits of the table
+    beat their own model) and ``circuits`` (rows of the table), from :func:`circuit_faithfulness_table`."""
+    mine = table.xs(model, level="model") if len(table) and model in table.index.get_level_values("model") else None
+    return {"agreement": float(mine["agreement"].mean()) if mine is not None else "no circuit",
+            "beats full": int(table["beats full"].sum()) if len(table) else 0, "circuits": len(table)}
 
 
 def controls_table(results: dict, target: float) -> pd.DataFrame:

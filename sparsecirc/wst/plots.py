@@ -20,13 +20,20 @@ def size_vs_target(results: dict, sparse: str, dense: str, *,
         The Figure (one axes, one line per model; targets no task reached are left out).
     """
     fig, ax = plt.subplots(figsize=(5.6, 3.8))
+    drawn = 0
     for model, label in zip((sparse, dense), labels):
         pts = [(geomean_edges(results, model, t), t) for t in sorted(results["targets"])
                if geomean_edges(results, model, t)]
         ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=label)
-    ax.set(xscale="log", yscale="log", xlabel="circuit edges (geometric mean over tasks)", ylabel="target task loss",
+        drawn += len(pts)
+    ax.set(xlabel="circuit edges (geometric mean over tasks)", ylabel="target task loss",
            title="circuit size vs target loss")
-    ax.legend()
+    if drawn:
+        ax.set(xscale="log", yscale="log")
+        ax.legend()
+    else:  # e.g. barely trained ci models: every reached circuit is empty
+        ax.text(0.5, 0.5, "no target reached with non-empty circuits by both models", ha="center", va="center",
+                transform=ax.transAxes)
     ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
     return fig
