@@ -17,7 +17,8 @@ from sparsecirc.core.repro import setup_threads
 from sparsecirc.core.train import eval_windows
 from sparsecirc.data import tasks
 from sparsecirc.data.lm import lm_tokens
-from sparsecirc.wst.prune import compute_means, prune_to_circuit
+from sparsecirc.wst.ablation import compute_means
+from sparsecirc.wst.prune import prune_to_circuit
 
 
 def main() -> None:

@@ -26,7 +26,7 @@ from sparsecirc.core.train import load_run, save_run, train
 from sparsecirc.data.lm import lm_task_metrics, lm_tokens, lm_val_loss
 from sparsecirc.paths import cache_dir
 from sparsecirc.spa import addition, code_posttrain
-from sparsecirc.wst import case_study, circuit_study
+from sparsecirc.wst import case_study, circuit_study, prune_study
 
 
 def read_spec(artifact_id: str) -> dict:
@@ -57,7 +57,12 @@ def run_config(artifact_id: str, scale: str) -> RunConfig:
 # --- the language-model producer ---------------------------------------------------------------------------
 def produce_lm(ctx: BuildContext) -> None:
     """Train a language model. With ``match_val_loss_of: <id>`` in the config, training stops at the first
-    validation whose loss is at or below that artifact's (a matched-loss baseline, P1 Fig. 2)."""
+    validation whose loss is at or below that artifact's (a matched-loss baseline, P1 Fig. 2). With
+    ``match_steps: [s1, s2, ...]`` as well, no run is cut short: complete runs (warmup and decay to the end) of
+    s1, s2, ... steps are trained in turn and the first whose final validation loss is at or below the target is
+    kept (every candidate's loss is recorded in ``metrics["match_search"]``)."""
+    if ctx.spec.get("match_steps"):
+        return _produce_lm_full_schedule(ctx)
     cfg = ctx.config()
     tokens, val_tokens = lm_tokens(cfg)
     ckpt = cache_dir() / "checkpoints" / ctx.scale / ctx.artifact_id
@@ -81,6 +86,37 @@ def produce_lm(ctx: BuildContext) -> None:
                "train_tokens": int(tokens.numel()), "val_tokens": int(val_tokens.numel()), "steps_run": len(hist.step)}
     if other:
         metrics.update(matched_to=other, matched_target_val_loss=target)
+    metrics["tasks"] = lm_task_metrics(model)
+    save_run(ctx.folder, model, hist, cfg, metrics=metrics, **ctx.manifest_info(
+        kind="lm", precision="bf16-autocast" if cfg.train.bf16 else "fp32", wall_time_s=round(wall, 1)))
+
+
+def _produce_lm_full_schedule(ctx: BuildContext) -> None:
+    """The ``match_steps`` form of :func:`produce_lm`: the shortest complete schedule that reaches the loss."""
+    other = ctx.spec.get("match_val_loss_of")
+    if not other:
+        raise ArtifactError(f"{ctx.artifact_id}: match_steps needs match_val_loss_of")
+    target = ctx.dep(other).metrics["val_loss"]
+    base, scale_steps = ctx.split_config("match_steps")
+    candidates = [int(s) for s in (scale_steps or ctx.spec["match_steps"])]
+    tokens, val_tokens = lm_tokens(base)
+    search, t0 = [], time.time()
+    for steps in candidates:
+        cfg = base.replace(train=base.train.replace(steps=steps))
+        ckpt = cache_dir() / "checkpoints" / ctx.scale / f"{ctx.artifact_id}-{steps}"
+        model, hist = train(cfg, tokens, val_tokens, out=ckpt, overwrite=True, progress=ctx.progress,
+                            checkpoint_every=cfg.train.checkpoint_every or max(1, steps // 10))
+        val_loss, n_windows = lm_val_loss(model, cfg, val_tokens)
+        search.append({"steps": steps, "val_loss": val_loss})
+        print(f"{ctx.artifact_id}: {steps} steps -> val loss {val_loss:.4f} (target {target:.4f})")
+        if val_loss <= target:
+            break
+    wall = time.time() - t0
+    metrics = {"val_loss": val_loss, "val_windows": n_windows, "n_params": model.n_params(),
+               "tokens_seen": hist.tokens_seen, "tokens_per_s": hist.tokens_seen / max(hist.train_seconds, 1e-9),
+               "train_tokens": int(tokens.numel()), "val_tokens": int(val_tokens.numel()), "steps_run": len(hist.step),
+               "matched_to": other, "matched_target_val_loss": target, "match_search": search,
+               "match_reached": val_loss <= target}
     metrics["tasks"] = lm_task_metrics(model)
     save_run(ctx.folder, model, hist, cfg, metrics=metrics, **ctx.manifest_info(
         kind="lm", precision="bf16-autocast" if cfg.train.bf16 else "fp32", wall_time_s=round(wall, 1)))
@@ -110,6 +146,7 @@ def refresh_lm_metrics(artifact_id: str) -> dict:
 PRODUCERS = {
     "lm": produce_lm,
     "circuits": circuit_study.produce_circuits,
+    "prune_study": prune_study.produce_prune_study,
     "case_study": case_study.produce_case_study,
     "addition_dense": addition.produce_dense,
     "addition_sparse": addition.produce_sparse,
@@ -118,7 +155,7 @@ PRODUCERS = {
 RESUMABLE_KINDS = ("lm",)  # producers that continue an interrupted build from its checkpoint
 # manifest kinds whose folder is a run folder (core.train.save_run with metrics), loaded by load_run
 GPT_FOLDER_KINDS = ("lm", "addition_dense", "addition_sparse", "lm_gated")
-STUDY_KINDS = ("circuits", "case_study")  # results.json (+ circuits/)
+STUDY_KINDS = ("circuits", "case_study", "prune_study")  # results.json (+ circuits/)
 
 
 def produce(artifact_id: str, scale: str, folder: Path | None = None, *, progress: bool = True,

@@ -6,19 +6,9 @@ import torch
 from sparsecirc import GPT, ModelConfig
 from sparsecirc.artifacts import ArtifactError
 from sparsecirc.core.config import PruneConfig
+from sparsecirc.wst.ablation import NodeMask, PairData, ablate, calibrate, compute_means, gates_from_nodes, pair_margin
 from sparsecirc.wst.circuits import Circuit, count_edges, draw_circuit, node_sites
-from sparsecirc.wst.prune import (
-    NodeMask,
-    PairData,
-    ablate,
-    bisect_k,
-    calibrate,
-    compute_means,
-    gates_from_nodes,
-    masked_loss,
-    pair_margin,
-    train_mask,
-)
+from sparsecirc.wst.prune import bisect_k, masked_loss, train_mask
 
 TINY = dict(n_layer=2, d_model=16, d_head=4, n_ctx=12, d_vocab=30)
 

@@ -259,14 +259,42 @@ class PruneConfig(DictConfig):
     calibrate: bool = True  # fit a logit scale and a relative candidate shift (16 LBFGS steps)
     calib_steps: int = 16
     n_mean_windows: int = 64  # pretraining windows for the mean-ablation values
-    eval_pairs: int = 64  # training-split pairs the bisection measures
+    eval_pairs: int = 64  # legacy (val_pairs = 0): training-split pairs the bisection measures
+    # held-out validation: this many pairs of the training split are kept out of mask training; bisection,
+    # calibration, the clean-up pass and the hyperparameter search measure them (0: legacy, bisect on eval_pairs
+    # pairs drawn from the mask-training pairs themselves). The split depends on split_seed only, not on seed.
+    val_pairs: int = 0
+    split_seed: int = 0
+    schedule: str = "linear"  # lr after warmup: "linear" decay to 0 at `steps`, or "constant"
+    tie_qk: bool = False  # one mask entry per (q, k) channel pair of a layer (P1 fn. 17)
+    ablation: str = "mean"  # pruned nodes take their pretraining mean ("mean") or 0 ("zero")
+    freeze_norms: bool = False  # RMSNorm scales frozen to the full model's values under ablation (Drori)
+    # plateau rule (recorded always; stops the run only with stop_at_plateau): at every plateau_window-th step the
+    # window means of kept nodes and task loss are compared with the previous window's; the plateau is reached
+    # at the first of plateau_patience consecutive boundaries where |d kept| <= plateau_tol * kept + 1 and
+    # |d loss| <= plateau_loss_tol
+    plateau_window: int = 50
+    plateau_tol: float = 0.02
+    plateau_loss_tol: float = 0.02
+    plateau_patience: int = 3
+    stop_at_plateau: bool = False
+    snapshots: tuple[int, ...] = ()  # also bisect the mask as it stood after these steps (a budget curve)
+    cleanup: bool = False  # greedy clean-up after bisection: drop a node whenever the circuit still meets target
     node_kinds: tuple[str, ...] = ("attn_read", "q", "k", "v", "attn_write", "mlp_read", "neuron", "mlp_write")
     seed: int = 0
 
     def __post_init__(self):
         object.__setattr__(self, "node_kinds", tuple(self.node_kinds))
+        object.__setattr__(self, "snapshots", tuple(int(s) for s in self.snapshots))
         _require(self.steps > 0 and self.batch_pairs > 0, "PruneConfig: steps and batch_pairs must be positive")
         _require(self.target_loss > 0, f"PruneConfig.target_loss must be > 0, got {self.target_loss}")
+        _require(self.schedule in ("linear", "constant"),
+                 f"PruneConfig.schedule must be 'linear' or 'constant', got {self.schedule!r}")
+        _require(self.ablation in ("mean", "zero"), f"PruneConfig.ablation must be 'mean' or 'zero', got {self.ablation!r}")
+        _require(self.val_pairs >= 0 and self.plateau_window > 0 and self.plateau_patience > 0,
+                 "PruneConfig: val_pairs >= 0, plateau_window > 0 and plateau_patience > 0 are required")
+        _require(all(0 < s <= self.steps for s in self.snapshots),
+                 f"PruneConfig.snapshots must lie in 1..steps={self.steps}, got {self.snapshots}")
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,8 @@ from sparsecirc.core.hooks import patch
 from sparsecirc.core.model import GPT
 from sparsecirc.data.tasks import load_task, pad_batch, pair_logits, task_accuracy, task_loss, task_metrics
 from sparsecirc.wst import attacks
+from sparsecirc.wst.ablation import ablate, gates_from_nodes
 from sparsecirc.wst.circuits import node_sites
-from sparsecirc.wst.prune import ablate, gates_from_nodes
 from sparsecirc.wst.reading import claim_arguments as reading_claim_arguments
 from sparsecirc.wst.reading import (
     is_registered,

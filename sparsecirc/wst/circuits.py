@@ -80,6 +80,28 @@ def count_edges(model: GPT, nodes: dict[str, list[int]]) -> list[tuple[str, int,
     return edges
 
 
+@torch.no_grad()
+def residual_edges(model: GPT, nodes: dict[str, list[int]], candidates: list[int] | tuple[int, ...] = ()) -> int:
+    """Edges :func:`count_edges` leaves out, for the ``edges_with_residual`` count: residual write -> later read of
+    the same channel between kept nodes (an identity path, no weight), and kept write -> candidate unembedding
+    entries (nonzero ``unembed`` weight of each candidate token on the written channel; P1 counts neither in its
+    headline edges). Embedding -> read paths are not counted."""
+    writes, reads = [], []
+    for hook, idx in nodes.items():
+        layer, kind = kind_of(hook)
+        stage = (layer, list(NODE_SITES).index(kind))
+        if kind in ("attn_write", "mlp_write"):
+            writes += [(stage, i) for i in idx]
+        elif kind in ("attn_read", "mlp_read"):
+            reads += [(stage, i) for i in idx]
+    n = sum(1 for ws, wi in writes for rs, ri in reads if wi == ri and rs > ws)
+    if candidates and writes:
+        W = model.unembed.weight[torch.tensor(sorted(set(candidates)))]  # [n_cand, d_model]
+        chans = torch.tensor([i for _, i in writes])
+        n += int((W[:, chans] != 0).sum())
+    return n
+
+
 @dataclass
 class Circuit:
     """A pruned circuit: kept nodes per hook, the edges between them, and how well it does the task."""

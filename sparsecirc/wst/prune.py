@@ -8,6 +8,14 @@ After training, the number of kept nodes k (top-k by tau) is **bisected** to the
 reaches the target (P1: 0.15), with a per-k logit calibration (a positive scale and a per-candidate-token bias: a shift of every logit
 by one constant would be a no-op under softmax).
 
+With ``PruneConfig.val_pairs > 0`` the task's training split is cut, by pair, into mask-training pairs and held-out
+validation pairs; bisection, calibration, the optional greedy clean-up and the hyperparameter search
+(:func:`search_hparams`, our CPU stand-in for P1's CARBS) see only the validation pairs, and a study reports every
+number on the task's test split. Each run logs kept nodes and task loss per step and the step at which a declared
+plateau rule is met (``converged_at``); ``snapshots`` bisect the mask as it stood at earlier steps (a budget curve).
+The baselines and controls (attribution pruning, the search, random-node inverse pruning) are in
+:mod:`sparsecirc.wst.prune_baselines`.
+
 Example::
 
     means = compute_means(model, windows)
@@ -16,184 +24,27 @@ Example::
 """
 from __future__ import annotations
 
-import math
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 from tqdm import tqdm
 
 from sparsecirc.core.config import PruneConfig
-from sparsecirc.core.hooks import patch, record
 from sparsecirc.core.model import GPT
-from sparsecirc.data.tasks import columns, pad_batch
+from sparsecirc.wst.ablation import (
+    NodeMask,
+    NodeOrder,
+    PairData,
+    ablated_margin,
+    ablation_values,
+    apply_calibration,
+    calibrate,
+    gates_from_nodes,
+    pair_margin,
+)
 from sparsecirc.wst.circuits import Circuit, count_edges, node_sites
-
-
-# --- mean-ablation values ------------------------------------------------------------------------------------------
-@torch.no_grad()
-def compute_means(model: GPT, windows: torch.Tensor, kinds=None, batch_size: int = 32) -> dict[str, torch.Tensor]:
-    """Mean activation of every node over pretraining ``windows`` [n, pos(+1)], all positions: {hook: [dim]}."""
-    sites = node_sites(model, kinds or PruneConfig().node_kinds)
-    sums = {name: torch.zeros(dim, dtype=torch.float64) for name, dim in sites.items()}
-    n = 0
-    model.eval()
-    for i in range(0, len(windows), batch_size):
-        w = windows[i:i + batch_size, :model.cfg.n_ctx]  # training windows carry one extra target token
-        with record(model, list(sites)) as c:
-            model(w)
-        for name in sites:
-            sums[name] += c[name].flatten(2).flatten(0, 1).sum(0).double() if c[name].dim() == 4 else \
-                c[name].flatten(0, 1).sum(0).double()
-        n += w.shape[0] * w.shape[1]
-    return {name: (s / n).float() for name, s in sums.items()}
-
-
-# --- masks --------------------------------------------------------------------------------------------------------
-class NodeMask(nn.Module):
-    """tau per node; ``gates()`` gives hard 0/1 gates with the sigmoid surrogate gradient."""
-
-    def __init__(self, sites: dict[str, int], cfg: PruneConfig, generator: torch.Generator | None = None):
-        super().__init__()
-        self.names = list(sites)
-        self.temp = cfg.heaviside_temp
-        self.tau = nn.ParameterList(
-            nn.Parameter((torch.randn(d, generator=generator) * cfg.init_noise_scale + cfg.init_noise_bias)
-                         .clamp(-1, 1)) for d in sites.values())
-
-    def gates(self) -> dict[str, torch.Tensor]:
-        out = {}
-        for name, t in zip(self.names, self.tau):
-            soft = torch.sigmoid(t / self.temp)
-            out[name] = (t > 0).float() + soft - soft.detach()  # Heaviside forward, sigmoid backward
-        return out
-
-    def flat(self) -> torch.Tensor:
-        return torch.cat([t.detach() for t in self.tau])
-
-    def topk_nodes(self, k: int) -> dict[str, list[int]]:
-        """The ``k`` nodes with the largest tau (ties broken by position), as {hook: sorted indices}."""
-        flat = self.flat()
-        keep = torch.zeros_like(flat, dtype=torch.bool)
-        if k > 0:
-            keep[torch.argsort(flat, descending=True, stable=True)[:k]] = True
-        out, start = {}, 0
-        for name, t in zip(self.names, self.tau):
-            idx = torch.nonzero(keep[start:start + t.numel()]).flatten().tolist()
-            if idx:
-                out[name] = idx
-            start += t.numel()
-        return out
-
-
-def gates_from_nodes(sites: dict[str, int], nodes: dict[str, list[int]], invert: bool = False) -> dict[str, torch.Tensor]:
-    """0/1 gates per hook from a node set (``invert``: ablate exactly those nodes instead)."""
-    out = {}
-    for name, dim in sites.items():
-        g = torch.zeros(dim)
-        if nodes.get(name):
-            g[torch.tensor(nodes[name])] = 1.0
-        out[name] = 1.0 - g if invert else g
-    return out
-
-
-@contextmanager
-def ablate(model: GPT, gates: dict[str, torch.Tensor], means: dict[str, torch.Tensor]):
-    """Inside the block, node x becomes gate * x + (1 - gate) * mean at every position."""
-    def make(g, mu):
-        def fn(x):
-            shape = x.shape
-            flat = x.flatten(2) if x.dim() == 4 else x  # q/k/v: [B, T, H, Dh] -> [B, T, H*Dh]
-            return (g * flat + (1 - g) * mu).view(shape)
-        return fn
-    with patch(model, {name: make(g, means[name]) for name, g in gates.items()}):
-        yield
-
-
-# --- task data ----------------------------------------------------------------------------------------------------
-@dataclass
-class PairData:
-    """Padded prompts of a task split: tokens [n, T], last position [n], candidate ids [n, 2] (target first)."""
-
-    tokens: torch.Tensor
-    last: torch.Tensor
-    cand: torch.Tensor
-
-    @classmethod
-    def from_dataset(cls, ds, n_ctx: int, limit: int | None = None) -> "PairData":
-        cols = columns(ds if limit is None else ds.select(range(min(limit, ds.num_rows))))
-        tokens, last = pad_batch(cols["prompt_ids"], n_ctx)
-        cand = torch.tensor([cols["target_id"], cols["distractor_id"]], dtype=torch.long).T
-        return cls(tokens, last, cand)
-
-    def __len__(self) -> int:
-        return len(self.last)
-
-    def subset(self, idx: torch.Tensor) -> "PairData":
-        tokens = self.tokens[idx]
-        T = int(self.last[idx].max()) + 1  # trim padding columns nobody needs
-        return PairData(tokens[:, :T], self.last[idx], self.cand[idx])
-
-
-def pair_margin(model: GPT, data: PairData, batch_size: int = 128) -> torch.Tensor:
-    """logit(target) - logit(distractor) at each prompt's last position: [n] (differentiable)."""
-    outs = []
-    for i in range(0, len(data), batch_size):
-        d = data.subset(torch.arange(i, min(i + batch_size, len(data))))
-        final = model(d.tokens, positions=d.last)  # [b, vocab]
-        two = final.gather(1, d.cand)  # [b, 2]
-        outs.append(two[:, 0] - two[:, 1])
-    return torch.cat(outs)
-
-
-def calibrate(margin: torch.Tensor, cand: torch.Tensor, steps: int = 16) -> tuple[dict, float]:
-    """Fit a logit scale and a per-candidate-token logit bias (LBFGS): margin' = a * margin + b[target] - b[distractor].
-
-    The bias depends on the token, never on which token is correct, so it cannot leak the label; a single shift of
-    every logit would cancel in the two-way softmax. Only tokens that are a candidate in at least a quarter of the
-    prompts get a bias (a task's fixed candidates such as `")`/`')`; not the many variable names of tasks like
-    ``class_init``, which would otherwise give one free parameter per name). ``a = exp(log_a) > 0``.
-    Returns ({"scale", "bias": {id: b}}, calibrated loss); no calibration if the fit does not lower the loss.
-    """
-    margin = margin.detach().double()
-    ids, counts = torch.unique(cand, return_counts=True)
-    ids = ids[counts * 4 >= len(cand)]
-    onehot = (cand[..., None] == ids).double()  # [n, 2, n_ids]
-    diff = onehot[:, 0] - onehot[:, 1]  # [n, n_ids]: +1 target, -1 distractor
-    params = torch.zeros(1 + len(ids), dtype=torch.float64, requires_grad=True)
-
-    def calibrated(p):
-        return p[0].exp() * margin + diff @ p[1:]
-
-    opt = torch.optim.LBFGS([params], max_iter=steps, line_search_fn="strong_wolfe")
-
-    def closure():
-        opt.zero_grad()
-        loss = F.softplus(-calibrated(params)).mean()
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    with torch.no_grad():
-        loss = float(F.softplus(-calibrated(params)).mean())
-        plain = float(F.softplus(-margin).mean())
-    if not math.isfinite(loss) or loss > plain:
-        return {"scale": 1.0, "bias": {}}, plain
-    p = params.detach()
-    return {"scale": float(p[0].exp()), "bias": {int(i): float(b) for i, b in zip(ids, p[1:])}}, loss
-
-
-def apply_calibration(margin: torch.Tensor, cand: torch.Tensor, calib: dict | None) -> torch.Tensor:
-    """margin' = scale * margin + bias[target] - bias[distractor] (``calib`` from :func:`calibrate`)."""
-    if not calib:
-        return margin
-    bias = calib.get("bias", {})
-    b = torch.tensor([[bias.get(int(t), bias.get(str(int(t)), 0.0)) for t in row] for row in cand.tolist()],
-                     dtype=margin.dtype)
-    return calib["scale"] * margin + b[:, 0] - b[:, 1]
 
 
 # --- the pruning run ----------------------------------------------------------------------------------------------
@@ -206,6 +57,10 @@ class PruneResult:
     history: dict = field(default_factory=dict)  # per step: task loss, kept nodes
     seconds: float = 0.0
     order: list[tuple[str, int]] = field(default_factory=list)  # nodes by decreasing tau
+    snapshots: dict[int, dict[float, Circuit | None]] = field(default_factory=dict)  # mask after N steps, bisected
+    cleaned: dict[float, Circuit] = field(default_factory=dict)  # greedy clean-up of each circuit (cfg.cleanup)
+    n_fit_pairs: int = 0  # pairs the mask was trained on
+    n_val_pairs: int = 0  # pairs bisection and calibration measured
 
     @property
     def circuit(self) -> Circuit:
@@ -213,27 +68,60 @@ class PruneResult:
         return next(iter(self.circuits.values()))
 
 
+def plateau_step(kept: list[float], loss: list[float], cfg: PruneConfig) -> int | None:
+    """The step at which the declared plateau rule is first met (see :class:`PruneConfig`), or None.
+
+    Window means of kept nodes and task loss over consecutive ``plateau_window``-step windows; a boundary passes
+    when both moved less than the tolerances since the previous window; the rule is met at the last of
+    ``plateau_patience`` consecutive passing boundaries.
+    """
+    w = cfg.plateau_window
+    n = min(len(kept), len(loss)) // w
+    km = [sum(kept[i * w:(i + 1) * w]) / w for i in range(n)]
+    lm = [sum(loss[i * w:(i + 1) * w]) / w for i in range(n)]
+    run = 0
+    for i in range(1, n):
+        ok = (abs(km[i] - km[i - 1]) <= cfg.plateau_tol * km[i - 1] + 1
+              and abs(lm[i] - lm[i - 1]) <= cfg.plateau_loss_tol)
+        run = run + 1 if ok else 0
+        if run >= cfg.plateau_patience:
+            return (i + 1) * w
+    return None
+
+
 def train_mask(model: GPT, data: PairData, means: dict[str, torch.Tensor], cfg: PruneConfig,
-               progress: bool = False) -> tuple[NodeMask, dict]:
-    """Optimise the node mask on ``data`` (model weights frozen)."""
+               progress: bool = False, chunks: int = 2) -> tuple[NodeMask, dict]:
+    """Optimise the node mask on ``data`` (model weights frozen).
+
+    Each step draws ``cfg.batch_pairs`` pairs (both prompts of each). ``means`` are the values pruned nodes take
+    (pass :func:`ablation_values` for zero ablation). Returns the mask and its history: per step ``task_loss``,
+    ``kept`` and ``lr``; ``converged_at`` (:func:`plateau_step`, None if never met), ``steps_run`` and
+    ``snapshots`` ({step: tau of every node after that step}).
+    """
     g = torch.Generator().manual_seed(cfg.seed)
     sites = node_sites(model, cfg.node_kinds)
     mask = NodeMask(sites, cfg, g)
+    if data.n_pairs < 1:
+        raise ValueError("train_mask: no pair of prompts to train on")
     for p in model.parameters():
         p.requires_grad_(False)
     opt = torch.optim.AdamW(mask.parameters(), lr=cfg.lr, betas=(0.9, cfg.beta2), weight_decay=cfg.weight_decay)
     warm = max(1, round(cfg.warmup_frac * cfg.steps))
-    hist = {"task_loss": [], "kept": []}
+    hist = {"task_loss": [], "kept": [], "lr": [], "converged_at": None, "snapshots": {}}
     model.eval()
     try:
-        for step in tqdm(range(cfg.steps), desc="prune", disable=not progress, leave=False):
-            lr = cfg.lr * ((step + 1) / warm if step < warm else 1 - (step - warm) / max(1, cfg.steps - warm))
+        bar = tqdm(range(cfg.steps), desc="prune", disable=not progress, leave=False)
+        for step in bar:
+            if step < warm:
+                lr = cfg.lr * (step + 1) / warm
+            else:
+                lr = cfg.lr * (1 - (step - warm) / max(1, cfg.steps - warm) if cfg.schedule == "linear" else 1.0)
             for group in opt.param_groups:
                 group["lr"] = lr
-            idx = torch.randint(0, len(data), (2 * cfg.batch_pairs,), generator=g)
+            pairs = torch.randint(0, data.n_pairs, (cfg.batch_pairs,), generator=g)
             gates = mask.gates()
-            with ablate(model, gates, means):
-                margin = pair_margin(model, data.subset(idx))
+            margin = ablated_margin(model, data.subset(PairData.pair_rows(pairs)), gates, means,
+                                    freeze_norms=cfg.freeze_norms, chunks=chunks)
             task = F.softplus(-margin).mean()  # = -log softmax over the two candidates
             kept = sum(gt.sum() for gt in gates.values())
             loss = task + cfg.k_coef * kept
@@ -246,18 +134,26 @@ def train_mask(model: GPT, data: PairData, means: dict[str, torch.Tensor], cfg: 
                     t.clamp_(-1, 1)
             hist["task_loss"].append(float(task.detach()))
             hist["kept"].append(int(kept.detach()))
+            hist["lr"].append(lr)
+            if step + 1 in cfg.snapshots:
+                hist["snapshots"][step + 1] = mask.state()
+            if (step + 1) % cfg.plateau_window == 0 and hist["converged_at"] is None:
+                hist["converged_at"] = plateau_step(hist["kept"], hist["task_loss"], cfg)
+                bar.set_postfix(kept=hist["kept"][-1], loss=f"{hist['task_loss'][-1]:.3f}")
+                if hist["converged_at"] is not None and cfg.stop_at_plateau:
+                    break
     finally:
         for p in model.parameters():
             p.requires_grad_(True)
+    hist["steps_run"] = len(hist["kept"])
     return mask, hist
 
 
 @torch.no_grad()
 def masked_loss(model: GPT, data: PairData, means: dict[str, torch.Tensor], gates: dict[str, torch.Tensor],
-                calibrate_steps: int = 0) -> tuple[float, float, dict | None]:
+                calibrate_steps: int = 0, freeze_norms: bool = False) -> tuple[float, float, dict | None]:
     """Task loss and accuracy with ``gates`` applied: (loss, accuracy, calibration or None)."""
-    with ablate(model, gates, means):
-        margin = pair_margin(model, data)
+    margin = ablated_margin(model, data, gates, means, freeze_norms=freeze_norms)
     calib = None
     if calibrate_steps:
         with torch.enable_grad():
@@ -268,12 +164,12 @@ def masked_loss(model: GPT, data: PairData, means: dict[str, torch.Tensor], gate
     return loss, acc, calib
 
 
-def bisect_k(model: GPT, mask: NodeMask, data: PairData, means: dict[str, torch.Tensor], target: float,
+def bisect_k(model: GPT, mask: NodeMask | NodeOrder, data: PairData, means: dict[str, torch.Tensor], target: float,
              cfg: PruneConfig, cache: dict | None = None) -> tuple[int, float, dict | None] | None:
-    """Smallest k whose top-k circuit reaches ``target`` task loss (calibrated).
+    """Smallest k whose top-k circuit (by ``mask``'s ranking) reaches ``target`` task loss (calibrated) on ``data``.
 
-    The upper end is all nodes, or else the trained mask's own node count (pruning is itself an optimisation and
-    can do better than the whole model); None if neither reaches the target.
+    The upper end is all nodes, or else the ranking's own node count (a trained mask's kept nodes: pruning is
+    itself an optimisation and can do better than the whole model); None if neither reaches the target.
     """
     sites = node_sites(model, cfg.node_kinds)
     cache = {} if cache is None else cache
@@ -281,13 +177,14 @@ def bisect_k(model: GPT, mask: NodeMask, data: PairData, means: dict[str, torch.
 
     def loss_at(k):
         if k not in cache:
-            l, _, calib = masked_loss(model, data, means, gates_from_nodes(sites, mask.topk_nodes(k)), steps)
+            l, _, calib = masked_loss(model, data, means, gates_from_nodes(sites, mask.topk_nodes(k)), steps,
+                                      cfg.freeze_norms)
             cache[k] = (l, calib)
         return cache[k]
 
     n = sum(sites.values())
-    trained = int((mask.flat() > 0).sum())  # the mask's own choice; can beat all nodes (e.g. random-init models)
-    hi = next((k for k in (n, trained) if loss_at(k)[0] <= target), None)
+    own = mask.own_count
+    hi = next((k for k in (n, own) if k is not None and loss_at(k)[0] <= target), None)
     if hi is None:
         return None
     lo = 0
@@ -300,6 +197,39 @@ def bisect_k(model: GPT, mask: NodeMask, data: PairData, means: dict[str, torch.
     return (hi, *loss_at(hi))
 
 
+def greedy_cleanup(model: GPT, nodes: dict[str, list[int]], order: NodeMask | NodeOrder, data: PairData,
+                   means: dict[str, torch.Tensor], target: float, cfg: PruneConfig,
+                   progress: bool = False) -> tuple[dict[str, list[int]], float, dict | None]:
+    """Try to drop each node of a bisected circuit, weakest (lowest score) first; a drop stands when the circuit
+    still meets ``target`` on ``data`` (calibrated). Returns (nodes, loss, calibration) of the cleaned circuit."""
+    sites = node_sites(model, cfg.node_kinds)
+    steps = cfg.calib_steps if cfg.calibrate else 0
+    flat = order.flat()
+    offset = dict(zip(order.names, [sum(order.sizes[:i]) for i in range(len(order.sizes))]))
+    kept = sorted(((h, i) for h, idx in nodes.items() for i in idx), key=lambda hi: float(flat[offset[hi[0]] + hi[1]]))
+    cur = {h: list(v) for h, v in nodes.items()}
+    loss, _, calib = masked_loss(model, data, means, gates_from_nodes(sites, cur), steps, cfg.freeze_norms)
+    for h, i in tqdm(kept, desc="clean-up", disable=not progress, leave=False):
+        trial = {k: [j for j in v if (k, j) != (h, i)] for k, v in cur.items()}
+        l, _, c = masked_loss(model, data, means, gates_from_nodes(sites, trial), steps, cfg.freeze_norms)
+        if l <= target:
+            cur, loss, calib = {k: v for k, v in trial.items() if v}, l, c
+    return cur, loss, calib
+
+
+def circuit_at(model: GPT, order: NodeMask | NodeOrder, data: PairData, means: dict[str, torch.Tensor], target: float,
+               cfg: PruneConfig, cache: dict, task: str) -> Circuit | None:
+    """The bisected circuit of ``order`` at ``target`` on ``data`` (None if not reached); ``cache`` is shared
+    between targets of the same ranking."""
+    found = bisect_k(model, order, data, means, target, cfg, cache)
+    if found is None:
+        return None
+    k, loss, calib = found
+    nodes = order.topk_nodes(k)
+    return Circuit(task=task, nodes=nodes, edges=count_edges(model, nodes), target_loss=target, loss=loss,
+                   meta={"k": k, "calibration": calib})
+
+
 def prune_to_circuit(model: GPT, train_ds, means: dict[str, torch.Tensor], cfg: PruneConfig = PruneConfig(), *,
                      targets: tuple[float, ...] | None = None, task: str = "", progress: bool = False) -> PruneResult:
     """Train a node mask on a task's training pairs and bisect the circuit at each target loss.
@@ -307,32 +237,49 @@ def prune_to_circuit(model: GPT, train_ds, means: dict[str, torch.Tensor], cfg: 
     Args:
         model: the model to prune (weights are not changed).
         train_ds: the task's training split (``tasks.load_task(name, "train")``).
-        means: ``compute_means(model, pretraining windows)``.
-        cfg: pruning hyperparameters; ``cfg.target_loss`` is the first (default) target.
+        means: ``compute_means(model, pretraining windows)`` (zeros are used instead with ``cfg.ablation="zero"``).
+        cfg: pruning hyperparameters; ``cfg.target_loss`` is the first (default) target. With ``cfg.val_pairs``
+            the bisection, calibration and clean-up use held-out validation pairs (see the module docstring).
         targets: more target losses to bisect with the same trained mask (P1 Fig. 2 sweeps the target).
     Returns:
-        PruneResult with ``circuits[target]`` (missing where even the full model misses the target).
+        PruneResult with ``circuits[target]`` (missing where even the full model misses the target),
+        ``snapshots[step][target]`` for each ``cfg.snapshots`` step, ``cleaned[target]`` with ``cfg.cleanup``.
     """
     t0 = time.time()
+    values = ablation_values(means, cfg)
     data = PairData.from_dataset(train_ds, model.cfg.n_ctx)
-    mask, hist = train_mask(model, data, means, cfg, progress)
-    g = torch.Generator().manual_seed(cfg.seed + 1)
-    eval_data = data.subset(torch.randperm(len(data), generator=g)[:2 * cfg.eval_pairs])
+    if cfg.val_pairs:
+        fit, eval_data = data.split_pairs(cfg.val_pairs, cfg.split_seed)
+    else:  # legacy: bisect on a subset of the mask-training prompts
+        fit = data
+        g = torch.Generator().manual_seed(cfg.seed + 1)
+        eval_data = data.subset(torch.randperm(len(data), generator=g)[:2 * cfg.eval_pairs])
+    mask, hist = train_mask(model, fit, values, cfg, progress)
     sites = node_sites(model, cfg.node_kinds)
-    full_loss = masked_loss(model, eval_data, means, gates_from_nodes(sites, mask.topk_nodes(sum(sites.values()))))[0]
+    full_loss = masked_loss(model, eval_data, values, gates_from_nodes(sites, mask.topk_nodes(sum(sites.values()))),
+                            0, cfg.freeze_norms)[0]
+    all_targets = (cfg.target_loss, *(targets or ()))
     circuits, cache = {}, {}
-    for target in (cfg.target_loss, *(targets or ())):
-        found = bisect_k(model, mask, eval_data, means, target, cfg, cache)
-        if found is None:
-            continue
-        k, loss, calib = found
-        nodes = mask.topk_nodes(k)
-        circuits[target] = Circuit(task=task, nodes=nodes, edges=count_edges(model, nodes), target_loss=target,
-                                   loss=loss, meta={"k": k, "calibration": calib})
+    for target in all_targets:
+        c = circuit_at(model, mask, eval_data, values, target, cfg, cache, task)
+        if c is not None:
+            circuits[target] = c
+    snaps = {}
+    for step, tau in hist.pop("snapshots").items():
+        order, scache = NodeOrder(sites, tau, int((tau > 0).sum())), {}
+        snaps[step] = {t: circuit_at(model, order, eval_data, values, t, cfg, scache, task) for t in all_targets}
+    cleaned = {}
+    if cfg.cleanup:
+        for target, c in circuits.items():
+            nodes, loss, calib = greedy_cleanup(model, c.nodes, mask, eval_data, values, target, cfg, progress)
+            cleaned[target] = Circuit(task=task, nodes=nodes, edges=count_edges(model, nodes), target_loss=target,
+                                      loss=loss, meta={"k": sum(len(v) for v in nodes.values()), "calibration": calib,
+                                                       "cleanup_of": c.n_nodes})
     flat = mask.flat()
-    names = [(n, i) for n, t in zip(mask.names, mask.tau) for i in range(t.numel())]
+    names = [(n, i) for n, size in zip(mask.names, mask.sizes) for i in range(size)]
     order = [names[i] for i in torch.argsort(flat, descending=True, stable=True).tolist()]
-    return PruneResult(circuits=circuits, full_loss=full_loss, history=hist, seconds=time.time() - t0, order=order)
+    return PruneResult(circuits=circuits, full_loss=full_loss, history=hist, seconds=time.time() - t0, order=order,
+                       snapshots=snaps, cleaned=cleaned, n_fit_pairs=fit.n_pairs, n_val_pairs=eval_data.n_pairs)
 
 
 def circuit_metrics(model: GPT, circuit: Circuit, ds, means: dict[str, torch.Tensor], *, invert: bool = False,
@@ -341,8 +288,8 @@ def circuit_metrics(model: GPT, circuit: Circuit, ds, means: dict[str, torch.Ten
     and keep everything else, P1's inverse check)."""
     data = PairData.from_dataset(ds, model.cfg.n_ctx)
     gates = gates_from_nodes(node_sites(model, cfg.node_kinds), circuit.nodes, invert=invert)
-    with torch.no_grad(), ablate(model, gates, means):
-        margin = pair_margin(model, data)
+    with torch.no_grad():
+        margin = ablated_margin(model, data, gates, ablation_values(means, cfg), freeze_norms=cfg.freeze_norms)
     m = margin if invert else apply_calibration(margin, data.cand, circuit.meta.get("calibration"))
     return {"loss": float(F.softplus(-m).mean()), "accuracy": float((m > 0).float().mean()), "n": len(data)}
 
@@ -363,8 +310,7 @@ def circuit_faithfulness(model: GPT, circuit: Circuit, ds, means: dict[str, torc
     gates = gates_from_nodes(node_sites(model, cfg.node_kinds), circuit.nodes)
     with torch.no_grad():
         full = pair_margin(model, data)
-        with ablate(model, gates, means):
-            raw = pair_margin(model, data)
+        raw = ablated_margin(model, data, gates, ablation_values(means, cfg), freeze_norms=cfg.freeze_norms)
     calib = circuit.meta.get("calibration") or {}
     cal = apply_calibration(raw, data.cand, calib)
 

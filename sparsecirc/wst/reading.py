@@ -20,8 +20,9 @@ from sparsecirc.core.plotting import token_heatmap
 from sparsecirc.core.train import eval_windows
 from sparsecirc.data.lm import lm_tokens
 from sparsecirc.data.tasks import load_task, task_tokenizer
+from sparsecirc.wst.ablation import compute_means
 from sparsecirc.wst.circuits import Circuit
-from sparsecirc.wst.prune import circuit_metrics, compute_means, prune_to_circuit
+from sparsecirc.wst.prune import circuit_metrics, prune_to_circuit
 
 
 def study_model(ctx: BuildContext, model_id: str) -> tuple[GPT, RunConfig, torch.Tensor]:

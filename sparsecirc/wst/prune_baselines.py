@@ -1,0 +1,95 @@
+"""Baselines and controls for the node-mask pruner (:mod:`sparsecirc.wst.prune`).
+
+- :func:`attribution_order` / :func:`attribution_circuits`: the attribution-pruning baseline of P1 Fig. 31 (rank
+  nodes by |delta act * grad|, then the same bisection as the learned masks).
+- :func:`search_hparams`: a small lr x k_coef grid on the validation split, our CPU stand-in for P1's CARBS.
+- :func:`random_node_inverse`: the control for inverse pruning, random node sets of the circuit's size and kinds.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from sparsecirc.core.config import PruneConfig
+from sparsecirc.core.model import GPT
+from sparsecirc.wst.ablation import NodeOrder, PairData, ablated_margin, ablation_values
+from sparsecirc.wst.circuits import Circuit, node_sites
+from sparsecirc.wst.prune import circuit_at, circuit_metrics, prune_to_circuit
+
+
+def attribution_order(model: GPT, data: PairData, means: dict[str, torch.Tensor], cfg: PruneConfig,
+                      batch_size: int = 64) -> NodeOrder:
+    """Attribution-pruning baseline (P1 Fig. 31): score each node by |d task loss / d gate| at gate = 1, i.e. the
+    first-order change of the mean task loss when the node alone is ablated, |sum over positions of (act - value) *
+    grad| averaged over ``data``'s prompts."""
+    sites = node_sites(model, cfg.node_kinds)
+    gates = {n: torch.ones(d, requires_grad=True) for n, d in sites.items()}
+    for p in model.parameters():
+        p.requires_grad_(False)
+    try:
+        for i in range(0, len(data), batch_size):
+            d = data.subset(torch.arange(i, min(i + batch_size, len(data))))
+            margin = ablated_margin(model, d, gates, means, freeze_norms=cfg.freeze_norms)
+            (F.softplus(-margin).sum() / len(data)).backward()
+    finally:
+        for p in model.parameters():
+            p.requires_grad_(True)
+    return NodeOrder(sites, torch.cat([gates[n].grad.abs() for n in sites]))
+
+
+def attribution_circuits(model: GPT, train_ds, means: dict[str, torch.Tensor], cfg: PruneConfig = PruneConfig(), *,
+                         targets: tuple[float, ...] | None = None, task: str = "") -> dict[float, Circuit]:
+    """The attribution-pruning baseline: rank nodes by :func:`attribution_order` on the mask-training pairs, then
+    bisect on the same validation pairs as :func:`prune_to_circuit`. {target: circuit} for targets reached."""
+    values = ablation_values(means, cfg)
+    data = PairData.from_dataset(train_ds, model.cfg.n_ctx)
+    fit, eval_data = data.split_pairs(cfg.val_pairs, cfg.split_seed) if cfg.val_pairs else (data, data)
+    order, cache, out = attribution_order(model, fit, values, cfg), {}, {}
+    for target in (cfg.target_loss, *(targets or ())):
+        c = circuit_at(model, order, eval_data, values, target, cfg, cache, task)
+        if c is not None:
+            out[target] = c
+    return out
+
+
+def search_hparams(model: GPT, train_ds, means: dict[str, torch.Tensor], cfg: PruneConfig, *,
+                   lrs=(3e-3, 1e-2, 3e-2), k_coefs=(1e-4, 1e-3), steps: int = 200,
+                   task: str = "") -> tuple[PruneConfig, list[dict]]:
+    """Our CPU stand-in for P1's CARBS search: a small grid over ``lr`` x ``k_coef``, each run for ``steps`` mask
+    steps and bisected on the validation pairs (``cfg.val_pairs`` must be > 0: the test split is never seen).
+
+    The winner keeps the fewest nodes at ``cfg.target_loss`` (ties: lower validation loss). Returns (``cfg`` with
+    the winning lr and k_coef, one row per grid point: lr, k_coef, nodes or None, loss or None).
+    """
+    if not cfg.val_pairs:
+        raise ValueError("search_hparams needs a validation split: set PruneConfig.val_pairs > 0")
+    rows = []
+    for lr in lrs:
+        for kc in k_coefs:
+            trial = cfg.replace(lr=float(lr), k_coef=float(kc), steps=steps, snapshots=(), cleanup=False)
+            c = prune_to_circuit(model, train_ds, means, trial, task=task).circuits.get(cfg.target_loss)
+            rows.append({"lr": float(lr), "k_coef": float(kc), "nodes": None if c is None else c.n_nodes,
+                         "loss": None if c is None else c.loss})
+    reached = [r for r in rows if r["nodes"] is not None]
+    if not reached:
+        return cfg, rows
+    best = min(reached, key=lambda r: (r["nodes"], r["loss"]))
+    return cfg.replace(lr=best["lr"], k_coef=best["k_coef"]), rows
+
+
+def random_node_inverse(model: GPT, circuit: Circuit, ds, means: dict[str, torch.Tensor], *, n_draws: int = 5,
+                        seed: int = 0, cfg: PruneConfig = PruneConfig()) -> dict[str, float]:
+    """The control for inverse pruning: ablate random node sets of the circuit's size **and kinds** (the same count
+    at every hook) instead of the circuit, keep everything else. Mean task loss and accuracy over ``n_draws``
+    draws on ``ds`` (uncalibrated, like the inverse check itself)."""
+    sites = node_sites(model, cfg.node_kinds)
+    g = torch.Generator().manual_seed(seed)
+    losses, accs = [], []
+    for _ in range(n_draws):
+        nodes = {h: sorted(torch.randperm(sites[h], generator=g)[:len(idx)].tolist())
+                 for h, idx in circuit.nodes.items() if idx}
+        fake = Circuit(task=circuit.task, nodes=nodes, edges=[], target_loss=circuit.target_loss, loss=float("nan"))
+        m = circuit_metrics(model, fake, ds, means, invert=True, cfg=cfg)
+        losses.append(m["loss"])
+        accs.append(m["accuracy"])
+    return {"loss": sum(losses) / n_draws, "accuracy": sum(accs) / n_draws, "n_draws": n_draws}

@@ -1,0 +1,193 @@
+"""The converged circuit-size study behind chapter 03 (P1 §2.2, §3.1, Fig. 2, 31, 32; Drori's controls).
+
+One producer (config ``kind: prune_study``). For every model and every task all models learn (test accuracy >=
+``min_accuracy``), one mask run per pruning seed with the held-out validation split (``prune.val_pairs``), run for
+the largest mask budget and bisected as it stood after each budget (``budgets``: P1's CARBS-tuned runs are long; we
+show the curve). Every number a row reports about a circuit is measured on the task's **test** prompts: loss and
+accuracy with the stored calibration, faithfulness to the full model, inverse pruning and the same-size random-node
+control. Options: a small lr x k_coef search on the validation split (``search``), the attribution-pruning baseline
+(``attribution``), the greedy clean-up (``prune.cleanup``), and controls (``controls``): a random-init model of the
+same sparsity, a nonsense task with a consistent but meaningless rule, zero instead of mean ablation, and frozen
+RMSNorm scales.
+
+Each (condition, model, task) job is cached in the build cache as it finishes, so an interrupted build continues
+where it stopped (``reproduce`` again); the cache key holds the job's settings and the model's weights.
+
+Stored: ``results.json`` (one row per job) and ``circuits/<model>__<task>.json`` (the headline circuit of the
+``main`` condition at the largest budget).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+
+import datasets
+from tqdm import tqdm
+
+from sparsecirc import artifacts
+from sparsecirc.context import BuildContext
+from sparsecirc.core.config import PruneConfig
+from sparsecirc.data.lm import lm_tokens
+from sparsecirc.data.tasks import TASKS, evaluate_all, load_task
+from sparsecirc.paths import cache_dir
+from sparsecirc.wst.circuit_study import random_init_like
+from sparsecirc.wst.circuits import Circuit, residual_edges
+from sparsecirc.wst.prune import circuit_faithfulness, circuit_metrics, prune_to_circuit
+from sparsecirc.wst.prune_baselines import attribution_circuits, random_node_inverse, search_hparams
+from sparsecirc.wst.reading import mean_values, study_model
+
+CONTROL_KINDS = ("random_init", "nonsense_rule", "zero_ablation", "frozen_norms")
+
+
+def nonsense_rule(ds, rule: str = "length_parity"):
+    """The same prompts under a consistent but meaningless rule (Drori's control, learnable in principle): the
+    target and distractor are swapped exactly when the prompt has an odd number of tokens. Unlike random flips,
+    the label is a fixed function of the prompt, so a circuit could in principle compute it."""
+    if rule != "length_parity":
+        raise ValueError(f"unknown nonsense rule {rule!r}; known: 'length_parity'")
+    cols = ds.with_format(None).to_dict()
+    flip = [len(p) % 2 == 1 for p in cols["prompt_ids"]]
+    for a, b in (("target", "distractor"), ("target_id", "distractor_id")):
+        cols[a], cols[b] = ([y if f else x for x, y, f in zip(cols[a], cols[b], flip)],
+                            [x if f else y for x, y, f in zip(cols[a], cols[b], flip)])
+    return datasets.Dataset.from_dict(cols)
+
+
+def _size(model, c: Circuit | None, candidates) -> dict | None:
+    if c is None:
+        return None
+    return {"nodes": c.n_nodes, "edges": c.n_edges, "edges_with_residual": c.n_edges + residual_edges(
+        model, c.nodes, candidates), "loss_val": c.loss}
+
+
+def _candidates(ds) -> list[int]:
+    cols = ds.with_format(None).to_dict()
+    return sorted(set(cols["target_id"]) | set(cols["distractor_id"]))
+
+
+def run_job(model, means, train_ds, test_ds, pcfg: PruneConfig, targets: list[float], task: str, *,
+            search: dict | None = None, attribution: bool = False,
+            random_draws: int = 0) -> tuple[dict, Circuit | None]:
+    """One (model, task) pruning job: optional search, the mask run, bisection at every budget and target, test
+    metrics of the headline circuit; returns (row, headline circuit or None)."""
+    t0 = time.time()
+    row = {"task": task}
+    if search:
+        pcfg, row["search"] = search_hparams(model, train_ds, means, pcfg, lrs=search.get("lrs", (3e-3, 1e-2)),
+                                             k_coefs=search.get("k_coefs", (1e-4, 1e-3)),
+                                             steps=search.get("steps", 150), task=task)
+    row["lr"], row["k_coef"] = pcfg.lr, pcfg.k_coef
+    res = prune_to_circuit(model, train_ds, means, pcfg, targets=tuple(targets[1:]), task=task)
+    cands = _candidates(train_ds)
+    every = max(1, len(res.history["kept"]) // 200)
+    row.update(full_loss_val=res.full_loss, n_fit_pairs=res.n_fit_pairs, n_val_pairs=res.n_val_pairs,
+               steps_run=res.history["steps_run"], converged_at=res.history["converged_at"],
+               trajectory={"step": list(range(1, len(res.history["kept"]) + 1))[::every],
+                           "kept": res.history["kept"][::every], "task_loss": res.history["task_loss"][::every]})
+    row["budgets"] = {str(step): {str(t): _size(model, c, cands) for t, c in snap.items()}
+                      for step, snap in res.snapshots.items()}
+    row["targets"] = {str(t): _size(model, res.circuits.get(t), cands) for t in targets}
+    head = res.circuits.get(targets[0])
+    if head is not None:
+        row["test"] = circuit_metrics(model, head, test_ds, means, cfg=pcfg)
+        row["faithfulness"] = circuit_faithfulness(model, head, test_ds, means, cfg=pcfg)
+        row["inverse"] = circuit_metrics(model, head, test_ds, means, invert=True, cfg=pcfg)
+        if random_draws:
+            row["random_inverse"] = random_node_inverse(model, head, test_ds, means, n_draws=random_draws,
+                                                        seed=pcfg.seed, cfg=pcfg)
+    if targets[0] in res.cleaned:
+        c = res.cleaned[targets[0]]
+        row["cleaned"] = {**_size(model, c, cands), "test": circuit_metrics(model, c, test_ds, means, cfg=pcfg)}
+    if attribution:
+        attr = attribution_circuits(model, train_ds, means, pcfg, targets=tuple(targets[1:]), task=task)
+        row["attribution"] = {str(t): _size(model, attr.get(t), cands) for t in targets}
+    row["seconds"] = round(time.time() - t0, 1)
+    return row, head
+
+
+def weights_sha256(model) -> str:
+    """sha256 over a model's state dict (names and float32 bytes, in name order): a cache key for its weights."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().float().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _job_key(parts: dict) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def produce_prune_study(ctx: BuildContext) -> None:
+    """Build a ``kind: prune_study`` artifact (see the module docstring)."""
+    spec, over, folder = ctx.spec, ctx.overrides(), ctx.folder
+    targets = [float(t) for t in over.get("targets", spec["targets"])]
+    budgets = sorted(int(b) for b in over.get("budgets", spec.get("budgets", [])))
+    pcfg = PruneConfig.from_dict(over.get("prune", {})).replace(target_loss=targets[0])
+    if budgets:
+        pcfg = pcfg.replace(steps=budgets[-1], snapshots=tuple(budgets))
+    min_acc = over.get("min_accuracy", spec["min_accuracy"])
+    search = over.get("search", spec.get("search"))
+    attribution = bool(over.get("attribution", spec.get("attribution", False)))
+    draws = int(over.get("random_draws", spec.get("random_draws", 0)))
+    names = over.get("tasks") or list(TASKS)
+    t0 = time.time()
+    results = {"targets": targets, "budgets": budgets or [pcfg.steps], "min_accuracy": min_acc, "models": {},
+               "prune_config": pcfg.to_dict(), "search": search, "runs": []}
+    models = {}
+    for mid in spec["models"]:
+        model, cfg, val = study_model(ctx, mid)
+        models[mid] = (model, cfg, mean_values(model, cfg, val, pcfg))
+        results["models"][mid] = {"tasks": evaluate_all(model, "test"),
+                                  "weights_sha256": weights_sha256(model)}
+    learned = [t for t in names if all(results["models"][m]["tasks"][t]["accuracy"] >= min_acc for m in models)]
+    results["tasks"] = learned
+    jobs = [("main", mid, t) for mid in models for t in learned] if spec.get("main", True) else []
+    ctrl = over.get("controls", spec.get("controls")) or {}
+    for kind in ctrl.get("kinds", []):
+        if kind not in CONTROL_KINDS:
+            raise artifacts.ArtifactError(f"{ctx.artifact_id}: unknown control {kind!r}; known: {CONTROL_KINDS}")
+        jobs += [(kind, m, t) for m in ctrl.get("models", list(models)) for t in (ctrl.get("tasks") or learned)]
+    cache = cache_dir() / "prune_jobs" / ctx.scale / ctx.artifact_id
+    cache.mkdir(parents=True, exist_ok=True)
+    (folder / "circuits").mkdir(parents=True, exist_ok=True)
+    files, fresh = [], {}
+    for cond, mid, task in tqdm(jobs, desc="prune jobs", disable=not ctx.progress):
+        model, cfg, means = models[mid]
+        jcfg = {"zero_ablation": pcfg.replace(ablation="zero"),
+                "frozen_norms": pcfg.replace(freeze_norms=True)}.get(cond, pcfg)
+        key = _job_key({"cond": cond, "model": results["models"][mid]["weights_sha256"], "task": task,
+                        "prune": jcfg.to_dict(), "targets": targets, "search": search if cond == "main" else None,
+                        "attribution": attribution and cond == "main", "draws": draws})
+        path = cache / f"{cond}__{mid}__{task}__{key}.json"
+        head = None
+        if path.exists():
+            row = json.loads(path.read_text())
+        else:
+            train_ds, test_ds, jm, jmeans = load_task(task, "train"), load_task(task, "test"), model, means
+            if cond == "nonsense_rule":
+                train_ds, test_ds = nonsense_rule(train_ds), nonsense_rule(test_ds)
+            if cond == "random_init":
+                if mid not in fresh:
+                    r = random_init_like(model, cfg, seed=ctrl.get("seed", 0))
+                    fresh[mid] = (r, mean_values(r, cfg, lm_tokens(cfg)[1], pcfg))
+                jm, jmeans = fresh[mid]
+            row, head = run_job(jm, jmeans, train_ds, test_ds, jcfg, targets, task,
+                                search=search if cond == "main" else None,
+                                attribution=attribution and cond == "main", random_draws=draws)
+            row.update(condition=cond, model=mid)
+            if head is not None and cond == "main":
+                row["circuit"] = json.loads(head.to_json(mid))
+            artifacts.write_json(path, row)
+        results["runs"].append(row)
+        if cond == "main" and row.get("circuit"):
+            name = f"circuits/{mid}__{task}.json"
+            artifacts.atomic_write_bytes(folder / name, json.dumps(row["circuit"], sort_keys=True).encode())
+            files.append(name)
+    results["wall_time_s"] = round(time.time() - t0, 1)
+    results["job_seconds"] = round(sum(r["seconds"] for r in results["runs"]), 1)
+    artifacts.write_json(folder / "results.json", results)
+    artifacts.write_manifest(folder, ["results.json", *files], **ctx.manifest_info(
+        kind="prune_study", seed=pcfg.seed, config={"spec": spec, "prune": pcfg.to_dict()},
+        wall_time_s=results["wall_time_s"]))
