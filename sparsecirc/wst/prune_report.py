@@ -1,0 +1,293 @@
+"""Reading the converged circuit-size study (:mod:`sparsecirc.wst.prune_study`) for chapter 03: tables, claim values
+and figures. Every function takes ``results.json`` dicts (one per pruning seed) and returns a DataFrame, a dict or a
+Figure.
+
+Rules, as in the earlier study: at a given budget, seed and target, a task enters a model comparison only when every
+model's circuit reached the target with at least one edge; empty circuits are listed and left out (log 0 is
+undefined). Ratios are dense / sparse geometric means over those tasks.
+"""
+from __future__ import annotations
+
+import math
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+SIZE_KEYS = ("edges", "nodes", "edges_with_residual")
+
+
+def main_rows(results: dict) -> list[dict]:
+    """The rows of the ``main`` condition (not the controls)."""
+    return [r for r in results["runs"] if r.get("condition", "main") == "main"]
+
+
+def sizes(results: dict, budget: int, target: float, key: str = "edges") -> dict[str, dict[str, int | None]]:
+    """{task: {model: size at ``budget`` steps and ``target``, None if not reached}}, ``key`` in :data:`SIZE_KEYS`."""
+    out: dict[str, dict] = {t: {} for t in results["tasks"]}
+    for r in main_rows(results):
+        cell = r["budgets"].get(str(budget), {}).get(str(float(target)))
+        out[r["task"]][r["model"]] = None if cell is None else cell[key]
+    return out
+
+
+def usable(results: dict, budget: int, target: float, key: str = "edges") -> tuple[dict, list[str]]:
+    """(tasks every model reached with a non-empty circuit: {task: {model: size}}, tasks left out as empty)."""
+    table = sizes(results, budget, target, key)
+    edges = sizes(results, budget, target, "edges")
+    reached = {t: row for t, row in table.items() if row and all(v is not None for v in row.values())}
+    empty = sorted(t for t in reached if any(v == 0 for v in edges[t].values()))
+    return {t: row for t, row in reached.items() if t not in empty}, empty
+
+
+def geomean(values) -> float | None:
+    vals = [float(v) for v in values]
+    return math.exp(sum(math.log(v) for v in vals) / len(vals)) if vals else None
+
+
+def ratio(results: dict, sparse: str, dense: str, budget: int, target: float, key: str = "edges") -> float | None:
+    """Dense / sparse geometric-mean ``key`` over the usable tasks (None if no task is usable)."""
+    ok, _ = usable(results, budget, target, key)
+    if not ok:
+        return None
+    return geomean([row[dense] for row in ok.values()]) / geomean([row[sparse] for row in ok.values()])
+
+
+def budget_table(by_seed: dict[int, dict], sparse: str, dense: str, target: float) -> pd.DataFrame:
+    """One row per (mask budget, pruning seed): tasks used and left out, geometric-mean edges of each model, and the
+    dense / sparse ratio of edges, nodes and edges with residual paths."""
+    rows = []
+    for seed, res in by_seed.items():
+        for b in res["budgets"]:
+            ok, empty = usable(res, b, target)
+            rows.append({"budget (steps)": b, "seed": seed, "tasks": len(ok), "empty left out": len(empty),
+                         "sparse edges": geomean([r[sparse] for r in ok.values()]),
+                         "dense edges": geomean([r[dense] for r in ok.values()]),
+                         "ratio (edges)": ratio(res, sparse, dense, b, target),
+                         "ratio (nodes)": ratio(res, sparse, dense, b, target, "nodes"),
+                         "ratio (edges + residual)": ratio(res, sparse, dense, b, target, "edges_with_residual")})
+    return pd.DataFrame(rows).set_index(["budget (steps)", "seed"]).sort_index()
+
+
+def headline(by_seed: dict[int, dict], sparse: str, dense: str, target: float) -> dict:
+    """The numbers chapter 03 claims, at the largest budget: per-seed ratios (edges, nodes) and their mean over
+    seeds, the geometric-mean edges of each model (mean over seeds), a 5-95 % band of per-task ratios pooled over
+    tasks and seeds, ``converged`` (the mean edge ratio's relative change between the two largest budgets), and the
+    tasks used and left out."""
+    budget = max(max(r["budgets"]) for r in by_seed.values())
+    table = budget_table(by_seed, sparse, dense, target)
+    at = table.xs(budget, level="budget (steps)")
+    per_task = []
+    for res in by_seed.values():
+        ok, _ = usable(res, budget, target)
+        per_task += [row[dense] / row[sparse] for row in ok.values()]
+    budgets = sorted(table.index.get_level_values(0).unique())
+    change = None
+    if len(budgets) >= 2:
+        a = table.xs(budgets[-2], level="budget (steps)")["ratio (edges)"].mean()
+        b = at["ratio (edges)"].mean()
+        change = None if pd.isna(a) or pd.isna(b) else abs(b - a) / a
+    first = next(iter(by_seed.values()))
+    return {"budget": budget, "seeds": sorted(by_seed), "ratio": _mean(at["ratio (edges)"]),
+            "ratio per seed": {int(s): _num(v) for s, v in at["ratio (edges)"].items()},
+            "ratio nodes": _mean(at["ratio (nodes)"]), "ratio with residual": _mean(at["ratio (edges + residual)"]),
+            "sparse edges": _mean(at["sparse edges"]), "dense edges": _mean(at["dense edges"]),
+            "band": (float(np.percentile(per_task, 5)), float(np.percentile(per_task, 95))) if per_task else None,
+            "converged change": change, "previous budget": budgets[-2] if len(budgets) >= 2 else None,
+            "tasks": sorted(usable(first, budget, target)[0]), "empty": usable(first, budget, target)[1]}
+
+
+def _num(v):
+    return None if v is None or pd.isna(v) else float(v)
+
+
+def _mean(series: pd.Series) -> float | None:
+    vals = [float(v) for v in series if v is not None and not pd.isna(v)]
+    return float(np.mean(vals)) if vals else None
+
+
+def convergence_table(results: dict) -> pd.DataFrame:
+    """Per job: steps run, the step the plateau rule was met (None: not met), kept nodes at the end, the final
+    window's mean task loss, and seconds."""
+    rows = []
+    for r in results["runs"]:
+        tr = r["trajectory"]
+        tail = tr["task_loss"][-max(1, len(tr["task_loss"]) // 10):]
+        rows.append({"condition": r.get("condition", "main"), "model": r["model"], "task": r["task"],
+                     "steps": r["steps_run"], "plateau at": r["converged_at"], "kept at end": tr["kept"][-1],
+                     "task loss (last 10 %)": float(np.mean(tail)), "seconds": r["seconds"]})
+    return pd.DataFrame(rows).set_index(["condition", "model", "task"])
+
+
+def faithfulness_frame(results: dict) -> pd.DataFrame:
+    """Per headline circuit, on test prompts: full-model loss, circuit loss before and after calibration, the
+    calibration's scale and largest |bias|, agreement with the full model, KL(full || circuit), and whether the
+    circuit beats its own model (flagged)."""
+    rows = []
+    for r in main_rows(results):
+        f = r.get("faithfulness")
+        if not f:
+            continue
+        rows.append({"model": r["model"], "task": r["task"], "full loss": f["full"]["loss"],
+                     "circuit loss (raw)": f["uncalibrated"]["loss"], "circuit loss": f["calibrated"]["loss"],
+                     "circuit acc": f["calibrated"]["accuracy"], "scale": f["scale"], "|bias| max": f["bias"],
+                     "agreement": f["agreement"], "KL(full||circuit)": f["kl"], "beats full": f["beats_full"]})
+    return pd.DataFrame(rows).set_index(["model", "task"]) if rows else pd.DataFrame()
+
+
+def inverse_frame(results: dict) -> pd.DataFrame:
+    """Per non-empty headline circuit, on test prompts: task loss and accuracy with only the circuit ablated (inverse
+    pruning, P1 Fig. 32) and with random node sets of the same size and kinds ablated instead (mean over draws).
+    Empty circuits are left out: ablating nothing measures the full model."""
+    rows = [{"model": r["model"], "task": r["task"], "nodes": sum(len(v) for v in r.get("circuit", {}).get("nodes", {}).values()),
+             "inverse loss": r["inverse"]["loss"], "inverse acc": r["inverse"]["accuracy"],
+             "random-node loss": r.get("random_inverse", {}).get("loss"),
+             "random-node acc": r.get("random_inverse", {}).get("accuracy")}
+            for r in main_rows(results) if "inverse" in r and r.get("circuit", {}).get("nodes")]
+    return pd.DataFrame(rows).set_index(["model", "task"]) if rows else pd.DataFrame()
+
+
+def inverse_summary(results: dict, model: str) -> dict:
+    """Mean inverse-pruning loss / accuracy of ``model``'s circuits and of their random-node controls, and how many
+    circuits hurt the task more than random nodes of the same size (``beats random``: higher inverse loss)."""
+    fr = inverse_frame(results)
+    if not len(fr) or model not in fr.index.get_level_values("model"):
+        return {"inverse loss": "no circuit", "random loss": "no circuit", "beats random": 0, "circuits": 0}
+    m = fr.xs(model, level="model")
+    return {"inverse loss": float(m["inverse loss"].mean()), "inverse acc": float(m["inverse acc"].mean()),
+            "random loss": float(m["random-node loss"].mean()), "random acc": float(m["random-node acc"].mean()),
+            "beats random": int((m["inverse loss"] > m["random-node loss"]).sum()), "circuits": len(m)}
+
+
+def attribution_frame(results: dict, target: float) -> pd.DataFrame:
+    """Per job: edges of the learned-mask circuit and of the attribution-pruning circuit (P1 Fig. 31) at ``target``,
+    both bisected on the same validation pairs, and their ratio (attribution / learned)."""
+    rows = []
+    for r in main_rows(results):
+        if "attribution" not in r:
+            continue
+        learned, attr = r["targets"].get(str(float(target))), r["attribution"].get(str(float(target)))
+        rows.append({"model": r["model"], "task": r["task"], "learned edges": learned["edges"] if learned else None,
+                     "attribution edges": attr["edges"] if attr else None,
+                     "attribution / learned": attr["edges"] / learned["edges"] if learned and attr and
+                     learned["edges"] else None})
+    return pd.DataFrame(rows).set_index(["model", "task"]) if rows else pd.DataFrame()
+
+
+def attribution_summary(results: dict, target: float) -> dict:
+    """Geometric mean of attribution / learned edges over jobs where both are non-empty, and how many jobs the
+    learned masks needed fewer edges on (``learned smaller``) out of ``compared``."""
+    fr = attribution_frame(results, target)
+    if not len(fr):
+        return {"ratio": "not measured", "learned smaller": 0, "compared": 0}
+    ok = fr.dropna()
+    ok = ok[(ok["learned edges"] > 0) & (ok["attribution edges"] > 0)]
+    return {"ratio": geomean(ok["attribution / learned"]) if len(ok) else "no comparable circuit",
+            "learned smaller": int((ok["learned edges"] < ok["attribution edges"]).sum()), "compared": len(ok)}
+
+
+def controls_frame(controls: dict, reference: dict, target: float) -> pd.DataFrame:
+    """Controls against the reference study at the largest budget: one row per (condition, task) on the sparse
+    model with the condition's full-model loss on validation pairs and circuit edges (``not reached`` if none)."""
+    budget = str(max(controls["budgets"]))
+    rows = [{"condition": r["condition"], "model": r["model"], "task": r["task"], "full loss": r["full_loss_val"],
+             "edges": (r["budgets"][budget].get(str(float(target))) or {}).get("edges", "not reached")}
+            for r in [*[x for x in reference["runs"] if x["model"] in {c["model"] for c in controls["runs"]}],
+                      *controls["runs"]]]
+    return pd.DataFrame(rows).set_index(["condition", "task"]) if rows else pd.DataFrame()
+
+
+# --- figures ------------------------------------------------------------------------------------------------
+def budget_curve(by_seed: dict[int, dict], sparse: str, dense: str, target: float, *, paper: float = 16):
+    """Two panels over the mask budget (steps, log): geometric-mean edges of each model (one faint line per seed,
+    a bold mean), and the dense / sparse ratio of edges and of nodes with P1's value dashed."""
+    table = budget_table(by_seed, sparse, dense, target).reset_index()
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9.5, 3.6))
+    for col, color, label in (("sparse edges", "C0", "sparse"), ("dense edges", "C1", "dense")):
+        for _, g in table.groupby("seed"):
+            a.plot(g["budget (steps)"], g[col], color=color, alpha=0.3, lw=1)
+        m = table.groupby("budget (steps)")[col].mean()
+        a.plot(m.index, m.values, "o-", color=color, label=label)
+    a.set(xlabel="mask budget (steps)", ylabel="circuit edges (geo. mean over tasks)",
+          title=f"circuit size at task loss {target}")
+    a.legend(fontsize=8)
+    for col, color in (("ratio (edges)", "k"), ("ratio (nodes)", "C2")):
+        m = table.groupby("budget (steps)")[col].mean()
+        b.plot(m.index, m.values, "o-", color=color, label=f"dense / sparse {col.split('(')[1][:-1]}")
+        for _, g in table.groupby("seed"):
+            b.plot(g["budget (steps)"], g[col], color=color, alpha=0.3, lw=1)
+    b.axhline(paper, color="C3", ls="--", lw=1, label=f"P1 ≈ {paper:g} (edges)")
+    b.set(xlabel="mask budget (steps)", ylabel="ratio", title="dense / sparse")
+    b.legend(fontsize=7)
+    if table[["sparse edges", "dense edges"]].notna().any().any():
+        for ax in (a, b):
+            ax.set(xscale="log", yscale="log")
+    else:  # e.g. barely trained ci models: no task with non-empty circuits in both models
+        a.text(0.5, 0.5, "no task usable at any budget", ha="center", va="center", transform=a.transAxes)
+    for ax in (a, b):
+        ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    return fig
+
+
+def trajectories(results: dict, sparse: str, dense: str):
+    """Kept nodes (top) and task loss (bottom) over mask steps, one line per task, sparse and dense side by side;
+    a dot marks where the plateau rule was met."""
+    fig, axes = plt.subplots(2, 2, figsize=(9.5, 5.2), sharex=True)
+    for col, model, name in ((0, sparse, "sparse"), (1, dense, "dense")):
+        for i, r in enumerate(x for x in main_rows(results) if x["model"] == model):
+            tr = r["trajectory"]
+            axes[0, col].plot(tr["step"], tr["kept"], color=f"C{i}", lw=1, label=r["task"])
+            axes[1, col].plot(tr["step"], tr["task_loss"], color=f"C{i}", lw=0.8, alpha=0.8)
+            if r["converged_at"]:
+                j = min(range(len(tr["step"])), key=lambda k: abs(tr["step"][k] - r["converged_at"]))
+                axes[0, col].plot([tr["step"][j]], [tr["kept"][j]], "o", color=f"C{i}", ms=4)
+        axes[0, col].set(yscale="symlog", title=f"{name}: kept nodes", ylabel="kept nodes")
+        axes[1, col].set(yscale="symlog", yticks=[0, 0.1, 1], xlabel="mask step", ylabel="task loss (batch)")
+        axes[1, col].set_yscale("symlog", linthresh=0.1)
+    axes[0, 0].legend(fontsize=6, ncol=2)
+    for ax in axes.flat:
+        ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    return fig
+
+
+def smallest_circuit_task(results: dict, model: str, target: float) -> str | None:
+    """The task whose stored headline circuit of ``model`` has the fewest edges, preferring non-empty circuits
+    (ties by name); None if ``model`` has no stored circuit."""
+    edges = {r["task"]: r["circuit"]["n_edges"] for r in main_rows(results)
+             if r["model"] == model and r.get("circuit") and r["circuit"]["target_loss"] == target}
+    return min(edges, key=lambda t: (edges[t] == 0, edges[t], t)) if edges else None
+
+
+def partner_table(runs: dict) -> pd.DataFrame:
+    """The compared models: validation loss, steps trained and whether the schedule ran to its end
+    (``runs``: {name: loaded run})."""
+    rows = {name: {"val loss": r.metrics["val_loss"], "steps trained": r.metrics.get("steps_run"),
+                   "schedule completed": r.metrics.get("steps_run") == r.config.train.steps}
+            for name, r in runs.items()}
+    return pd.DataFrame(rows).T
+
+
+def control_effect(controls: dict | None, reference: dict, kind: str, model: str, target: float) -> dict:
+    """One control condition against the reference study, at the largest budget, on ``model``.
+
+    Returns ``summary`` (e.g. ``"3/4 reached, 41 edges"``, or ``"not measured"`` without a controls study),
+    ``reached`` / ``runs``, ``edges`` (geometric mean over reached non-empty circuits) and ``vs main`` (geometric
+    mean over tasks of control edges / reference edges, where both are non-empty; None if no such task).
+    """
+    if not controls:
+        return {"summary": "not measured", "reached": 0, "runs": 0, "edges": None, "vs main": None}
+    b = str(max(controls["budgets"]))
+    t = str(float(target))
+    rows = [r for r in controls["runs"] if r["condition"] == kind and r["model"] == model]
+    ref = {r["task"]: (r["budgets"].get(b, {}).get(t) or {}).get("edges") for r in main_rows(reference)
+           if r["model"] == model}
+    cells = {r["task"]: (r["budgets"][b].get(t) or {}).get("edges") for r in rows}
+    reached = [e for e in cells.values() if e is not None]
+    pos = [e for e in reached if e > 0]
+    both = [cells[k] / ref[k] for k in cells if cells[k] and ref.get(k)]
+    edges = geomean(pos)
+    summary = f"{len(reached)}/{len(cells)} reached" + (f", {edges:.0f} edges" if edges else "")
+    return {"summary": summary, "reached": len(reached), "runs": len(cells), "edges": edges,
+            "vs main": geomean(both) if both else None}
