@@ -139,7 +139,8 @@ def inverse_frame(results: dict) -> pd.DataFrame:
     """Per non-empty headline circuit, on test prompts: task loss and accuracy with only the circuit ablated (inverse
     pruning, P1 Fig. 32) and with random node sets of the same size and kinds ablated instead (mean over draws).
     Empty circuits are left out: ablating nothing measures the full model."""
-    rows = [{"model": r["model"], "task": r["task"], "nodes": sum(len(v) for v in r.get("circuit", {}).get("nodes", {}).values()),
+    rows = [{"model": r["model"], "task": r["task"],
+             "nodes": sum(len(v) for v in r.get("circuit", {}).get("nodes", {}).values()),
              "inverse loss": r["inverse"]["loss"], "inverse acc": r["inverse"]["accuracy"],
              "random-node loss": r.get("random_inverse", {}).get("loss"),
              "random-node acc": r.get("random_inverse", {}).get("accuracy")}
