@@ -1,0 +1,88 @@
+"""Reading the converged circuit-size study: the empty-circuit rule, ratios per budget and seed, convergence,
+the controls' comparison, and the consistent nonsense rule."""
+import math
+
+import datasets
+import numpy as np
+import pytest
+
+from sparsecirc.wst import prune_report as pr
+from sparsecirc.wst.prune_study import nonsense_rule
+
+S, D = "sparse", "dense"
+
+
+def _cell(edges, nodes=None):
+    return None if edges is None else {"edges": edges, "nodes": nodes if nodes is not None else max(1, edges // 4),
+                                       "edges_with_residual": edges + 1, "loss_val": 0.1}
+
+
+def _row(model, task, by_budget, **kw):
+    return {"condition": "main", "model": model, "task": task,
+            "budgets": {str(b): {"0.15": _cell(e)} for b, e in by_budget.items()},
+            "targets": {"0.15": _cell(by_budget[max(by_budget)])}, "converged_at": kw.get("conv"), "steps_run": 100,
+            "trajectory": {"step": [1, 2], "kept": [10, 9], "task_loss": [0.3, 0.2]}, "seconds": 1.0,
+            **kw.get("extra", {})}
+
+
+def _results(dense_edges=(100, 400), sparse_edges=(10, 20)):
+    runs = [_row(S, "a", {80: 40, 1000: sparse_edges[0]}), _row(D, "a", {80: 500, 1000: dense_edges[0]}),
+            _row(S, "b", {80: 50, 1000: sparse_edges[1]}), _row(D, "b", {80: 900, 1000: dense_edges[1]}),
+            _row(S, "empty", {80: 0, 1000: 0}), _row(D, "empty", {80: 30, 1000: 30}),
+            _row(S, "missed", {80: None, 1000: None}), _row(D, "missed", {80: 5, 1000: 5})]
+    return {"tasks": ["a", "b", "empty", "missed"], "budgets": [80, 1000], "targets": [0.15], "runs": runs}
+
+
+def test_usable_tasks_leave_out_empty_and_unreached_circuits():
+    ok, empty = pr.usable(_results(), 1000, 0.15)
+    assert sorted(ok) == ["a", "b"] and empty == ["empty"]
+
+
+def test_ratio_is_a_ratio_of_geometric_means_over_usable_tasks():
+    res = _results()
+    want = math.sqrt(100 * 400) / math.sqrt(10 * 20)
+    assert math.isclose(pr.ratio(res, S, D, 1000, 0.15), want)
+    assert pr.ratio({**res, "runs": [r for r in res["runs"] if r["task"] in ("empty", "missed")]}, S, D, 1000,
+                    0.15) is None
+
+
+def test_headline_takes_the_largest_budget_averages_seeds_and_measures_convergence():
+    r0, r1 = _results(), _results(dense_edges=(200, 800))
+    h = pr.headline({0: r0, 1: r1}, S, D, 0.15)
+    assert h["budget"] == 1000 and h["previous budget"] == 80
+    r_a, r_b = pr.ratio(r0, S, D, 1000, 0.15), pr.ratio(r1, S, D, 1000, 0.15)
+    assert math.isclose(h["ratio"], (r_a + r_b) / 2)
+    prev = (pr.ratio(r0, S, D, 80, 0.15) + pr.ratio(r1, S, D, 80, 0.15)) / 2
+    assert math.isclose(h["converged change"], abs(h["ratio"] - prev) / prev)
+    per_task = [10.0, 20.0, 20.0, 40.0]  # dense / sparse of tasks a and b in seed 0, then seed 1
+    assert h["band"] == pytest.approx((float(np.percentile(per_task, 5)), float(np.percentile(per_task, 95))))
+    assert h["empty"] == ["empty"] and h["tasks"] == ["a", "b"]
+
+
+def test_budget_table_has_a_row_per_budget_and_seed():
+    t = pr.budget_table({0: _results(), 3: _results()}, S, D, 0.15)
+    assert list(t.index) == [(80, 0), (80, 3), (1000, 0), (1000, 3)]
+    assert (t["empty left out"] == 1).all()
+
+
+def test_control_effect_compares_with_the_reference_on_the_same_model():
+    ref = _results()
+    ctrl = {"budgets": [80, 1000], "runs": [
+        {**_row(S, "a", {80: 90, 1000: 40}), "condition": "zero_ablation"},
+        {**_row(S, "b", {80: 90, 1000: None}), "condition": "zero_ablation"}]}
+    e = pr.control_effect(ctrl, ref, "zero_ablation", S, 0.15)
+    assert (e["reached"], e["runs"]) == (1, 2) and math.isclose(e["vs main"], 40 / 10)
+    assert e["summary"] == "1/2 reached, 40 edges"
+    assert pr.control_effect(None, ref, "zero_ablation", S, 0.15)["summary"] == "not measured"
+    assert pr.control_effect(ctrl, ref, "random_init", S, 0.15)["summary"] == "0/0 reached"
+
+
+def test_nonsense_rule_is_a_fixed_function_of_the_prompt():
+    ds = datasets.Dataset.from_dict({"prompt_ids": [[1, 2], [1, 2, 3], [4, 5, 6], [7]],
+                                     "target": ["x"] * 4, "distractor": ["y"] * 4,
+                                     "target_id": [10] * 4, "distractor_id": [11] * 4})
+    out = nonsense_rule(ds)
+    assert out["target_id"] == [10, 11, 11, 11] and out["distractor_id"] == [11, 10, 10, 10]
+    assert nonsense_rule(ds)["target"] == out["target"]  # the same prompts, the same labels, every time
+    with pytest.raises(ValueError, match="unknown nonsense rule"):
+        nonsense_rule(ds, "coin")
