@@ -19,3 +19,26 @@ def tmp_cache(tmp_path, monkeypatch):
     """A private SPARSECIRC_CACHE for tests that write to the cache."""
     monkeypatch.setenv("SPARSECIRC_CACHE", str(tmp_path / "cache"))
     return tmp_path / "cache"
+
+
+TINY_PRUNE_MODEL = dict(n_layer=2, d_model=16, d_head=4, n_ctx=12, d_vocab=30)
+
+
+@pytest.fixture
+def tiny_model():
+    """A 2-layer, 16-wide GPT factory for the pruning tests: ``tiny_model(**config overrides)``, seeded."""
+    import torch
+
+    from sparsecirc import GPT, ModelConfig
+
+    def make(**kw):
+        torch.manual_seed(0)
+        return GPT(ModelConfig(**{**TINY_PRUNE_MODEL, **kw}))
+    return make
+
+
+@pytest.fixture
+def lm_windows():
+    """Pretraining-like windows for the tiny model's mean-ablation values: ``lm_windows(n)`` -> [n, 13]."""
+    import torch
+    return lambda n=8: torch.randint(0, 30, (n, 13), generator=torch.Generator().manual_seed(1))

@@ -7,7 +7,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sparsecirc import GPT, ModelConfig
 from sparsecirc.core.config import ConfigError, PruneConfig
 from sparsecirc.wst.ablation import (
     NodeMask,
@@ -24,17 +23,6 @@ from sparsecirc.wst.ablation import (
 from sparsecirc.wst.circuits import Circuit, count_edges, node_sites, residual_edges
 from sparsecirc.wst.prune import bisect_k, greedy_cleanup, plateau_step, prune_to_circuit
 from sparsecirc.wst.prune_baselines import attribution_order, random_node_inverse, search_hparams
-
-TINY = dict(n_layer=2, d_model=16, d_head=4, n_ctx=12, d_vocab=30)
-
-
-def _model(**kw):
-    torch.manual_seed(0)
-    return GPT(ModelConfig(**{**TINY, **kw}))
-
-
-def _windows(n=8):
-    return torch.randint(0, 30, (n, 13), generator=torch.Generator().manual_seed(1))
 
 
 def _pairs(model, n=48, seed=2):
@@ -55,8 +43,8 @@ def _dataset(data: PairData):
                                        "distractor_id": data.cand[:, 1].tolist()})
 
 
-def test_split_pairs_is_disjoint_keeps_pairs_and_depends_on_its_seed_only():
-    m = _model()
+def test_split_pairs_is_disjoint_keeps_pairs_and_depends_on_its_seed_only(tiny_model):
+    m = tiny_model()
     data = _pairs(m)
     fit, val = data.split_pairs(6, seed=0)
     assert (fit.n_pairs, val.n_pairs) == (18, 6)
@@ -75,14 +63,14 @@ def test_split_pairs_is_disjoint_keeps_pairs_and_depends_on_its_seed_only():
         data.split_pairs(24)
 
 
-def test_chunked_margin_equals_one_batch():
-    m = _model(act_keep_frac=0.5)
+def test_chunked_margin_equals_one_batch(tiny_model):
+    m = tiny_model(act_keep_frac=0.5)
     data = _pairs(m)
     torch.testing.assert_close(pair_margin(m, data, chunks=3), pair_margin(m, data), atol=1e-5, rtol=1e-5)
 
 
-def test_tied_qk_masks_share_one_parameter_per_channel():
-    m = _model()
+def test_tied_qk_masks_share_one_parameter_per_channel(tiny_model):
+    m = tiny_model()
     sites = node_sites(m)
     free = NodeMask(sites, PruneConfig())
     tied = NodeMask(sites, PruneConfig(tie_qk=True))
@@ -106,10 +94,10 @@ def test_plateau_rule_fires_on_a_flat_history_and_not_on_a_falling_one():
     assert plateau_step(flat_kept, noisy_loss, cfg) is None
 
 
-def test_frozen_norms_change_nothing_without_ablation_and_something_with_it():
-    m = _model()
+def test_frozen_norms_change_nothing_without_ablation_and_something_with_it(tiny_model, lm_windows):
+    m = tiny_model()
     data = _pairs(m)
-    means = compute_means(m, _windows())
+    means = compute_means(m, lm_windows())
     sites = node_sites(m)
     ones = {n: torch.ones(d) for n, d in sites.items()}
     with torch.no_grad():
@@ -125,9 +113,9 @@ def test_frozen_norms_change_nothing_without_ablation_and_something_with_it():
         torch.testing.assert_close(m(data.tokens[:2]), m(data.tokens[:2]))
 
 
-def test_zero_ablation_values_are_zero():
-    m = _model()
-    means = compute_means(m, _windows())
+def test_zero_ablation_values_are_zero(tiny_model, lm_windows):
+    m = tiny_model()
+    means = compute_means(m, lm_windows())
     z = ablation_values(means, PruneConfig(ablation="zero"))
     assert all(float(v.abs().sum()) == 0 for v in z.values()) and z.keys() == means.keys()
     assert ablation_values(means, PruneConfig()) is means
@@ -135,10 +123,10 @@ def test_zero_ablation_values_are_zero():
         PruneConfig(ablation="resample")
 
 
-def test_attribution_scores_are_first_order_loss_changes():
-    m = _model()
+def test_attribution_scores_are_first_order_loss_changes(tiny_model, lm_windows):
+    m = tiny_model()
     data = _pairs(m)
-    means = compute_means(m, _windows())
+    means = compute_means(m, lm_windows())
     cfg = PruneConfig()
     order = attribution_order(m, data, means, cfg, batch_size=7)  # uneven batches must not change the mean
     sites = node_sites(m)
@@ -159,10 +147,10 @@ def test_attribution_scores_are_first_order_loss_changes():
         NodeOrder(sites, torch.zeros(3))
 
 
-def test_greedy_cleanup_keeps_the_target_and_never_grows():
-    m = _model()
+def test_greedy_cleanup_keeps_the_target_and_never_grows(tiny_model, lm_windows):
+    m = tiny_model()
     data = _pairs(m)
-    means = compute_means(m, _windows())
+    means = compute_means(m, lm_windows())
     cfg = PruneConfig(calibrate=False)
     sites = node_sites(m)
     with torch.no_grad():
@@ -179,10 +167,10 @@ def test_greedy_cleanup_keeps_the_target_and_never_grows():
     assert math.isclose(float(F.softplus(-check).mean()), closs, rel_tol=1e-5)
 
 
-def test_prune_to_circuit_holds_out_validation_pairs_and_bisects_snapshots():
-    m = _model()
+def test_prune_to_circuit_holds_out_validation_pairs_and_bisects_snapshots(tiny_model, lm_windows):
+    m = tiny_model()
     ds = _dataset(_pairs(m, n=64))
-    means = compute_means(m, _windows())
+    means = compute_means(m, lm_windows())
     cfg = PruneConfig(steps=30, batch_pairs=4, val_pairs=8, snapshots=(10, 30), plateau_window=5,
                       target_loss=0.69, calib_steps=4)
     res = prune_to_circuit(m, ds, means, cfg, targets=(0.6,))
@@ -197,10 +185,10 @@ def test_prune_to_circuit_holds_out_validation_pairs_and_bisects_snapshots():
     assert stop.history["steps_run"] == stop.history["converged_at"] == 20
 
 
-def test_search_needs_a_validation_split_and_reports_every_grid_point():
-    m = _model()
+def test_search_needs_a_validation_split_and_reports_every_grid_point(tiny_model, lm_windows):
+    m = tiny_model()
     ds = _dataset(_pairs(m, n=32))
-    means = compute_means(m, _windows())
+    means = compute_means(m, lm_windows())
     cfg = PruneConfig(steps=10, batch_pairs=4, target_loss=0.69, calib_steps=4)
     with pytest.raises(ValueError, match="val_pairs"):
         search_hparams(m, ds, means, cfg, steps=5)
@@ -211,8 +199,8 @@ def test_search_needs_a_validation_split_and_reports_every_grid_point():
         assert best.k_coef == 1e-4 and best.lr == min(reached, key=lambda r: (r["nodes"], r["loss"]))["lr"]
 
 
-def test_residual_edges_count_identity_paths_forward_only_and_candidate_unembeddings():
-    m = _model()
+def test_residual_edges_count_identity_paths_forward_only_and_candidate_unembeddings(tiny_model):
+    m = tiny_model()
     nodes = {"blocks.0.hook_attn_out": [3], "blocks.1.ln1.hook_normalized": [3, 4], "blocks.0.ln2.hook_normalized": [3],
              "blocks.0.ln1.hook_normalized": [3]}  # layer-0 attn read comes before the write: no path
     assert residual_edges(m, nodes) == 2  # attn_out[3] -> mlp_read L0 [3], -> attn_read L1 [3]
@@ -221,10 +209,10 @@ def test_residual_edges_count_identity_paths_forward_only_and_candidate_unembedd
     assert residual_edges(m, nodes, candidates=[3, 5]) == 2 + 1
 
 
-def test_random_node_inverse_draws_sets_of_the_circuits_size_and_kinds():
-    m = _model()
+def test_random_node_inverse_draws_sets_of_the_circuits_size_and_kinds(tiny_model, lm_windows):
+    m = tiny_model()
     ds = _dataset(_pairs(m, n=16))
-    means = compute_means(m, _windows())
+    means = compute_means(m, lm_windows())
     nodes = {"blocks.0.mlp.hook_post": [1, 2, 3], "blocks.1.attn.hook_v": [0]}
     c = Circuit(task="t", nodes=nodes, edges=count_edges(m, nodes), target_loss=0.1, loss=0.1)
     out = random_node_inverse(m, c, ds, means, n_draws=3)
