@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 
 import datasets
@@ -152,8 +153,12 @@ def produce_prune_study(ctx: BuildContext) -> None:
     cache = cache_dir() / "prune_jobs" / ctx.scale / ctx.artifact_id
     cache.mkdir(parents=True, exist_ok=True)
     (folder / "circuits").mkdir(parents=True, exist_ok=True)
-    files, fresh = [], {}
-    for cond, mid, task in tqdm(jobs, desc="prune jobs", disable=not ctx.progress):
+    files, fresh, rows = [], {}, {}
+    # SPARSECIRC_JOB_ORDER=reverse runs the jobs last-first: a second process building the same artifact into another
+    # folder then shares the work through the job cache (each process skips jobs the other has finished), and the
+    # first one to see every job cached writes the complete artifact
+    order = list(reversed(jobs)) if os.environ.get("SPARSECIRC_JOB_ORDER") == "reverse" else jobs
+    for cond, mid, task in tqdm(order, desc="prune jobs", disable=not ctx.progress):
         model, cfg, means = models[mid]
         jcfg = {"zero_ablation": pcfg.replace(ablation="zero"),
                 "frozen_norms": pcfg.replace(freeze_norms=True)}.get(cond, pcfg)
@@ -180,11 +185,12 @@ def produce_prune_study(ctx: BuildContext) -> None:
             if head is not None and cond == "main":
                 row["circuit"] = json.loads(head.to_json(mid))
             artifacts.write_json(path, row)
-        results["runs"].append(row)
+        rows[(cond, mid, task)] = row
         if cond == "main" and row.get("circuit"):
             name = f"circuits/{mid}__{task}.json"
             artifacts.atomic_write_bytes(folder / name, json.dumps(row["circuit"], sort_keys=True).encode())
             files.append(name)
+    results["runs"] = [rows[j] for j in jobs]
     results["wall_time_s"] = round(time.time() - t0, 1)
     results["job_seconds"] = round(sum(r["seconds"] for r in results["runs"]), 1)
     artifacts.write_json(folder / "results.json", results)
