@@ -42,6 +42,7 @@ def _cmd_train(a):
         raise FileNotFoundError(f"--config {a.config}: no such file (configs live in data/configs/)")
     over = scale_overrides(read_yaml(a.config), a.scale, a.config)
     over.pop("geco", None)  # post-training settings: `reproduce` runs those configs
+    over.pop("match_steps", None)  # a search over run lengths: `reproduce` runs it; train takes the config's steps
     cfg = make_config(a.scale, **over)
     if a.steps is not None:
         cfg = cfg.replace(train=cfg.train.replace(steps=a.steps))

@@ -51,7 +51,9 @@ def read_spec(artifact_id: str) -> dict:
 def run_config(artifact_id: str, scale: str) -> RunConfig:
     """The effective RunConfig of an artifact at a scale (preset + the config file's overrides)."""
     spec = read_spec(artifact_id)
-    return make_config(scale, **scale_overrides(spec, scale, f"data/configs/{artifact_id}.yaml"))
+    over = scale_overrides(spec, scale, f"data/configs/{artifact_id}.yaml")
+    over.pop("match_steps", None)  # the producer's search over run lengths, not a RunConfig field
+    return make_config(scale, **over)
 
 
 # --- the language-model producer ---------------------------------------------------------------------------
