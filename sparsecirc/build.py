@@ -22,6 +22,7 @@ from sparsecirc import artifacts
 from sparsecirc.artifacts import ArtifactError, Run, rebuild_command
 from sparsecirc.context import BuildContext
 from sparsecirc.core.config import BUILD_SCALES, RunConfig, check_scale, make_config, scale_overrides
+from sparsecirc.core.repro import setup_threads
 from sparsecirc.core.train import load_run, save_run, train
 from sparsecirc.data.lm import lm_task_metrics, lm_tokens, lm_val_loss
 from sparsecirc.paths import cache_dir
@@ -172,6 +173,7 @@ def produce(artifact_id: str, scale: str, folder: Path | None = None, *, progres
     ctx = BuildContext(artifact_id=artifact_id, scale=scale, folder=folder, spec=spec, progress=progress,
                        resume=resume and spec["kind"] in RESUMABLE_KINDS,
                        load_dep=lambda dep_id: load_dependency(dep_id, scale))
+    setup_threads()  # every producer, not only the trainer, runs at $SPARSECIRC_NUM_THREADS (reproduce --threads)
     PRODUCERS[spec["kind"]](ctx)
     if scale == "book" and folder == artifacts.ARTIFACTS_DIR / artifact_id:
         artifacts.register(artifact_id, folder, paper_ref=spec["paper_ref"], used_by=spec["used_by"])
