@@ -86,3 +86,16 @@ def test_nonsense_rule_is_a_fixed_function_of_the_prompt():
     assert nonsense_rule(ds)["target"] == out["target"]  # the same prompts, the same labels, every time
     with pytest.raises(ValueError, match="unknown nonsense rule"):
         nonsense_rule(ds, "coin")
+
+
+def test_inverse_summary_counts_circuits_that_hurt_more_than_random_nodes():
+    res = _results()
+    for r, (inv, rnd) in zip(res["runs"], [(2.0, 0.5), (0.3, 0.6), (1.0, 0.7), (1.0, 0.2)]):
+        r.update(circuit={"nodes": {"h": [1, 2]}}, inverse={"loss": inv, "accuracy": 0.5},
+                 random_inverse={"loss": rnd, "accuracy": 0.7})
+    s = pr.inverse_summary(res, S)
+    assert (s["circuits"], s["beats random"]) == (2, 2) and math.isclose(s["random loss"], 0.6)
+    assert pr.inverse_summary(res, D)["beats random"] == 1  # dense a: 0.3 < 0.6; dense b: 1.0 > 0.2
+    for r in res["runs"]:
+        r.pop("random_inverse")
+    assert pr.inverse_summary(res, S)["random loss"] == "not measured"

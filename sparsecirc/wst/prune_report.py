@@ -155,9 +155,14 @@ def inverse_summary(results: dict, model: str) -> dict:
     if not len(fr) or model not in fr.index.get_level_values("model"):
         return {"inverse loss": "no circuit", "random loss": "no circuit", "beats random": 0, "circuits": 0}
     m = fr.xs(model, level="model")
-    return {"inverse loss": float(m["inverse loss"].mean()), "inverse acc": float(m["inverse acc"].mean()),
-            "random loss": float(m["random-node loss"].mean()), "random acc": float(m["random-node acc"].mean()),
-            "beats random": int((m["inverse loss"] > m["random-node loss"]).sum()), "circuits": len(m)}
+    out = {"inverse loss": float(m["inverse loss"].mean()), "inverse acc": float(m["inverse acc"].mean()),
+           "random loss": "not measured", "random acc": "not measured", "beats random": 0, "circuits": len(m)}
+    rnd = m.dropna(subset=["random-node loss"])
+    if len(rnd):  # studies built without random_draws have no random-node rows
+        out.update({"random loss": float(rnd["random-node loss"].mean()),
+                    "random acc": float(rnd["random-node acc"].mean()),
+                    "beats random": int((rnd["inverse loss"] > rnd["random-node loss"]).sum())})
+    return out
 
 
 def attribution_frame(results: dict, target: float) -> pd.DataFrame:
