@@ -72,8 +72,9 @@ def budget_table(by_seed: dict[int, dict], sparse: str, dense: str, target: floa
 def headline(by_seed: dict[int, dict], sparse: str, dense: str, target: float) -> dict:
     """The numbers chapter 03 claims, at the largest budget: per-seed ratios (edges, nodes) and their mean over
     seeds, the geometric-mean edges of each model (mean over seeds), a 5-95 % band of per-task ratios pooled over
-    tasks and seeds, ``converged`` (the mean edge ratio's relative change between the two largest budgets), and the
-    tasks used and left out."""
+    tasks and seeds, ``converged change`` (the mean edge ratio's relative change between the two largest budgets),
+    ``largest circuit move`` (the largest factor by which one circuit's edges changed between those budgets: the
+    mean ratio can hold still while single circuits move), and the tasks used and left out."""
     budget = max(max(r["budgets"]) for r in by_seed.values())
     table = budget_table(by_seed, sparse, dense, target)
     at = table.xs(budget, level="budget (steps)")
@@ -87,6 +88,12 @@ def headline(by_seed: dict[int, dict], sparse: str, dense: str, target: float) -
         a = table.xs(budgets[-2], level="budget (steps)")["ratio (edges)"].mean()
         b = at["ratio (edges)"].mean()
         change = None if pd.isna(a) or pd.isna(b) else abs(b - a) / a
+    moves = []  # per (seed, model, task): factor between the circuit's edges at the two largest budgets
+    if len(budgets) >= 2:
+        for res in by_seed.values():
+            a_, b_ = sizes(res, budgets[-2], target), sizes(res, budgets[-1], target)
+            moves += [max(a_[t][m], b_[t][m]) / min(a_[t][m], b_[t][m]) for t in a_ for m in a_[t]
+                      if a_[t][m] and b_[t].get(m)]
     first = next(iter(by_seed.values()))
     return {"budget": budget, "seeds": sorted(by_seed), "ratio": _mean(at["ratio (edges)"]),
             "ratio per seed": {int(s): _num(v) for s, v in at["ratio (edges)"].items()},
@@ -94,6 +101,7 @@ def headline(by_seed: dict[int, dict], sparse: str, dense: str, target: float) -
             "sparse edges": _mean(at["sparse edges"]), "dense edges": _mean(at["dense edges"]),
             "band": (float(np.percentile(per_task, 5)), float(np.percentile(per_task, 95))) if per_task else None,
             "converged change": change, "previous budget": budgets[-2] if len(budgets) >= 2 else None,
+            "largest circuit move": max(moves) if moves else None,
             "tasks": sorted(usable(first, budget, target)[0]), "empty": usable(first, budget, target)[1]}
 
 
