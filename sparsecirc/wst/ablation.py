@@ -100,10 +100,6 @@ class NodeMask(nn.Module):
         """The ``k`` nodes with the largest tau (ties broken by position), as {hook: sorted indices}."""
         return _topk_from_flat(self.names, self.sizes, self.flat(), k)
 
-    def state(self) -> torch.Tensor:
-        """A detached copy of :meth:`flat` (a snapshot for the budget curve)."""
-        return self.flat().clone()
-
 
 class NodeOrder:
     """A fixed ranking of every node (largest score first): a mask snapshot, or attribution scores.

@@ -136,7 +136,7 @@ def train_mask(model: GPT, data: PairData, means: dict[str, torch.Tensor], cfg: 
             hist["kept"].append(int(kept.detach()))
             hist["lr"].append(lr)
             if step + 1 in cfg.snapshots:
-                hist["snapshots"][step + 1] = mask.state()
+                hist["snapshots"][step + 1] = mask.flat()  # a new tensor: later steps do not change it
             if (step + 1) % cfg.plateau_window == 0 and hist["converged_at"] is None:
                 hist["converged_at"] = plateau_step(hist["kept"], hist["task_loss"], cfg)
                 bar.set_postfix(kept=hist["kept"][-1], loss=f"{hist['task_loss'][-1]:.3f}")
@@ -217,17 +217,30 @@ def greedy_cleanup(model: GPT, nodes: dict[str, list[int]], order: NodeMask | No
     return cur, loss, calib
 
 
-def circuit_at(model: GPT, order: NodeMask | NodeOrder, data: PairData, means: dict[str, torch.Tensor], target: float,
-               cfg: PruneConfig, cache: dict, task: str) -> Circuit | None:
-    """The bisected circuit of ``order`` at ``target`` on ``data`` (None if not reached); ``cache`` is shared
-    between targets of the same ranking."""
-    found = bisect_k(model, order, data, means, target, cfg, cache)
-    if found is None:
-        return None
-    k, loss, calib = found
-    nodes = order.topk_nodes(k)
-    return Circuit(task=task, nodes=nodes, edges=count_edges(model, nodes), target_loss=target, loss=loss,
-                   meta={"k": k, "calibration": calib})
+def circuits_at(model: GPT, order: NodeMask | NodeOrder, data: PairData, means: dict[str, torch.Tensor],
+                targets: tuple[float, ...], cfg: PruneConfig, task: str) -> dict[float, Circuit]:
+    """The bisected circuit of ``order`` at each target on ``data``: {target: circuit} for the targets reached (the
+    bisections share one cache of losses per k)."""
+    out, cache = {}, {}
+    for target in targets:
+        found = bisect_k(model, order, data, means, target, cfg, cache)
+        if found is not None:
+            k, loss, calib = found
+            nodes = order.topk_nodes(k)
+            out[target] = Circuit(task=task, nodes=nodes, edges=count_edges(model, nodes), target_loss=target,
+                                  loss=loss, meta={"k": k, "calibration": calib})
+    return out
+
+
+def fit_and_eval(train_ds, n_ctx: int, cfg: PruneConfig) -> tuple[PairData, PairData]:
+    """(pairs the mask is trained on, pairs bisection and calibration measure) of a task's training split: the
+    ``cfg.val_pairs`` held-out split, or (legacy, ``val_pairs = 0``) all pairs and ``2 * eval_pairs`` of their
+    prompts drawn with ``cfg.seed + 1``."""
+    data = PairData.from_dataset(train_ds, n_ctx)
+    if cfg.val_pairs:
+        return data.split_pairs(cfg.val_pairs, cfg.split_seed)
+    g = torch.Generator().manual_seed(cfg.seed + 1)
+    return data, data.subset(torch.randperm(len(data), generator=g)[:2 * cfg.eval_pairs])
 
 
 def prune_to_circuit(model: GPT, train_ds, means: dict[str, torch.Tensor], cfg: PruneConfig = PruneConfig(), *,
@@ -247,27 +260,18 @@ def prune_to_circuit(model: GPT, train_ds, means: dict[str, torch.Tensor], cfg: 
     """
     t0 = time.time()
     values = ablation_values(means, cfg)
-    data = PairData.from_dataset(train_ds, model.cfg.n_ctx)
-    if cfg.val_pairs:
-        fit, eval_data = data.split_pairs(cfg.val_pairs, cfg.split_seed)
-    else:  # legacy: bisect on a subset of the mask-training prompts
-        fit = data
-        g = torch.Generator().manual_seed(cfg.seed + 1)
-        eval_data = data.subset(torch.randperm(len(data), generator=g)[:2 * cfg.eval_pairs])
+    fit, eval_data = fit_and_eval(train_ds, model.cfg.n_ctx, cfg)
     mask, hist = train_mask(model, fit, values, cfg, progress)
     sites = node_sites(model, cfg.node_kinds)
     full_loss = masked_loss(model, eval_data, values, gates_from_nodes(sites, mask.topk_nodes(sum(sites.values()))),
                             0, cfg.freeze_norms)[0]
     all_targets = (cfg.target_loss, *(targets or ()))
-    circuits, cache = {}, {}
-    for target in all_targets:
-        c = circuit_at(model, mask, eval_data, values, target, cfg, cache, task)
-        if c is not None:
-            circuits[target] = c
+    circuits = circuits_at(model, mask, eval_data, values, all_targets, cfg, task)
     snaps = {}
     for step, tau in hist.pop("snapshots").items():
-        order, scache = NodeOrder(sites, tau, int((tau > 0).sum())), {}
-        snaps[step] = {t: circuit_at(model, order, eval_data, values, t, cfg, scache, task) for t in all_targets}
+        reached = circuits_at(model, NodeOrder(sites, tau, int((tau > 0).sum())), eval_data, values, all_targets,
+                              cfg, task)
+        snaps[step] = {t: reached.get(t) for t in all_targets}
     cleaned = {}
     if cfg.cleanup:
         for target, c in circuits.items():

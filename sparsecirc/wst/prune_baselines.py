@@ -14,7 +14,7 @@ from sparsecirc.core.config import PruneConfig
 from sparsecirc.core.model import GPT
 from sparsecirc.wst.ablation import NodeOrder, PairData, ablated_margin, ablation_values
 from sparsecirc.wst.circuits import Circuit, node_sites
-from sparsecirc.wst.prune import circuit_at, circuit_metrics, prune_to_circuit
+from sparsecirc.wst.prune import circuit_metrics, circuits_at, fit_and_eval, prune_to_circuit
 
 
 def attribution_order(model: GPT, data: PairData, means: dict[str, torch.Tensor], cfg: PruneConfig,
@@ -42,14 +42,9 @@ def attribution_circuits(model: GPT, train_ds, means: dict[str, torch.Tensor], c
     """The attribution-pruning baseline: rank nodes by :func:`attribution_order` on the mask-training pairs, then
     bisect on the same validation pairs as :func:`prune_to_circuit`. {target: circuit} for targets reached."""
     values = ablation_values(means, cfg)
-    data = PairData.from_dataset(train_ds, model.cfg.n_ctx)
-    fit, eval_data = data.split_pairs(cfg.val_pairs, cfg.split_seed) if cfg.val_pairs else (data, data)
-    order, cache, out = attribution_order(model, fit, values, cfg), {}, {}
-    for target in (cfg.target_loss, *(targets or ())):
-        c = circuit_at(model, order, eval_data, values, target, cfg, cache, task)
-        if c is not None:
-            out[target] = c
-    return out
+    fit, eval_data = fit_and_eval(train_ds, model.cfg.n_ctx, cfg)
+    return circuits_at(model, attribution_order(model, fit, values, cfg), eval_data, values,
+                       (cfg.target_loss, *(targets or ())), cfg, task)
 
 
 def search_hparams(model: GPT, train_ds, means: dict[str, torch.Tensor], cfg: PruneConfig, *,
