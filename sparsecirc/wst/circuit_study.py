@@ -41,16 +41,20 @@ def geometric_mean(values, floor: float = 1.0) -> float:
     return math.exp(sum(math.log(v) for v in vals) / len(vals))
 
 
-def nonsense_labels(ds, seed: int = 0):
-    """The same prompts with target and distractor swapped on a random half (P1's critique: a task with no
-    signal); returns a new ``datasets.Dataset``."""
-    g = torch.Generator().manual_seed(seed)
-    flip = (torch.rand(ds.num_rows, generator=g) < 0.5).tolist()
+def swap_candidates(ds, flip) -> datasets.Dataset:
+    """The same prompts with target and distractor (tokens and ids) swapped where ``flip[i]`` is true."""
     cols = ds.with_format(None).to_dict()
     for a, b in (("target", "distractor"), ("target_id", "distractor_id")):
         cols[a], cols[b] = ([y if f else x for x, y, f in zip(cols[a], cols[b], flip)],
                             [x if f else y for x, y, f in zip(cols[a], cols[b], flip)])
     return datasets.Dataset.from_dict(cols)
+
+
+def nonsense_labels(ds, seed: int = 0):
+    """The same prompts with target and distractor swapped on a random half (P1's critique: a task with no
+    signal); returns a new ``datasets.Dataset``."""
+    g = torch.Generator().manual_seed(seed)
+    return swap_candidates(ds, (torch.rand(ds.num_rows, generator=g) < 0.5).tolist())
 
 
 def random_init_like(model: GPT, cfg, seed: int = 0) -> GPT:

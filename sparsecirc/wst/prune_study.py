@@ -23,7 +23,6 @@ import json
 import os
 import time
 
-import datasets
 from tqdm import tqdm
 
 from sparsecirc import artifacts
@@ -32,7 +31,7 @@ from sparsecirc.core.config import PruneConfig
 from sparsecirc.data.lm import lm_tokens
 from sparsecirc.data.tasks import TASKS, evaluate_all, load_task
 from sparsecirc.paths import cache_dir
-from sparsecirc.wst.circuit_study import random_init_like
+from sparsecirc.wst.circuit_study import random_init_like, swap_candidates
 from sparsecirc.wst.circuits import Circuit, residual_edges
 from sparsecirc.wst.prune import circuit_faithfulness, circuit_metrics, prune_to_circuit
 from sparsecirc.wst.prune_baselines import attribution_circuits, random_node_inverse, search_hparams
@@ -47,12 +46,7 @@ def nonsense_rule(ds, rule: str = "length_parity"):
     the label is a fixed function of the prompt, so a circuit could in principle compute it."""
     if rule != "length_parity":
         raise ValueError(f"unknown nonsense rule {rule!r}; known: 'length_parity'")
-    cols = ds.with_format(None).to_dict()
-    flip = [len(p) % 2 == 1 for p in cols["prompt_ids"]]
-    for a, b in (("target", "distractor"), ("target_id", "distractor_id")):
-        cols[a], cols[b] = ([y if f else x for x, y, f in zip(cols[a], cols[b], flip)],
-                            [x if f else y for x, y, f in zip(cols[a], cols[b], flip)])
-    return datasets.Dataset.from_dict(cols)
+    return swap_candidates(ds, [len(p) % 2 == 1 for p in ds.with_format(None)["prompt_ids"]])
 
 
 def _size(model, c: Circuit | None, candidates) -> dict | None:
@@ -91,8 +85,8 @@ def run_job(model, means, train_ds, test_ds, pcfg: PruneConfig, targets: list[fl
     row["targets"] = {str(t): _size(model, res.circuits.get(t), cands) for t in targets}
     head = res.circuits.get(targets[0])
     if head is not None:
-        row["test"] = circuit_metrics(model, head, test_ds, means, cfg=pcfg)
         row["faithfulness"] = circuit_faithfulness(model, head, test_ds, means, cfg=pcfg)
+        row["test"] = {**row["faithfulness"]["calibrated"], "n": row["faithfulness"]["n"]}  # = circuit_metrics
         row["inverse"] = circuit_metrics(model, head, test_ds, means, invert=True, cfg=pcfg)
         if random_draws:
             row["random_inverse"] = random_node_inverse(model, head, test_ds, means, n_draws=random_draws,
@@ -155,8 +149,8 @@ def produce_prune_study(ctx: BuildContext) -> None:
     (folder / "circuits").mkdir(parents=True, exist_ok=True)
     files, fresh, rows = [], {}, {}
     # SPARSECIRC_JOB_ORDER=reverse runs the jobs last-first: a second process building the same artifact into another
-    # folder then shares the work through the job cache (each process skips jobs the other has finished), and the
-    # first one to see every job cached writes the complete artifact
+    # folder then shares the work through the job cache (each process skips jobs the other has finished); each writes
+    # the complete artifact into its own folder once it has every row
     order = list(reversed(jobs)) if os.environ.get("SPARSECIRC_JOB_ORDER") == "reverse" else jobs
     for cond, mid, task in tqdm(order, desc="prune jobs", disable=not ctx.progress):
         model, cfg, means = models[mid]
