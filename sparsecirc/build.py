@@ -83,12 +83,19 @@ def produce_lm(ctx: BuildContext) -> None:
     model, hist = train(cfg, tokens, val_tokens, out=ckpt, resume=resume, overwrite=not resume,
                         progress=ctx.progress, stop_when=stop_when, checkpoint_every=every)
     wall = time.time() - t0
-    val_loss, n_windows = lm_val_loss(model, cfg, val_tokens)
+    extra = {"matched_to": other, "matched_target_val_loss": target} if other else {}
+    _save_lm(ctx, model, hist, cfg, tokens, val_tokens, lm_val_loss(model, cfg, val_tokens), wall, **extra)
+
+
+def _save_lm(ctx: BuildContext, model, hist, cfg: RunConfig, tokens, val_tokens, val: tuple[float, int], wall: float,
+             **extra) -> None:
+    """Write a trained language model's run folder: the standard metrics (``val`` = (validation loss, windows)),
+    ``extra`` fields, the task metrics, and the manifest."""
+    val_loss, n_windows = val
     metrics = {"val_loss": val_loss, "val_windows": n_windows, "n_params": model.n_params(),
                "tokens_seen": hist.tokens_seen, "tokens_per_s": hist.tokens_seen / max(hist.train_seconds, 1e-9),
-               "train_tokens": int(tokens.numel()), "val_tokens": int(val_tokens.numel()), "steps_run": len(hist.step)}
-    if other:
-        metrics.update(matched_to=other, matched_target_val_loss=target)
+               "train_tokens": int(tokens.numel()), "val_tokens": int(val_tokens.numel()), "steps_run": len(hist.step),
+               **extra}
     metrics["tasks"] = lm_task_metrics(model)
     save_run(ctx.folder, model, hist, cfg, metrics=metrics, **ctx.manifest_info(
         kind="lm", precision="bf16-autocast" if cfg.train.bf16 else "fp32", wall_time_s=round(wall, 1)))
@@ -114,15 +121,8 @@ def _produce_lm_full_schedule(ctx: BuildContext) -> None:
         print(f"{ctx.artifact_id}: {steps} steps -> val loss {val_loss:.4f} (target {target:.4f})")
         if val_loss <= target:
             break
-    wall = time.time() - t0
-    metrics = {"val_loss": val_loss, "val_windows": n_windows, "n_params": model.n_params(),
-               "tokens_seen": hist.tokens_seen, "tokens_per_s": hist.tokens_seen / max(hist.train_seconds, 1e-9),
-               "train_tokens": int(tokens.numel()), "val_tokens": int(val_tokens.numel()), "steps_run": len(hist.step),
-               "matched_to": other, "matched_target_val_loss": target, "match_search": search,
-               "match_reached": val_loss <= target}
-    metrics["tasks"] = lm_task_metrics(model)
-    save_run(ctx.folder, model, hist, cfg, metrics=metrics, **ctx.manifest_info(
-        kind="lm", precision="bf16-autocast" if cfg.train.bf16 else "fp32", wall_time_s=round(wall, 1)))
+    _save_lm(ctx, model, hist, cfg, tokens, val_tokens, (val_loss, n_windows), time.time() - t0, matched_to=other,
+             matched_target_val_loss=target, match_search=search, match_reached=val_loss <= target)
 
 
 def refresh_lm_metrics(artifact_id: str) -> dict:
