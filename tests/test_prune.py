@@ -3,23 +3,11 @@ import math
 import pytest
 import torch
 
-from sparsecirc import GPT, ModelConfig
 from sparsecirc.artifacts import ArtifactError
 from sparsecirc.core.config import PruneConfig
 from sparsecirc.wst.ablation import NodeMask, PairData, ablate, calibrate, compute_means, gates_from_nodes, pair_margin
 from sparsecirc.wst.circuits import Circuit, count_edges, draw_circuit, node_sites
 from sparsecirc.wst.prune import bisect_k, masked_loss, train_mask
-
-TINY = dict(n_layer=2, d_model=16, d_head=4, n_ctx=12, d_vocab=30)
-
-
-def _model(**kw):
-    torch.manual_seed(0)
-    return GPT(ModelConfig(**{**TINY, **kw}))
-
-
-def _windows(n=8):
-    return torch.randint(0, 30, (n, 13), generator=torch.Generator().manual_seed(1))
 
 
 def _pairs(model, n=32):
@@ -34,11 +22,11 @@ def _pairs(model, n=32):
     return PairData(tokens, last, cand)
 
 
-def test_all_ones_mask_reproduces_the_model():
-    m = _model(act_keep_frac=0.5)
+def test_all_ones_mask_reproduces_the_model(tiny_model, lm_windows):
+    m = tiny_model(act_keep_frac=0.5)
     sites = node_sites(m)
-    means = compute_means(m, _windows())
-    x = _windows()[:, :12]
+    means = compute_means(m, lm_windows())
+    x = lm_windows()[:, :12]
     ones = {n: torch.ones(d) for n, d in sites.items()}
     with ablate(m, ones, means):
         torch.testing.assert_close(m(x), m(x))
@@ -46,11 +34,11 @@ def test_all_ones_mask_reproduces_the_model():
     torch.testing.assert_close(out, m(x))
 
 
-def test_ablating_everything_leaves_embedding_plus_mean_writes():
-    m = _model()
-    means = compute_means(m, _windows())
+def test_ablating_everything_leaves_embedding_plus_mean_writes(tiny_model, lm_windows):
+    m = tiny_model()
+    means = compute_means(m, lm_windows())
     zeros = {n: torch.zeros(d) for n, d in node_sites(m).items()}
-    x = _windows()[:, :12]
+    x = lm_windows()[:, :12]
     with torch.no_grad(), ablate(m, zeros, means):
         got = m(x)
         resid = m.embed(x) + sum(means[f"blocks.{l}.hook_attn_out"] + means[f"blocks.{l}.hook_mlp_out"]
@@ -59,9 +47,9 @@ def test_ablating_everything_leaves_embedding_plus_mean_writes():
     torch.testing.assert_close(got, want)
 
 
-def test_means_are_means_over_all_positions():
-    m = _model()
-    w = _windows()
+def test_means_are_means_over_all_positions(tiny_model, lm_windows):
+    m = tiny_model()
+    w = lm_windows()
     from sparsecirc.core.hooks import record
     with record(m, "blocks.1.attn.hook_v") as c:
         m(w[:, :12])
@@ -69,8 +57,8 @@ def test_means_are_means_over_all_positions():
     torch.testing.assert_close(means["blocks.1.attn.hook_v"], c["blocks.1.attn.hook_v"].flatten(2).mean((0, 1)))
 
 
-def test_edge_counting_on_a_hand_built_model():
-    m = _model()
+def test_edge_counting_on_a_hand_built_model(tiny_model):
+    m = tiny_model()
     with torch.no_grad():
         for p in m.parameters():
             if p.dim() == 2:
@@ -97,8 +85,8 @@ def test_edge_counting_on_a_hand_built_model():
     assert draw_circuit(c).axes
 
 
-def test_dense_edges_are_all_pairs():
-    m = _model()
+def test_dense_edges_are_all_pairs(tiny_model):
+    m = tiny_model()
     nodes = {"blocks.0.ln2.hook_normalized": [0, 1, 2], "blocks.0.mlp.hook_post": [5, 6]}
     assert len(count_edges(m, nodes)) == 6
 
@@ -114,10 +102,10 @@ def test_calibration_cannot_use_the_label():
     assert calib["scale"] > 0
 
 
-def test_bisection_returns_the_smallest_k_reaching_the_target():
-    m = _model()
+def test_bisection_returns_the_smallest_k_reaching_the_target(tiny_model, lm_windows):
+    m = tiny_model()
     data = _pairs(m)
-    means = compute_means(m, _windows())
+    means = compute_means(m, lm_windows())
     cfg = PruneConfig(steps=30, batch_pairs=8, k_coef=1e-3, eval_pairs=16, calibrate=False)
     mask, hist = train_mask(m, data, means, cfg)
     assert len(hist["kept"]) == 30 and hist["kept"][-1] <= hist["kept"][0]
@@ -133,8 +121,8 @@ def test_bisection_returns_the_smallest_k_reaching_the_target():
     assert bisect_k(m, mask, data, means, 1e-9, cfg) is None  # unreachable target
 
 
-def test_inverted_gates_and_margin_shapes():
-    m = _model()
+def test_inverted_gates_and_margin_shapes(tiny_model):
+    m = tiny_model()
     data = _pairs(m, 10)
     assert pair_margin(m, data).shape == (10,)
     sites = node_sites(m)
@@ -188,13 +176,13 @@ def test_empty_circuits_are_reported_and_left_out_of_the_ratio():
     assert size_ratio(res, "d", "s", 0.15) == pytest.approx(16)  # flooring c at 1 edge would give sqrt(16 * 900) = 120
 
 
-def test_faithfulness_of_the_whole_model_and_of_an_empty_circuit():
+def test_faithfulness_of_the_whole_model_and_of_an_empty_circuit(tiny_model, lm_windows):
     from sparsecirc.wst.prune import circuit_faithfulness
-    m = _model()
+    m = tiny_model()
     pairs = _pairs(m)
     ds = {"prompt_ids": pairs.tokens.tolist(), "target_id": pairs.cand[:, 0].tolist(),
           "distractor_id": pairs.cand[:, 1].tolist()}
-    means = compute_means(m, _windows())
+    means = compute_means(m, lm_windows())
     sites = node_sites(m)
     whole = Circuit(task="t", nodes={h: list(range(d)) for h, d in sites.items()}, edges=[], target_loss=0.15,
                     loss=0.0)
