@@ -94,7 +94,7 @@ def headline(by_seed: dict[int, dict], sparse: str, dense: str, target: float) -
             a_, b_ = sizes(res, budgets[-2], target), sizes(res, budgets[-1], target)
             moves += [max(a_[t][m], b_[t][m]) / min(a_[t][m], b_[t][m]) for t in a_ for m in a_[t]
                       if a_[t][m] and b_[t].get(m)]
-    first = next(iter(by_seed.values()))
+    first_ok, first_empty = usable(next(iter(by_seed.values())), budget, target)
     return {"budget": budget, "seeds": sorted(by_seed), "ratio": _mean(at["ratio (edges)"]),
             "ratio per seed": {int(s): _num(v) for s, v in at["ratio (edges)"].items()},
             "ratio nodes": _mean(at["ratio (nodes)"]), "ratio with residual": _mean(at["ratio (edges + residual)"]),
@@ -102,7 +102,7 @@ def headline(by_seed: dict[int, dict], sparse: str, dense: str, target: float) -
             "band": (float(np.percentile(per_task, 5)), float(np.percentile(per_task, 95))) if per_task else None,
             "converged change": change, "previous budget": budgets[-2] if len(budgets) >= 2 else None,
             "largest circuit move": max(moves) if moves else None,
-            "tasks": sorted(usable(first, budget, target)[0]), "empty": usable(first, budget, target)[1]}
+            "tasks": sorted(first_ok), "empty": first_empty}
 
 
 def _num(v):
