@@ -139,3 +139,18 @@ def test_positions_gives_the_same_logits_as_the_full_forward():
     x = torch.randint(0, 50, (3, 16))
     pos = torch.tensor([15, 3, 9])
     torch.testing.assert_close(m(x, positions=pos), m(x)[torch.arange(3), pos])
+
+
+@pytest.mark.parametrize("extra", [{}, {"attn_sink": True, "act_keep_frac": 0.25}, {"attn_gate": True}])
+def test_last_only_gives_the_same_logits_and_hooks_see_one_position(extra):
+    """``last_only`` cuts the last block to the asked positions: same logits (dense, sparse with a sink, and the
+    P2 gated model, where it is ignored); the last block's MLP hook sees one position per row."""
+    m = GPT(ModelConfig(**TINY, **extra)).eval()  # eval: the gated model samples its gates in training mode
+    x = torch.randint(0, 50, (3, 16))
+    pos = torch.tensor([15, 3, 9])
+    seen = []
+    h = m.blocks[-1].mlp.hook_pre.register_forward_hook(lambda mod, a, out: seen.append(out.shape[1]))
+    cut = m(x, positions=pos, last_only=True)
+    h.remove()
+    torch.testing.assert_close(cut, m(x)[torch.arange(3), pos], rtol=1e-5, atol=1e-5)
+    assert seen == [16 if extra.get("attn_gate") else 1]

@@ -65,16 +65,20 @@ def test_budget_table_has_a_row_per_budget_and_seed():
     assert (t["empty left out"] == 1).all()
 
 
-def test_control_effect_compares_with_the_reference_on_the_same_model():
-    ref = _results()
+def test_control_effect_compares_with_the_reference_of_the_same_seed_and_model():
+    ref0, ref1 = _results(), _results(sparse_edges=(20, 20))
     ctrl = {"budgets": [80, 1000], "runs": [
         {**_row(S, "a", {80: 90, 1000: 40}), "condition": "zero_ablation"},
         {**_row(S, "b", {80: 90, 1000: None}), "condition": "zero_ablation"}]}
-    e = pr.control_effect(ctrl, ref, "zero_ablation", S, 0.15)
+    e = pr.control_effect({0: ctrl}, {0: ref0}, "zero_ablation", S, 0.15)
     assert (e["reached"], e["runs"]) == (1, 2) and math.isclose(e["vs main"], 40 / 10)
     assert e["summary"] == "1/2 reached, 40 edges"
-    assert pr.control_effect(None, ref, "zero_ablation", S, 0.15)["summary"] == "not measured"
-    assert pr.control_effect(ctrl, ref, "random_init", S, 0.15)["summary"] == "0/0 reached"
+    two = pr.control_effect({0: ctrl, 1: ctrl}, {0: ref0, 1: ref1}, "zero_ablation", S, 0.15)
+    assert (two["reached"], two["runs"]) == (2, 4) and math.isclose(two["vs main"], math.sqrt(4.0 * 2.0))
+    assert pr.control_effect({}, {0: ref0}, "zero_ablation", S, 0.15)["summary"] == "not measured"
+    assert pr.control_effect({0: ctrl}, {0: ref0}, "random_init", S, 0.15)["summary"] == "0/0 reached"
+    frame = pr.controls_frame({0: ctrl, 1: ctrl}, {0: ref0, 1: ref1}, 0.15)
+    assert frame.loc[("zero_ablation", "a", 1), "edges"] == 40 and frame.loc[("main", "a", 1), "edges"] == 20
 
 
 def test_nonsense_rule_is_a_fixed_function_of_the_prompt():

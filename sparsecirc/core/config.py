@@ -269,6 +269,10 @@ class PruneConfig(DictConfig):
     tie_qk: bool = False  # one mask entry per (q, k) channel pair of a layer (P1 fn. 17)
     ablation: str = "mean"  # pruned nodes take their pretraining mean ("mean") or 0 ("zero")
     freeze_norms: bool = False  # RMSNorm scales frozen to the full model's values under ablation (Drori)
+    # how the bisection ranks nodes of a trained mask: by tau, ties (tau saturates at +1) broken by how far the
+    # optimiser pushed a node past the clamp over the run ("overshoot"), by attribution at the mask's own gates
+    # ("attribution"), or by position ("none", the ranking before tie-breaks existed)
+    tiebreak: str = "overshoot"
     # plateau rule (recorded always; stops the run only with stop_at_plateau): at every plateau_window-th step the
     # window means of kept nodes and task loss are compared with the previous window's; the plateau is reached
     # at the first of plateau_patience consecutive boundaries where |d kept| <= plateau_tol * kept + 1 and
@@ -290,6 +294,8 @@ class PruneConfig(DictConfig):
         _require(self.target_loss > 0, f"PruneConfig.target_loss must be > 0, got {self.target_loss}")
         _require(self.schedule in ("linear", "constant"),
                  f"PruneConfig.schedule must be 'linear' or 'constant', got {self.schedule!r}")
+        _require(self.tiebreak in ("overshoot", "attribution", "none"),
+                 f"PruneConfig.tiebreak must be 'overshoot', 'attribution' or 'none', got {self.tiebreak!r}")
         _require(self.ablation in ("mean", "zero"), f"PruneConfig.ablation must be 'mean' or 'zero', got {self.ablation!r}")
         _require(self.val_pairs >= 0 and self.plateau_window > 0 and self.plateau_patience > 0,
                  "PruneConfig: val_pairs >= 0, plateau_window > 0 and plateau_patience > 0 are required")

@@ -83,31 +83,39 @@ class Attention(nn.Module):
         c = self.cfg
         return abs_topk(x, c.act_keep_frac) if c.act_keep_frac is not None and site in c.act_sparsity_sites else x
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, only: torch.Tensor | None = None) -> torch.Tensor:
+        """x [B, T, d_model] -> [B, T, d_model]; with ``only`` [B] (one position per row, not with ``attn_gate``)
+        queries are formed at those positions alone (keys and values everywhere) and the result is [B, 1, d_model]."""
         c = self.cfg
         B, T, _ = x.shape
+        xq = x if only is None else x[torch.arange(B, device=x.device), only][:, None]
+        Tq = xq.shape[1]
         # top-k over all heads concatenated, then split: [B, T, n_head*d_head] -> [B, T, n_head, d_head]
-        q = self.hook_q(self._site(self.W_Q(x), "attn_q").view(B, T, c.n_head, c.d_head))
+        q = self.hook_q(self._site(self.W_Q(xq), "attn_q").view(B, Tq, c.n_head, c.d_head))
         k = self.hook_k(self._site(self.W_K(x), "attn_k").view(B, T, c.n_head, c.d_head))
         v = self.hook_v(self._site(self.W_V(x), "attn_v").view(B, T, c.n_head, c.d_head))
         qh, kh, vh = (t.transpose(1, 2) for t in (q, k, v))  # [B, n_head, T, d_head]
+        keys = torch.arange(T, device=x.device)
+        causal = keys <= keys[:, None] if only is None else (keys <= only[:, None])[:, None, None]  # [T,T] | [B,1,1,T]
         if c.attn_gate:
+            if only is not None:
+                raise ValueError("Attention: `only` is not supported with attn_gate")
             zh = self._gated(qh, kh, vh)
         elif self.sink_logit is None and not self.hook_pattern.hook_count():
-            zh = F.scaled_dot_product_attention(qh, kh, vh, is_causal=True)  # fast path, same maths
+            zh = F.scaled_dot_product_attention(qh, kh, vh, is_causal=True) if only is None else \
+                F.scaled_dot_product_attention(qh, kh, vh, attn_mask=causal)  # fast path, same maths
         else:
-            scores = qh @ kh.transpose(-1, -2) / math.sqrt(c.d_head)  # [B, n_head, T, T]
-            causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
+            scores = qh @ kh.transpose(-1, -2) / math.sqrt(c.d_head)  # [B, n_head, Tq, T]
             scores = scores.masked_fill(~causal, float("-inf"))
             if self.sink_logit is not None:
-                sink = self.sink_logit.view(1, -1, 1, 1).expand(B, -1, T, 1).to(scores.dtype)
+                sink = self.sink_logit.view(1, -1, 1, 1).expand(B, -1, Tq, 1).to(scores.dtype)
                 pattern = torch.softmax(torch.cat([scores, sink], dim=-1), dim=-1)[..., :T]  # sink value is 0
             else:
                 pattern = torch.softmax(scores, dim=-1)
             pattern = self.hook_pattern(pattern)
             zh = pattern @ vh
-        z = self.hook_z(zh.transpose(1, 2))  # [B, T, n_head, d_head]
-        return self.W_O(z.reshape(B, T, c.n_head * c.d_head))
+        z = self.hook_z(zh.transpose(1, 2))  # [B, Tq, n_head, d_head]
+        return self.W_O(z.reshape(B, Tq, c.n_head * c.d_head))
 
     def _gated(self, qh: torch.Tensor, kh: torch.Tensor, vh: torch.Tensor) -> torch.Tensor:
         """P2's gated attention: y_i = sum_j softmax_j(s_ij) * A_ij * v_j, no renormalisation.
@@ -160,9 +168,13 @@ class Block(nn.Module):
     def _write(self, x: torch.Tensor, site: str) -> torch.Tensor:
         return abs_topk(x, self._out_sites[site]) if site in self._out_sites else x
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, only: torch.Tensor | None = None) -> torch.Tensor:
+        """x [B, T, d_model] -> the same; with ``only`` [B], only those positions go on: [B, 1, d_model]."""
         x = self.hook_resid_pre(x)
-        x = self.hook_resid_mid(x + self.hook_attn_out(self._write(self.attn(self.ln1(x)), "attn_out")))
+        a = self.attn(self.ln1(x), only)
+        if only is not None:
+            x = x[torch.arange(x.shape[0], device=x.device), only][:, None]
+        x = self.hook_resid_mid(x + self.hook_attn_out(self._write(a, "attn_out")))
         return self.hook_resid_post(x + self.hook_mlp_out(self._write(self.mlp(self.ln2(x)), "mlp_out")))
 
 
@@ -195,12 +207,15 @@ class GPT(nn.Module):
             elif p.dim() == 2 and name != "bigram":
                 p.normal_(0.0, std)
 
-    def forward(self, tokens: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, positions: torch.Tensor | None = None,
+                last_only: bool = False) -> torch.Tensor:
         """tokens [batch, pos] (int) -> logits [batch, pos, d_vocab].
 
         With ``positions`` [batch] (one position per row), only those positions are unembedded and the result is
         [batch, d_vocab]: task losses need the last prompt position only, and the unembedding is a large part of
-        a small model's cost.
+        a small model's cost. ``last_only`` (with ``positions``; ignored with ``attn_gate``) goes further: the last
+        block forms queries, MLP and residual writes at those positions alone (keys and values everywhere), so
+        the logits are the same and the last block costs a fraction; its hooks then see one position per row.
         """
         if tokens.dim() != 2:
             raise ValueError(f"GPT expects tokens of shape [batch, pos], got {tuple(tokens.shape)}")
@@ -216,11 +231,13 @@ class GPT(nn.Module):
         if self.pos_embed is not None:
             pos = self.pos_embed(torch.arange(T, device=tokens.device))[None].expand(tokens.shape[0], -1, -1)
             x = x + self.hook_pos_embed(pos)  # [batch, pos, d_model]
-        for block in self.blocks:
-            x = block(x)
+        cut = positions if last_only and positions is not None and not self.cfg.attn_gate else None
+        for i, block in enumerate(self.blocks):
+            x = block(x, cut if i == len(self.blocks) - 1 else None)
         if positions is not None:
             rows = torch.arange(tokens.shape[0], device=tokens.device)
-            x, tokens = x[rows, positions][:, None], tokens[rows, positions][:, None]  # [batch, 1, d_model]
+            tokens = tokens[rows, positions][:, None]
+            x = x if cut is not None else x[rows, positions][:, None]  # [batch, 1, d_model]
         logits = self.unembed(self.ln_final(x))
         if self.bigram is not None:
             logits = logits + self.bigram[tokens]  # [batch, pos, d_vocab]

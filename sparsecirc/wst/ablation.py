@@ -89,7 +89,11 @@ class NodeMask(nn.Module):
 
     def flat(self) -> torch.Tensor:
         """tau of every node in site order (tied k nodes repeat their q's tau)."""
-        return torch.cat([self.tau_of(n).detach() for n in self.names])
+        return self.spread(list(self.tau))
+
+    def spread(self, owned: list[torch.Tensor]) -> torch.Tensor:
+        """Per-owned-parameter tensors (shaped like ``self.tau``) laid out over every node in site order."""
+        return torch.cat([owned[self._index[self.shared.get(n, n)]].detach() for n in self.names])
 
     @property
     def own_count(self) -> int:
@@ -118,6 +122,18 @@ class NodeOrder:
 
     def topk_nodes(self, k: int) -> dict[str, list[int]]:
         return _topk_from_flat(self.names, self.sizes, self.scores, k)
+
+
+def ranked_order(sites: dict[str, int], primary: torch.Tensor, secondary: torch.Tensor,
+                 own_count: int | None = None) -> NodeOrder:
+    """A :class:`NodeOrder` by ``primary`` (largest first) with ties broken by ``secondary`` (largest first), then
+    by position. A trained mask's tau saturates at its clamp, so many kept nodes tie at +1; ranking them by
+    position would let the bisection keep or drop them in site order."""
+    idx = torch.argsort(secondary, descending=True, stable=True)
+    idx = idx[torch.argsort(primary[idx], descending=True, stable=True)]
+    scores = torch.empty(len(idx))
+    scores[idx] = torch.arange(len(idx), 0, -1, dtype=torch.float32)
+    return NodeOrder(sites, scores, own_count)
 
 
 def gates_from_nodes(sites: dict[str, int], nodes: dict[str, list[int]], invert: bool = False) -> dict[str, torch.Tensor]:
@@ -239,7 +255,7 @@ def pair_margin(model: GPT, data: PairData, batch_size: int = 128, chunks: int =
             [c for c in rows[torch.argsort(data.last[rows], stable=True)].chunk(chunks) if len(c)]
         for piece in pieces:
             d = data.subset(piece)
-            final = model(d.tokens, positions=d.last)  # [b, vocab]
+            final = model(d.tokens, positions=d.last, last_only=True)  # [b, vocab]
             two = final.gather(1, d.cand)  # [b, 2]
             outs.append(two[:, 0] - two[:, 1])
             order.append(piece)
@@ -260,10 +276,31 @@ def ablated_margin(model: GPT, data: PairData, gates: dict[str, torch.Tensor], v
     for i in range(0, len(data), 128):
         d = data.subset(torch.arange(i, min(i + 128, len(data))))
         with torch.no_grad(), record_norm_scales(model) as scales:
-            model(d.tokens, positions=d.last)
+            model(d.tokens, positions=d.last, last_only=True)
         with frozen_norms(model, scales), ablate(model, gates, values):
             outs.append(pair_margin(model, d, batch_size=len(d)))
     return torch.cat(outs)
+
+
+def attribution_scores(model: GPT, data: PairData, sites: dict[str, int], gates: dict[str, torch.Tensor],
+                       values: dict[str, torch.Tensor], *, freeze_norms: bool = False,
+                       batch_size: int = 64) -> torch.Tensor:
+    """|d mean task loss / d gate| of every node (site order) at ``gates``: the first-order change of the loss when
+    the node alone is switched (ablated where its gate is 1, restored where it is 0), i.e. |sum over positions of
+    (act - value) * grad| averaged over ``data``'s prompts. Model weights are left untouched."""
+    g = {n: gates[n].detach().clone().float().requires_grad_(True) for n in sites}
+    flags = [p.requires_grad for p in model.parameters()]
+    for p in model.parameters():
+        p.requires_grad_(False)
+    try:
+        for i in range(0, len(data), batch_size):
+            d = data.subset(torch.arange(i, min(i + batch_size, len(data))))
+            margin = ablated_margin(model, d, g, values, freeze_norms=freeze_norms)
+            (F.softplus(-margin).sum() / len(data)).backward()
+    finally:
+        for p, f in zip(model.parameters(), flags):
+            p.requires_grad_(f)
+    return torch.cat([g[n].grad.abs() for n in sites])
 
 
 def calibrate(margin: torch.Tensor, cand: torch.Tensor, steps: int = 16) -> tuple[dict, float]:

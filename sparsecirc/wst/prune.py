@@ -40,9 +40,11 @@ from sparsecirc.wst.ablation import (
     ablated_margin,
     ablation_values,
     apply_calibration,
+    attribution_scores,
     calibrate,
     gates_from_nodes,
     pair_margin,
+    ranked_order,
 )
 from sparsecirc.wst.circuits import Circuit, count_edges, node_sites
 
@@ -59,6 +61,7 @@ class PruneResult:
     order: list[tuple[str, int]] = field(default_factory=list)  # nodes by decreasing tau
     snapshots: dict[int, dict[float, Circuit | None]] = field(default_factory=dict)  # mask after N steps, bisected
     cleaned: dict[float, Circuit] = field(default_factory=dict)  # greedy clean-up of each circuit (cfg.cleanup)
+    rankings: dict[str, Circuit | None] = field(default_factory=dict)  # first target, other tie-breaks (sensitivity)
     n_fit_pairs: int = 0  # pairs the mask was trained on
     n_val_pairs: int = 0  # pairs bisection and calibration measured
 
@@ -107,7 +110,8 @@ def train_mask(model: GPT, data: PairData, means: dict[str, torch.Tensor], cfg: 
         p.requires_grad_(False)
     opt = torch.optim.AdamW(mask.parameters(), lr=cfg.lr, betas=(0.9, cfg.beta2), weight_decay=cfg.weight_decay)
     warm = max(1, round(cfg.warmup_frac * cfg.steps))
-    hist = {"task_loss": [], "kept": [], "lr": [], "converged_at": None, "snapshots": {}}
+    hist = {"task_loss": [], "kept": [], "lr": [], "converged_at": None, "snapshots": {}, "overshoot_snapshots": {}}
+    overshoot = [torch.zeros_like(t) for t in mask.tau]
     model.eval()
     try:
         bar = tqdm(range(cfg.steps), desc="prune", disable=not progress, leave=False)
@@ -130,13 +134,15 @@ def train_mask(model: GPT, data: PairData, means: dict[str, torch.Tensor], cfg: 
             torch.nn.utils.clip_grad_norm_(mask.parameters(), 1.0)
             opt.step()
             with torch.no_grad():
-                for t in mask.tau:
+                for t, over in zip(mask.tau, overshoot):
+                    over += t - t.clamp(-1, 1)  # what the clamp takes away: the optimiser's push past +-1
                     t.clamp_(-1, 1)
             hist["task_loss"].append(float(task.detach()))
             hist["kept"].append(int(kept.detach()))
             hist["lr"].append(lr)
             if step + 1 in cfg.snapshots:
                 hist["snapshots"][step + 1] = mask.flat()  # a new tensor: later steps do not change it
+                hist["overshoot_snapshots"][step + 1] = mask.spread(overshoot)
             if (step + 1) % cfg.plateau_window == 0 and hist["converged_at"] is None:
                 hist["converged_at"] = plateau_step(hist["kept"], hist["task_loss"], cfg)
                 bar.set_postfix(kept=hist["kept"][-1], loss=f"{hist['task_loss'][-1]:.3f}")
@@ -146,7 +152,39 @@ def train_mask(model: GPT, data: PairData, means: dict[str, torch.Tensor], cfg: 
         for p in model.parameters():
             p.requires_grad_(True)
     hist["steps_run"] = len(hist["kept"])
+    hist["overshoot"] = mask.spread(overshoot)
+    tau = mask.flat()
+    hist["kept_at_clamp"] = int((tau >= 1).sum())  # kept nodes whose tau sits at the +1 clamp (all tied)
+    hist["kept_distinct_tau"] = int(torch.unique(tau[tau > 0]).numel())
     return mask, hist
+
+
+def mask_order(model: GPT, tau: torch.Tensor, data: PairData, values: dict[str, torch.Tensor],
+               cfg: PruneConfig, overshoot: torch.Tensor | None = None, max_pairs: int = 128) -> NodeOrder:
+    """The ranking a bisection walks for a trained mask ``tau`` (site order): by tau, ties broken as
+    ``cfg.tiebreak`` says. tau saturates at its +1 clamp, so late in a run most kept nodes tie there.
+
+    - ``"overshoot"``: by how far the optimiser pushed the node past the clamp, summed over the run (``overshoot``
+      from :func:`train_mask`; the unclamped logit's excess);
+    - ``"attribution"``: by each node's attribution score at the mask's own hard gates, measured on the first
+      ``max_pairs`` pairs of ``data`` (mask-training pairs, never the validation pairs the bisection measures);
+    - ``"none"``: by position (the ranking before tie-breaks existed).
+    """
+    sites = node_sites(model, cfg.node_kinds)
+    own = int((tau > 0).sum())
+    if cfg.tiebreak == "none":
+        return NodeOrder(sites, tau, own)
+    if cfg.tiebreak == "overshoot":
+        if overshoot is None:
+            raise ValueError("mask_order: tiebreak 'overshoot' needs the run's overshoot")
+        return ranked_order(sites, tau, overshoot, own)
+    gates, start = {}, 0
+    for name, size in sites.items():
+        gates[name] = (tau[start:start + size] > 0).float()
+        start += size
+    sub = data.subset(PairData.pair_rows(torch.arange(min(max_pairs, data.n_pairs))))
+    attr = attribution_scores(model, sub, sites, gates, values, freeze_norms=cfg.freeze_norms)
+    return ranked_order(sites, tau, attr, own)
 
 
 @torch.no_grad()
@@ -244,7 +282,8 @@ def fit_and_eval(train_ds, n_ctx: int, cfg: PruneConfig) -> tuple[PairData, Pair
 
 
 def prune_to_circuit(model: GPT, train_ds, means: dict[str, torch.Tensor], cfg: PruneConfig = PruneConfig(), *,
-                     targets: tuple[float, ...] | None = None, task: str = "", progress: bool = False) -> PruneResult:
+                     targets: tuple[float, ...] | None = None, task: str = "", progress: bool = False,
+                     rankings: tuple[str, ...] = ()) -> PruneResult:
     """Train a node mask on a task's training pairs and bisect the circuit at each target loss.
 
     Args:
@@ -254,6 +293,8 @@ def prune_to_circuit(model: GPT, train_ds, means: dict[str, torch.Tensor], cfg: 
         cfg: pruning hyperparameters; ``cfg.target_loss`` is the first (default) target. With ``cfg.val_pairs``
             the bisection, calibration and clean-up use held-out validation pairs (see the module docstring).
         targets: more target losses to bisect with the same trained mask (P1 Fig. 2 sweeps the target).
+        rankings: other ``tiebreak`` values to bisect the final mask with as well, at the first target (how much
+            the circuit depends on the ranking of tied nodes; stored in ``rankings``).
     Returns:
         PruneResult with ``circuits[target]`` (missing where even the full model misses the target),
         ``snapshots[step][target]`` for each ``cfg.snapshots`` step, ``cleaned[target]`` with ``cfg.cleanup``.
@@ -263,27 +304,32 @@ def prune_to_circuit(model: GPT, train_ds, means: dict[str, torch.Tensor], cfg: 
     fit, eval_data = fit_and_eval(train_ds, model.cfg.n_ctx, cfg)
     mask, hist = train_mask(model, fit, values, cfg, progress)
     sites = node_sites(model, cfg.node_kinds)
-    full_loss = masked_loss(model, eval_data, values, gates_from_nodes(sites, mask.topk_nodes(sum(sites.values()))),
-                            0, cfg.freeze_norms)[0]
+    full_loss = masked_loss(model, eval_data, values, {n: torch.ones(d) for n, d in sites.items()}, 0,
+                            cfg.freeze_norms)[0]
     all_targets = (cfg.target_loss, *(targets or ()))
-    circuits = circuits_at(model, mask, eval_data, values, all_targets, cfg, task)
-    snaps = {}
+    overshoot = hist.pop("overshoot")
+    ranking = mask_order(model, mask.flat(), fit, values, cfg, overshoot)
+    alt = {tb: circuits_at(model, mask_order(model, mask.flat(), fit, values, cfg.replace(tiebreak=tb), overshoot),
+                           eval_data, values, (cfg.target_loss,), cfg, task).get(cfg.target_loss) for tb in rankings}
+    circuits = circuits_at(model, ranking, eval_data, values, all_targets, cfg, task)
+    snaps, over = {}, hist.pop("overshoot_snapshots")
     for step, tau in hist.pop("snapshots").items():
-        reached = circuits_at(model, NodeOrder(sites, tau, int((tau > 0).sum())), eval_data, values, all_targets,
-                              cfg, task)
+        reached = circuits_at(model, mask_order(model, tau, fit, values, cfg, over[step]), eval_data, values,
+                              all_targets, cfg, task)
         snaps[step] = {t: reached.get(t) for t in all_targets}
     cleaned = {}
     if cfg.cleanup:
         for target, c in circuits.items():
-            nodes, loss, calib = greedy_cleanup(model, c.nodes, mask, eval_data, values, target, cfg, progress)
+            nodes, loss, calib = greedy_cleanup(model, c.nodes, ranking, eval_data, values, target, cfg, progress)
             cleaned[target] = Circuit(task=task, nodes=nodes, edges=count_edges(model, nodes), target_loss=target,
                                       loss=loss, meta={"k": sum(len(v) for v in nodes.values()), "calibration": calib,
                                                        "cleanup_of": c.n_nodes})
-    flat = mask.flat()
+    flat = ranking.flat()
     names = [(n, i) for n, size in zip(mask.names, mask.sizes) for i in range(size)]
     order = [names[i] for i in torch.argsort(flat, descending=True, stable=True).tolist()]
     return PruneResult(circuits=circuits, full_loss=full_loss, history=hist, seconds=time.time() - t0, order=order,
-                       snapshots=snaps, cleaned=cleaned, n_fit_pairs=fit.n_pairs, n_val_pairs=eval_data.n_pairs)
+                       snapshots=snaps, cleaned=cleaned, n_fit_pairs=fit.n_pairs, n_val_pairs=eval_data.n_pairs,
+                       rankings=alt)
 
 
 def circuit_metrics(model: GPT, circuit: Circuit, ds, means: dict[str, torch.Tensor], *, invert: bool = False,

@@ -8,11 +8,10 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from sparsecirc.core.config import PruneConfig
 from sparsecirc.core.model import GPT
-from sparsecirc.wst.ablation import NodeOrder, PairData, ablated_margin, ablation_values
+from sparsecirc.wst.ablation import NodeOrder, PairData, ablation_values, attribution_scores
 from sparsecirc.wst.circuits import Circuit, node_sites
 from sparsecirc.wst.prune import circuit_metrics, circuits_at, fit_and_eval, prune_to_circuit
 
@@ -23,18 +22,9 @@ def attribution_order(model: GPT, data: PairData, means: dict[str, torch.Tensor]
     first-order change of the mean task loss when the node alone is ablated, |sum over positions of (act - value) *
     grad| averaged over ``data``'s prompts."""
     sites = node_sites(model, cfg.node_kinds)
-    gates = {n: torch.ones(d, requires_grad=True) for n, d in sites.items()}
-    for p in model.parameters():
-        p.requires_grad_(False)
-    try:
-        for i in range(0, len(data), batch_size):
-            d = data.subset(torch.arange(i, min(i + batch_size, len(data))))
-            margin = ablated_margin(model, d, gates, means, freeze_norms=cfg.freeze_norms)
-            (F.softplus(-margin).sum() / len(data)).backward()
-    finally:
-        for p in model.parameters():
-            p.requires_grad_(True)
-    return NodeOrder(sites, torch.cat([gates[n].grad.abs() for n in sites]))
+    ones = {n: torch.ones(d) for n, d in sites.items()}
+    return NodeOrder(sites, attribution_scores(model, data, sites, ones, means, freeze_norms=cfg.freeze_norms,
+                                               batch_size=batch_size))
 
 
 def attribution_circuits(model: GPT, train_ds, means: dict[str, torch.Tensor], cfg: PruneConfig = PruneConfig(), *,

@@ -200,15 +200,24 @@ def attribution_summary(results: dict, target: float) -> dict:
             "learned smaller": int((ok["learned edges"] < ok["attribution edges"]).sum()), "compared": len(ok)}
 
 
-def controls_frame(controls: dict, reference: dict, target: float) -> pd.DataFrame:
-    """Controls against the reference study at the largest budget: one row per (condition, task) on the sparse
-    model with the condition's full-model loss on validation pairs and circuit edges (``not reached`` if none)."""
-    budget = str(max(controls["budgets"]))
-    rows = [{"condition": r["condition"], "model": r["model"], "task": r["task"], "full loss": r["full_loss_val"],
-             "edges": (r["budgets"][budget].get(str(float(target))) or {}).get("edges", "not reached")}
-            for r in [*[x for x in reference["runs"] if x["model"] in {c["model"] for c in controls["runs"]}],
-                      *controls["runs"]]]
-    return pd.DataFrame(rows).set_index(["condition", "task"]) if rows else pd.DataFrame()
+def _final(row: dict, target: float):
+    """A row's circuit cell at ``target`` for the mask as the run ended (the largest budget, or the plateau stop)."""
+    return row["targets"].get(str(float(target)))
+
+
+def controls_frame(controls: dict[int, dict], by_seed: dict[int, dict], target: float) -> pd.DataFrame:
+    """Controls beside the reference rows, per pruning seed: one row per (condition, task, seed) on the controls'
+    model(s) with the full-model loss on validation pairs, the steps the mask ran and the circuit's edges
+    (``not reached`` if none)."""
+    rows = []
+    for seed, ctrl in controls.items():
+        models = {c["model"] for c in ctrl["runs"]}
+        ref = [x for x in main_rows(by_seed[seed]) if x["model"] in models] if seed in by_seed else []
+        for r in [*ref, *ctrl["runs"]]:
+            rows.append({"condition": r.get("condition", "main"), "task": r["task"], "seed": seed,
+                         "full loss": r.get("full_loss_val"), "steps run": r.get("steps_run"),
+                         "edges": (_final(r, target) or {}).get("edges", "not reached")})
+    return pd.DataFrame(rows).set_index(["condition", "task", "seed"]).sort_index() if rows else pd.DataFrame()
 
 
 # --- figures ------------------------------------------------------------------------------------------------
@@ -283,25 +292,28 @@ def partner_table(runs: dict) -> pd.DataFrame:
     return pd.DataFrame(rows).T
 
 
-def control_effect(controls: dict | None, reference: dict, kind: str, model: str, target: float) -> dict:
-    """One control condition against the reference study, at the largest budget, on ``model``.
+def control_effect(controls: dict[int, dict], by_seed: dict[int, dict], kind: str, model: str,
+                   target: float) -> dict:
+    """One control condition against the reference rows of the same pruning seed, on ``model``, pooled over seeds.
 
-    Returns ``summary`` (e.g. ``"3/4 reached, 41 edges"``, or ``"not measured"`` without a controls study),
-    ``reached`` / ``runs``, ``edges`` (geometric mean over reached non-empty circuits) and ``vs main`` (geometric
-    mean over tasks of control edges / reference edges, where both are non-empty; None if no such task).
+    Returns ``summary`` (e.g. ``"3/21 reached, 41 edges"``, or ``"not measured"`` without a controls study),
+    ``reached`` / ``runs``, ``edges`` (geometric mean over reached non-empty circuits), ``vs main`` (geometric mean
+    over (task, seed) of control edges / reference edges, where both are non-empty; None if none) and ``seeds``.
     """
     if not controls:
-        return {"summary": "not measured", "reached": 0, "runs": 0, "edges": None, "vs main": None}
-    b = str(max(controls["budgets"]))
-    t = str(float(target))
-    rows = [r for r in controls["runs"] if r["condition"] == kind and r["model"] == model]
-    ref = {r["task"]: (r["budgets"].get(b, {}).get(t) or {}).get("edges") for r in main_rows(reference)
-           if r["model"] == model}
-    cells = {r["task"]: (r["budgets"][b].get(t) or {}).get("edges") for r in rows}
-    reached = [e for e in cells.values() if e is not None]
-    pos = [e for e in reached if e > 0]
-    both = [cells[k] / ref[k] for k in cells if cells[k] and ref.get(k)]
-    edges = geomean(pos)
+        return {"summary": "not measured", "reached": 0, "runs": 0, "edges": None, "vs main": None, "seeds": []}
+    cells, both = [], []
+    for seed, ctrl in controls.items():
+        ref = {r["task"]: (_final(r, target) or {}).get("edges") for r in main_rows(by_seed.get(seed, {"runs": []}))
+               if r["model"] == model}
+        for r in ctrl["runs"]:
+            if r["condition"] == kind and r["model"] == model:
+                e = (_final(r, target) or {}).get("edges")
+                cells.append(e)
+                if e and ref.get(r["task"]):
+                    both.append(e / ref[r["task"]])
+    reached = [e for e in cells if e is not None]
+    edges = geomean([e for e in reached if e > 0])
     summary = f"{len(reached)}/{len(cells)} reached" + (f", {edges:.0f} edges" if edges else "")
     return {"summary": summary, "reached": len(reached), "runs": len(cells), "edges": edges,
-            "vs main": geomean(both) if both else None}
+            "vs main": geomean(both) if both else None, "seeds": sorted(controls)}

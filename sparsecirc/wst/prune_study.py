@@ -5,13 +5,19 @@ One producer (config ``kind: prune_study``). For every model and every task all 
 the largest mask budget and bisected as it stood after each budget (``budgets``: P1's CARBS-tuned runs are long; we
 show the curve). Every number a row reports about a circuit is measured on the task's **test** prompts: loss and
 accuracy with the stored calibration, faithfulness to the full model, inverse pruning and the same-size random-node
-control. Options: a small lr x k_coef search on the validation split (``search``), the attribution-pruning baseline
+control. Options: a small lr x k_coef search on the validation split (``search``: one per (model, task), run
+with pruning seed 0 and shared by every seed and condition of that model and task), the attribution-pruning baseline
 (``attribution``), the greedy clean-up (``prune.cleanup``), and controls (``controls``): a random-init model of the
 same sparsity, a nonsense task with a consistent but meaningless rule, zero instead of mean ablation, and frozen
-RMSNorm scales.
+RMSNorm scales (``controls.prune`` overrides mask settings for the controls alone, e.g. ``stop_at_plateau``; a
+control's circuit is then the mask as it stood when the plateau rule was met, reported under ``targets``), and
+``rankings``: other tie-breaks for the trained mask's tied nodes, bisected as well at the first target (a
+sensitivity check of the headline ranking, ``prune.tiebreak``).
 
 Each (condition, model, task) job is cached in the build cache as it finishes, so an interrupted build continues
-where it stopped (``reproduce`` again); the cache key holds the job's settings and the model's weights.
+where it stopped (``reproduce`` again); the cache key holds the job's settings and the model's weights, and the
+cache is shared by every study of a scale, so two studies that run the same job (the sparse model's rows of
+chapter 03 and chapter 04) compute it once.
 
 Stored: ``results.json`` (one row per job) and ``circuits/<model>__<task>.json`` (the headline circuit of the
 ``main`` condition at the largest budget).
@@ -61,28 +67,37 @@ def _candidates(ds) -> list[int]:
     return sorted(set(cols["target_id"]) | set(cols["distractor_id"]))
 
 
+def run_search(model, means, train_ds, pcfg: PruneConfig, search: dict, task: str) -> dict:
+    """The lr x k_coef search of one (model, task) on its validation pairs (:func:`search_hparams`, with pruning
+    seed 0 whatever ``pcfg.seed`` is: one search serves every pruning seed): {"lr", "k_coef", "grid", "seconds"}."""
+    t0 = time.time()
+    best, grid = search_hparams(model, train_ds, means, pcfg.replace(seed=0), lrs=search.get("lrs", (1e-2,)),
+                                k_coefs=search.get("k_coefs", (1e-4, 1e-3)), steps=search.get("steps", 300),
+                                task=task)
+    return {"lr": best.lr, "k_coef": best.k_coef, "grid": grid, "seconds": round(time.time() - t0, 1)}
+
+
 def run_job(model, means, train_ds, test_ds, pcfg: PruneConfig, targets: list[float], task: str, *,
-            search: dict | None = None, attribution: bool = False,
-            random_draws: int = 0) -> tuple[dict, Circuit | None]:
-    """One (model, task) pruning job: optional search, the mask run, bisection at every budget and target, test
-    metrics of the headline circuit; returns (row, headline circuit or None)."""
+            attribution: bool = False, random_draws: int = 0,
+            rankings: tuple[str, ...] = ()) -> tuple[dict, Circuit | None]:
+    """One (model, task) pruning job: the mask run, bisection at every budget and target, test metrics of the
+    headline circuit; returns (row, headline circuit or None)."""
     t0 = time.time()
     row = {"task": task}
-    if search:
-        pcfg, row["search"] = search_hparams(model, train_ds, means, pcfg, lrs=search.get("lrs", (3e-3, 1e-2)),
-                                             k_coefs=search.get("k_coefs", (1e-4, 1e-3)),
-                                             steps=search.get("steps", 150), task=task)
     row["lr"], row["k_coef"] = pcfg.lr, pcfg.k_coef
-    res = prune_to_circuit(model, train_ds, means, pcfg, targets=tuple(targets[1:]), task=task)
+    res = prune_to_circuit(model, train_ds, means, pcfg, targets=tuple(targets[1:]), task=task, rankings=rankings)
     cands = _candidates(train_ds)
     every = max(1, len(res.history["kept"]) // 200)
     row.update(full_loss_val=res.full_loss, n_fit_pairs=res.n_fit_pairs, n_val_pairs=res.n_val_pairs,
                steps_run=res.history["steps_run"], converged_at=res.history["converged_at"],
+               kept_at_clamp=res.history["kept_at_clamp"], kept_distinct_tau=res.history["kept_distinct_tau"],
                trajectory={"step": list(range(1, len(res.history["kept"]) + 1))[::every],
                            "kept": res.history["kept"][::every], "task_loss": res.history["task_loss"][::every]})
     row["budgets"] = {str(step): {str(t): _size(model, c, cands) for t, c in snap.items()}
                       for step, snap in res.snapshots.items()}
     row["targets"] = {str(t): _size(model, res.circuits.get(t), cands) for t in targets}
+    row["tiebreak"] = pcfg.tiebreak
+    row["rankings"] = {tb: _size(model, c, cands) for tb, c in res.rankings.items()}
     head = res.circuits.get(targets[0])
     if head is not None:
         row["faithfulness"] = circuit_faithfulness(model, head, test_ds, means, cfg=pcfg)
@@ -126,6 +141,7 @@ def produce_prune_study(ctx: BuildContext) -> None:
     search = over.get("search", spec.get("search"))
     attribution = bool(over.get("attribution", spec.get("attribution", False)))
     draws = int(over.get("random_draws", spec.get("random_draws", 0)))
+    rankings = tuple(over.get("rankings", spec.get("rankings", ())))  # other tie-breaks, bisected as well
     names = over.get("tasks") or list(TASKS)
     t0 = time.time()
     results = {"targets": targets, "budgets": budgets or [pcfg.steps], "min_accuracy": min_acc, "models": {},
@@ -144,7 +160,7 @@ def produce_prune_study(ctx: BuildContext) -> None:
         if kind not in CONTROL_KINDS:
             raise artifacts.ArtifactError(f"{ctx.artifact_id}: unknown control {kind!r}; known: {CONTROL_KINDS}")
         jobs += [(kind, m, t) for m in ctrl.get("models", list(models)) for t in (ctrl.get("tasks") or learned)]
-    cache = cache_dir() / "prune_jobs" / ctx.scale / ctx.artifact_id
+    cache = cache_dir() / "prune_jobs" / ctx.scale  # one folder for every study: a job with the same key is shared
     cache.mkdir(parents=True, exist_ok=True)
     (folder / "circuits").mkdir(parents=True, exist_ok=True)
     files, fresh, rows = [], {}, {}
@@ -154,11 +170,23 @@ def produce_prune_study(ctx: BuildContext) -> None:
     order = list(reversed(jobs)) if os.environ.get("SPARSECIRC_JOB_ORDER") == "reverse" else jobs
     for cond, mid, task in tqdm(order, desc="prune jobs", disable=not ctx.progress):
         model, cfg, means = models[mid]
-        jcfg = {"zero_ablation": pcfg.replace(ablation="zero"),
-                "frozen_norms": pcfg.replace(freeze_norms=True)}.get(cond, pcfg)
+        ccfg = pcfg if cond == "main" else pcfg.replace(**ctrl.get("prune", {}))  # e.g. stop_at_plateau
+        jcfg = {"zero_ablation": ccfg.replace(ablation="zero"),
+                "frozen_norms": ccfg.replace(freeze_norms=True)}.get(cond, ccfg)
+        found = None
+        if search:  # one search per (model, task), shared by every pruning seed and condition (controls too)
+            skey = _job_key({"cond": "search", "model": results["models"][mid]["weights_sha256"], "task": task,
+                             "prune": pcfg.replace(seed=0).to_dict(), "targets": targets, "search": search})
+            spath = cache / f"search__{mid}__{task}__{skey}.json"
+            if not spath.exists():
+                artifacts.write_json(spath, run_search(model, means, load_task(task, "train"), pcfg, search, task))
+            found = json.loads(spath.read_text())
+            jcfg = jcfg.replace(lr=found["lr"], k_coef=found["k_coef"])
         key = _job_key({"cond": cond, "model": results["models"][mid]["weights_sha256"], "task": task,
-                        "prune": jcfg.to_dict(), "targets": targets, "search": search if cond == "main" else None,
-                        "attribution": attribution and cond == "main", "draws": draws})
+                        "prune": jcfg.to_dict(), "targets": targets, "search": search,
+                        "attribution": attribution and cond == "main", "draws": draws,
+                        "rankings": list(rankings) if cond == "main" else [],
+                        "init_seed": ctrl.get("seed", 0) if cond == "random_init" else None})
         path = cache / f"{cond}__{mid}__{task}__{key}.json"
         head = None
         if path.exists():
@@ -173,9 +201,9 @@ def produce_prune_study(ctx: BuildContext) -> None:
                     fresh[mid] = (r, mean_values(r, cfg, lm_tokens(cfg)[1], pcfg))
                 jm, jmeans = fresh[mid]
             row, head = run_job(jm, jmeans, train_ds, test_ds, jcfg, targets, task,
-                                search=search if cond == "main" else None,
-                                attribution=attribution and cond == "main", random_draws=draws)
-            row.update(condition=cond, model=mid)
+                                attribution=attribution and cond == "main", random_draws=draws,
+                                rankings=rankings if cond == "main" else ())
+            row.update(condition=cond, model=mid, seed=jcfg.seed, search=found)
             if head is not None and cond == "main":
                 row["circuit"] = json.loads(head.to_json(mid))
             artifacts.write_json(path, row)
