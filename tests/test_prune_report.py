@@ -103,3 +103,38 @@ def test_inverse_summary_counts_circuits_that_hurt_more_than_random_nodes():
     for r in res["runs"]:
         r.pop("random_inverse", None)
     assert pr.inverse_summary(res, S)["random loss"] == "not measured"
+
+
+def test_ranking_table_puts_the_headline_tiebreak_beside_the_alternatives():
+    res = _results()
+    for r in res["runs"]:
+        r["tiebreak"] = "overshoot"
+        cell = r["targets"]["0.15"]
+        r["rankings"] = {"none": None if cell is None else {**cell, "edges": cell["edges"] * (3 if r["model"] == D
+                                                                                              else 1)}}
+    t = pr.ranking_table({0: res}, S, D, 0.15)
+    assert list(t.index) == ["overshoot (headline)", "none"]
+    assert math.isclose(t.loc["overshoot (headline)", "ratio (mean)"], pr.ratio(res, S, D, 1000, 0.15))
+    assert math.isclose(t.loc["none", "ratio (mean)"], 3 * pr.ratio(res, S, D, 1000, 0.15))
+
+
+def test_search_frame_marks_the_chosen_grid_point():
+    res = _results()
+    res["runs"][0]["search"] = {"lr": 0.01, "k_coef": 1e-3, "grid": [
+        {"lr": 0.01, "k_coef": 1e-4, "nodes": 30, "loss": 0.1}, {"lr": 0.01, "k_coef": 1e-3, "nodes": 20, "loss": 0.1}]}
+    f = pr.search_frame(res)
+    assert f["chosen"].tolist() == [False, True] and f.loc[(S, "a", 1e-3), "nodes"] == 20
+    assert pr.search_frame(_results()).empty
+
+
+def test_frontier_frame_takes_tasks_every_model_reached():
+    import types
+
+    from sparsecirc.core.config import ModelConfig
+    from sparsecirc.core.model import GPT
+    model = GPT(ModelConfig(n_layer=1, d_model=16, d_head=8, n_ctx=8, d_vocab=20))
+    runs = {m: types.SimpleNamespace(model=model, metrics={"val_loss": v}) for m, v in ((S, 3.0), (D, 3.5))}
+    f = pr.frontier_frame({0: _results(), 1: _results(sparse_edges=(40, 40))}, runs, {S: "s", D: "d"}, 0.15)
+    assert f.loc["s", "edges seed 0"] == pytest.approx(math.sqrt(10 * 20))
+    assert f.loc["s", "edges"] == pytest.approx((math.sqrt(200) + 40) / 2) and f.loc["d", "tasks"] == 2
+    assert f.loc["s", "val loss"] == 3.0 and f.loc["d", "val loss"] == 3.5

@@ -14,6 +14,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from sparsecirc.core.metrics import nonzero_table
+
 SIZE_KEYS = ("edges", "nodes", "edges_with_residual")
 
 
@@ -115,14 +117,16 @@ def _mean(series: pd.Series) -> float | None:
 
 
 def convergence_table(results: dict) -> pd.DataFrame:
-    """Per job: steps run, the step the plateau rule was met (None: not met), kept nodes at the end, the final
-    window's mean task loss, and seconds."""
+    """Per job: its k_coef, steps run, the step the plateau rule was met (None: not met), kept nodes at the end and
+    how many of them sit at the +1 clamp of tau (tied: the tie-break orders them), the final window's mean task
+    loss, and seconds."""
     rows = []
     for r in results["runs"]:
         tr = r["trajectory"]
         tail = tr["task_loss"][-max(1, len(tr["task_loss"]) // 10):]
         rows.append({"condition": r.get("condition", "main"), "model": r["model"], "task": r["task"],
-                     "steps": r["steps_run"], "plateau at": r["converged_at"], "kept at end": tr["kept"][-1],
+                     "k_coef": r.get("k_coef"), "steps": r["steps_run"], "plateau at": r["converged_at"],
+                     "kept at end": tr["kept"][-1], "of which at the +1 clamp": r.get("kept_at_clamp"),
                      "task loss (last 10 %)": float(np.mean(tail)), "seconds": r["seconds"]})
     return pd.DataFrame(rows).set_index(["condition", "model", "task"])
 
@@ -171,6 +175,75 @@ def inverse_summary(results: dict, model: str) -> dict:
                     "random acc": float(rnd["random-node acc"].mean()),
                     "beats random": int((rnd["inverse loss"] > rnd["random-node loss"]).sum())})
     return out
+
+
+def search_frame(results: dict) -> pd.DataFrame:
+    """The lr x k_coef search per (model, task): nodes of the bisected circuit at each grid point (None: target
+    not reached), the chosen point marked. Empty if the study ran without a search."""
+    rows = []
+    for r in main_rows(results):
+        found = r.get("search") or {}
+        for g in found.get("grid", []):
+            rows.append({"model": r["model"], "task": r["task"], "lr": g["lr"], "k_coef": g["k_coef"],
+                         "nodes": g["nodes"], "chosen": (g["lr"], g["k_coef"]) == (found["lr"], found["k_coef"])})
+    return pd.DataFrame(rows).set_index(["model", "task", "k_coef"]) if rows else pd.DataFrame()
+
+
+def ranking_table(by_seed: dict[int, dict], sparse: str, dense: str, target: float) -> pd.DataFrame:
+    """The headline ratio under each ranking of a trained mask's tied nodes: the study's own tie-break (the
+    headline) and every alternative it bisected (``rankings``), at the largest budget, per seed and their mean,
+    with the geometric-mean edges of each model (mean over seeds)."""
+    t = str(float(target))
+    kinds: dict[str, dict] = {}
+    for seed, res in by_seed.items():
+        rows = main_rows(res)
+        own = rows[0].get("tiebreak", "overshoot") if rows else "overshoot"
+        for kind in [own, *sorted({k for r in rows for k in r.get("rankings", {})})]:
+            runs = [{**r, "budgets": {"final": {t: r["targets"].get(t) if kind == own else r["rankings"].get(kind)}}}
+                    for r in rows]
+            view = {**res, "runs": runs}
+            ok, empty = usable(view, "final", target)
+            label = f"{kind} (headline)" if kind == own else kind
+            kinds.setdefault(label, {})[seed] = (ratio(view, sparse, dense, "final", target),
+                                                 geomean([v[sparse] for v in ok.values()]) if ok else None,
+                                                 geomean([v[dense] for v in ok.values()]) if ok else None, len(ok))
+    out = []
+    for label, per in kinds.items():
+        out.append({"tie-break": label, **{f"ratio seed {s}": v[0] for s, v in per.items()},
+                    "ratio (mean)": _mean(pd.Series([v[0] for v in per.values()])),
+                    "sparse edges": _mean(pd.Series([v[1] for v in per.values()])),
+                    "dense edges": _mean(pd.Series([v[2] for v in per.values()])),
+                    "tasks": min(v[3] for v in per.values())})
+    return pd.DataFrame(out).set_index("tie-break")
+
+
+def frontier_frame(by_seed: dict[int, dict], runs: dict, names: dict[str, str], target: float) -> pd.DataFrame:
+    """Capability against interpretability (P1 Fig. 3) from converged pruning studies of several models.
+
+    Args:
+        by_seed: {pruning seed: a ``prune_study`` results.json over the frontier's models}.
+        runs: {model id: loaded run} (``.model``, ``.metrics["val_loss"]``).
+        names: {model id: row name}, in row order.
+        target: the task loss.
+    Returns:
+        One row per model: ``d_model``, ``L0 (nonzero weights)``, ``val loss``, ``edges`` (geometric mean over the
+        tasks every model reached with a non-empty circuit at the largest budget, mean over seeds), ``edges seed
+        <s>`` per seed, and ``tasks`` (the smallest count of usable tasks over seeds).
+    """
+    per_seed, n_tasks = {}, []
+    for seed, res in by_seed.items():
+        ok, _ = usable(res, max(res["budgets"]), target)
+        n_tasks.append(len(ok))
+        per_seed[seed] = {mid: geomean([row[mid] for row in ok.values()]) if ok else None for mid in names}
+    rows = []
+    for mid, name in names.items():
+        vals = [per_seed[s][mid] for s in per_seed]
+        rows.append({"model": name, "d_model": runs[mid].model.cfg.d_model,
+                     "L0 (nonzero weights)": sum(r["nonzero"] for r in nonzero_table(runs[mid].model)),
+                     "val loss": runs[mid].metrics["val_loss"],
+                     "edges": _mean(pd.Series(vals)) if all(v is not None for v in vals) else None,
+                     **{f"edges seed {s}": per_seed[s][mid] for s in per_seed}, "tasks": min(n_tasks)})
+    return pd.DataFrame(rows).set_index("model")
 
 
 def attribution_frame(results: dict, target: float) -> pd.DataFrame:
