@@ -243,11 +243,13 @@ class PairData:
         return self.subset(self.pair_rows(fit)), self.subset(self.pair_rows(val))
 
 
-def pair_margin(model: GPT, data: PairData, batch_size: int = 128, chunks: int = 1) -> torch.Tensor:
+def pair_margin(model: GPT, data: PairData, batch_size: int = 128, chunks: int = 1,
+                last_only: bool = True) -> torch.Tensor:
     """logit(target) - logit(distractor) at each prompt's last position: [n] (differentiable).
 
     ``chunks > 1`` sorts a batch by prompt length and runs it in that many pieces, each padded only to its own
-    longest prompt (less padding; the same numbers up to float rounding)."""
+    longest prompt (less padding; the same numbers up to float rounding). ``last_only`` runs the model's last
+    block at the last position alone (:meth:`GPT.forward`; the same numbers, less work)."""
     outs, order = [], []
     for i in range(0, len(data), batch_size):
         rows = torch.arange(i, min(i + batch_size, len(data)))
@@ -255,7 +257,7 @@ def pair_margin(model: GPT, data: PairData, batch_size: int = 128, chunks: int =
             [c for c in rows[torch.argsort(data.last[rows], stable=True)].chunk(chunks) if len(c)]
         for piece in pieces:
             d = data.subset(piece)
-            final = model(d.tokens, positions=d.last, last_only=True)  # [b, vocab]
+            final = model(d.tokens, positions=d.last, last_only=last_only)  # [b, vocab]
             two = final.gather(1, d.cand)  # [b, 2]
             outs.append(two[:, 0] - two[:, 1])
             order.append(piece)
