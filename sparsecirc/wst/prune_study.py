@@ -8,8 +8,9 @@ accuracy with the stored calibration, faithfulness to the full model, inverse pr
 control. Options: a small lr x k_coef search on the validation split (``search``: one per (model, task), run
 with pruning seed 0 and shared by every seed and condition of that model and task), the attribution-pruning baseline
 (``attribution``), the greedy clean-up (``prune.cleanup``), and controls (``controls``): a random-init model of the
-same sparsity, a nonsense task with a consistent but meaningless rule, zero instead of mean ablation, and frozen
-RMSNorm scales (``controls.prune`` overrides mask settings for the controls alone, e.g. ``stop_at_plateau``; a
+same sparsity, a nonsense task with a consistent but meaningless rule, zero instead of mean ablation, frozen
+RMSNorm scales, and (a variant rather than a control) q and k masks tied per channel pair, P1 fn. 17
+(``controls.prune`` overrides mask settings for the controls alone, e.g. ``stop_at_plateau``; a
 control's circuit is then the mask as it stood when the plateau rule was met, reported under ``targets``), and
 ``rankings``: other tie-breaks for the trained mask's tied nodes, bisected as well at the first target (a
 sensitivity check of the headline ranking, ``prune.tiebreak``).
@@ -43,7 +44,7 @@ from sparsecirc.wst.prune import circuit_faithfulness, circuit_metrics, prune_to
 from sparsecirc.wst.prune_baselines import attribution_circuits, random_node_inverse, search_hparams
 from sparsecirc.wst.reading import mean_values, study_model
 
-CONTROL_KINDS = ("random_init", "nonsense_rule", "zero_ablation", "frozen_norms")
+CONTROL_KINDS = ("random_init", "nonsense_rule", "zero_ablation", "frozen_norms", "tied_qk")
 
 
 def nonsense_rule(ds, rule: str = "length_parity"):
@@ -171,8 +172,8 @@ def produce_prune_study(ctx: BuildContext) -> None:
     for cond, mid, task in tqdm(order, desc="prune jobs", disable=not ctx.progress):
         model, cfg, means = models[mid]
         ccfg = pcfg if cond == "main" else pcfg.replace(**ctrl.get("prune", {}))  # e.g. stop_at_plateau
-        jcfg = {"zero_ablation": ccfg.replace(ablation="zero"),
-                "frozen_norms": ccfg.replace(freeze_norms=True)}.get(cond, ccfg)
+        jcfg = {"zero_ablation": ccfg.replace(ablation="zero"), "frozen_norms": ccfg.replace(freeze_norms=True),
+                "tied_qk": ccfg.replace(tie_qk=True)}.get(cond, ccfg)
         found = None
         if search:  # one search per (model, task), shared by every pruning seed and condition (controls too)
             skey = _job_key({"cond": "search", "model": results["models"][mid]["weights_sha256"], "task": task,
