@@ -18,10 +18,11 @@ from sparsecirc.wst.ablation import (
     frozen_norms,
     gates_from_nodes,
     pair_margin,
+    ranked_order,
     record_norm_scales,
 )
 from sparsecirc.wst.circuits import Circuit, count_edges, node_sites, residual_edges
-from sparsecirc.wst.prune import bisect_k, greedy_cleanup, plateau_step, prune_to_circuit
+from sparsecirc.wst.prune import bisect_k, greedy_cleanup, mask_order, plateau_step, prune_to_circuit, train_mask
 from sparsecirc.wst.prune_baselines import attribution_order, random_node_inverse, search_hparams
 
 
@@ -221,3 +222,42 @@ def test_random_node_inverse_draws_sets_of_the_circuits_size_and_kinds(tiny_mode
     with torch.no_grad():
         full = float(F.softplus(-pair_margin(m, PairData.from_dataset(ds, 12))).mean())
     assert math.isclose(random_node_inverse(m, empty, ds, means, n_draws=1)["loss"], full, rel_tol=1e-5)
+
+
+def test_ranked_order_breaks_only_ties_of_the_primary_key():
+    sites = {"a": 3, "b": 2}
+    primary = torch.tensor([1.0, 1.0, 0.5, 1.0, -0.2])
+    secondary = torch.tensor([0.1, 3.0, 9.0, 2.0, 5.0])
+    order = ranked_order(sites, primary, secondary, own_count=4)
+    # tied at 1: index 1 (3.0), index 3 (2.0), index 0 (0.1); then 0.5 (index 2) despite its large secondary
+    assert order.topk_nodes(2) == {"a": [1], "b": [0]}
+    assert order.topk_nodes(3) == {"a": [0, 1], "b": [0]}
+    assert order.topk_nodes(4) == {"a": [0, 1, 2], "b": [0]} and order.own_count == 4
+
+
+def test_overshoot_accumulates_what_the_clamp_removes_and_orders_tied_nodes(tiny_model, lm_windows):
+    m = tiny_model()
+    data = _pairs(m, n=32)
+    means = compute_means(m, lm_windows())
+    cfg = PruneConfig(steps=60, batch_pairs=4, lr=0.1, schedule="constant", plateau_window=5)
+    mask, hist = train_mask(m, data, means, cfg)
+    tau, over = mask.flat(), hist["overshoot"]
+    assert over.shape == tau.shape and hist["kept_at_clamp"] == int((tau >= 1).sum())
+    assert hist["kept_at_clamp"] > 0, "lr 0.1 for 60 steps should push some nodes onto the +1 clamp"
+    assert (over[tau >= 1] > 0).any()
+    ranked = mask_order(m, tau, data, means, cfg, over)
+    top = ranked.topk_nodes(hist["kept_at_clamp"])
+    flat_top = torch.zeros_like(tau, dtype=torch.bool)
+    offsets = dict(zip(ranked.names, [sum(ranked.sizes[:i]) for i in range(len(ranked.sizes))]))
+    for h, idx in top.items():
+        flat_top[torch.tensor(idx) + offsets[h]] = True
+    assert torch.equal(flat_top, tau >= 1)  # the clamped nodes come first, whatever their overshoot
+    if hist["kept_at_clamp"] > 1:
+        k = hist["kept_at_clamp"] // 2  # among them, the largest overshoot first
+        first = ranked.topk_nodes(k)
+        picked = torch.cat([over[torch.tensor(idx) + offsets[h]] for h, idx in first.items()])
+        rest = over[(tau >= 1)].sort(descending=True).values
+        assert torch.allclose(picked.sort(descending=True).values, rest[:k])
+    with pytest.raises(ValueError, match="overshoot"):
+        mask_order(m, tau, data, means, cfg)
+    assert torch.equal(mask_order(m, tau, data, means, cfg.replace(tiebreak="none")).flat(), tau)
