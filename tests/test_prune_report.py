@@ -138,3 +138,11 @@ def test_frontier_frame_takes_tasks_every_model_reached():
     assert f.loc["s", "edges seed 0"] == pytest.approx(math.sqrt(10 * 20))
     assert f.loc["s", "edges"] == pytest.approx((math.sqrt(200) + 40) / 2) and f.loc["d", "tasks"] == 2
     assert f.loc["s", "val loss"] == 3.0 and f.loc["d", "val loss"] == 3.5
+
+
+def test_collapsed_runs_are_those_whose_mask_ends_near_chance():
+    res = _results()
+    res["runs"][1]["trajectory"] = {"step": list(range(1, 21)), "kept": [5] * 20, "task_loss": [0.1] * 10 + [0.69] * 10}
+    out = pr.collapsed_runs({3: res})
+    assert [(c["seed"], c["model"], c["task"]) for c in out] == [(3, D, "a")] and out[0]["edges"] == 100
+    assert pr.collapsed_runs({0: _results()}) == []

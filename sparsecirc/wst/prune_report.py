@@ -107,6 +107,22 @@ def headline(by_seed: dict[int, dict], sparse: str, dense: str, target: float) -
             "tasks": sorted(first_ok), "empty": first_empty}
 
 
+def collapsed_runs(by_seed: dict[int, dict], threshold: float = 0.5) -> list[dict]:
+    """Main runs whose mask dropped the task: mean batch task loss over the last 10 % of steps at or above
+    ``threshold`` (chance for two candidates is ln 2). Their circuit comes from bisecting the ranking of a mask that no
+    longer does the task (often up to nearly all nodes). Listed, not removed: the headline rule does not change."""
+    out = []
+    for seed, res in by_seed.items():
+        for r in main_rows(res):
+            tail = r["trajectory"]["task_loss"][-max(1, len(r["trajectory"]["task_loss"]) // 10):]
+            loss = float(np.mean(tail))
+            if loss >= threshold:
+                edges = (r["targets"].get(str(float(res["targets"][0]))) or {}).get("edges")
+                out.append({"seed": seed, "model": r["model"], "task": r["task"], "final batch loss": loss,
+                            "k_coef": r.get("k_coef"), "edges": edges})
+    return out
+
+
 def _num(v):
     return None if v is None or pd.isna(v) else float(v)
 
