@@ -32,6 +32,13 @@ def abs_topk(x: torch.Tensor, frac: float) -> torch.Tensor:
     return torch.zeros_like(x).scatter(-1, idx, x.gather(-1, idx))
 
 
+def _visible(T: int, only: torch.Tensor | None = None, device=None) -> torch.Tensor:
+    """Causal mask, True where a query may attend: [T, T] for every query position, or [B, 1, 1, T] for one query
+    per row at positions ``only`` [B]."""
+    keys = torch.arange(T, device=only.device if only is not None else device)
+    return keys <= keys[:, None] if only is None else (keys <= only[:, None])[:, None, None]
+
+
 class RMSNorm(nn.Module):
     """RMSNorm with a learnable gain (P1: zero keeps its meaning; the gain can fold into the next matrix)."""
 
@@ -95,18 +102,16 @@ class Attention(nn.Module):
         k = self.hook_k(self._site(self.W_K(x), "attn_k").view(B, T, c.n_head, c.d_head))
         v = self.hook_v(self._site(self.W_V(x), "attn_v").view(B, T, c.n_head, c.d_head))
         qh, kh, vh = (t.transpose(1, 2) for t in (q, k, v))  # [B, n_head, T, d_head]
-        keys = torch.arange(T, device=x.device)
-        causal = keys <= keys[:, None] if only is None else (keys <= only[:, None])[:, None, None]  # [T,T] | [B,1,1,T]
         if c.attn_gate:
             if only is not None:
                 raise ValueError("Attention: `only` is not supported with attn_gate")
             zh = self._gated(qh, kh, vh)
         elif self.sink_logit is None and not self.hook_pattern.hook_count():
             zh = F.scaled_dot_product_attention(qh, kh, vh, is_causal=True) if only is None else \
-                F.scaled_dot_product_attention(qh, kh, vh, attn_mask=causal)  # fast path, same maths
+                F.scaled_dot_product_attention(qh, kh, vh, attn_mask=_visible(T, only))  # fast path, same maths
         else:
             scores = qh @ kh.transpose(-1, -2) / math.sqrt(c.d_head)  # [B, n_head, Tq, T]
-            scores = scores.masked_fill(~causal, float("-inf"))
+            scores = scores.masked_fill(~_visible(T, only, x.device), float("-inf"))
             if self.sink_logit is not None:
                 sink = self.sink_logit.view(1, -1, 1, 1).expand(B, -1, Tq, 1).to(scores.dtype)
                 pattern = torch.softmax(torch.cat([scores, sink], dim=-1), dim=-1)[..., :T]  # sink value is 0

@@ -178,10 +178,7 @@ def mask_order(model: GPT, tau: torch.Tensor, data: PairData, values: dict[str, 
         if overshoot is None:
             raise ValueError("mask_order: tiebreak 'overshoot' needs the run's overshoot")
         return ranked_order(sites, tau, overshoot, own)
-    gates, start = {}, 0
-    for name, size in sites.items():
-        gates[name] = (tau[start:start + size] > 0).float()
-        start += size
+    gates = {name: (t > 0).float() for name, t in zip(sites, tau.split(list(sites.values())))}
     sub = data.subset(PairData.pair_rows(torch.arange(min(max_pairs, data.n_pairs))))
     attr = attribution_scores(model, sub, sites, gates, values, freeze_norms=cfg.freeze_norms)
     return ranked_order(sites, tau, attr, own)
@@ -307,9 +304,9 @@ def prune_to_circuit(model: GPT, train_ds, means: dict[str, torch.Tensor], cfg: 
     full_loss = masked_loss(model, eval_data, values, {n: torch.ones(d) for n, d in sites.items()}, 0,
                             cfg.freeze_norms)[0]
     all_targets = (cfg.target_loss, *(targets or ()))
-    overshoot = hist.pop("overshoot")
-    ranking = mask_order(model, mask.flat(), fit, values, cfg, overshoot)
-    alt = {tb: circuits_at(model, mask_order(model, mask.flat(), fit, values, cfg.replace(tiebreak=tb), overshoot),
+    tau, overshoot = mask.flat(), hist.pop("overshoot")
+    ranking = mask_order(model, tau, fit, values, cfg, overshoot)
+    alt = {tb: circuits_at(model, mask_order(model, tau, fit, values, cfg.replace(tiebreak=tb), overshoot),
                            eval_data, values, (cfg.target_loss,), cfg, task).get(cfg.target_loss) for tb in rankings}
     circuits = circuits_at(model, ranking, eval_data, values, all_targets, cfg, task)
     snaps, over = {}, hist.pop("overshoot_snapshots")

@@ -114,13 +114,17 @@ def collapsed_runs(by_seed: dict[int, dict], threshold: float = 0.5) -> list[dic
     out = []
     for seed, res in by_seed.items():
         for r in main_rows(res):
-            tail = r["trajectory"]["task_loss"][-max(1, len(r["trajectory"]["task_loss"]) // 10):]
-            loss = float(np.mean(tail))
+            loss = _end_loss(r)
             if loss >= threshold:
-                edges = (r["targets"].get(str(float(res["targets"][0]))) or {}).get("edges")
                 out.append({"seed": seed, "model": r["model"], "task": r["task"], "final batch loss": loss,
-                            "k_coef": r.get("k_coef"), "edges": edges})
+                            "k_coef": r.get("k_coef"), "edges": (_final(r, res["targets"][0]) or {}).get("edges")})
     return out
+
+
+def _end_loss(row: dict) -> float:
+    """Mean batch task loss of a run over the last 10 % of its logged steps."""
+    loss = row["trajectory"]["task_loss"]
+    return float(np.mean(loss[-max(1, len(loss) // 10):]))
 
 
 def _num(v):
@@ -139,11 +143,10 @@ def convergence_table(results: dict) -> pd.DataFrame:
     rows = []
     for r in results["runs"]:
         tr = r["trajectory"]
-        tail = tr["task_loss"][-max(1, len(tr["task_loss"]) // 10):]
         rows.append({"condition": r.get("condition", "main"), "model": r["model"], "task": r["task"],
                      "k_coef": r.get("k_coef"), "steps": r["steps_run"], "plateau at": r["converged_at"],
                      "kept at end": tr["kept"][-1], "of which at the +1 clamp": r.get("kept_at_clamp"),
-                     "task loss (last 10 %)": float(np.mean(tail)), "seconds": r["seconds"]})
+                     "task loss (last 10 %)": _end_loss(r), "seconds": r["seconds"]})
     return pd.DataFrame(rows).set_index(["condition", "model", "task"])
 
 
