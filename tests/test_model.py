@@ -154,3 +154,25 @@ def test_last_only_gives_the_same_logits_and_hooks_see_one_position(extra):
     h.remove()
     torch.testing.assert_close(cut, m(x)[torch.arange(3), pos], rtol=1e-5, atol=1e-5)
     assert seen == [16 if extra.get("attn_gate") else 1]
+
+
+def test_abs_topk_matches_a_sorting_reference_with_gradient_on_kept_entries_only():
+    from sparsecirc.core.model import kth_largest
+    g = torch.Generator().manual_seed(0)
+    for shape, frac in (((3, 5, 128), 0.25), ((40, 512), 0.125), ((2, 3, 4, 8), 0.5)):
+        x = torch.randn(*shape, generator=g, dtype=torch.float64).requires_grad_(True)
+        k = int(frac * shape[-1])
+        idx = x.detach().abs().topk(k, dim=-1).indices
+        ref = torch.zeros_like(x).scatter(-1, idx, x.detach().gather(-1, idx))
+        y = abs_topk(x, frac)
+        assert torch.equal(y.detach(), ref)
+        y.sum().backward()
+        assert torch.equal(x.grad, (ref != 0).double())
+        # the fast CPU selection agrees with torch.topk's k-th value
+        assert torch.equal(kth_largest(x.detach().abs().float(), k),
+                           x.detach().abs().float().topk(k, -1).values[..., -1:])
+
+
+def test_abs_topk_rows_with_fewer_nonzeros_than_k_are_unchanged():
+    x = torch.tensor([[0.0, 2.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0]])
+    assert torch.equal(abs_topk(x, 0.5), x)  # k = 4 > 2 nonzeros: nothing to cut

@@ -146,3 +146,30 @@ def test_collapsed_runs_are_those_whose_mask_ends_near_chance():
     out = pr.collapsed_runs({3: res})
     assert [(c["seed"], c["model"], c["task"]) for c in out] == [(3, D, "a")] and out[0]["edges"] == 100
     assert pr.collapsed_runs({0: _results()}) == []
+
+
+def test_controls_compare_with_the_reference_after_the_controls_step_cap():
+    ref = _results()
+    ref["runs"][0]["budgets"]["300"] = {"0.15": _cell(25)}  # sparse task a after 300 steps; 10 edges at 1000
+    ctrl = {"budgets": [80, 300], "runs": [{**_row(S, "a", {80: 90, 300: 50}), "condition": "zero_ablation"}]}
+    e = pr.control_effect({0: ctrl}, {0: ref}, "zero_ablation", S, 0.15)
+    assert math.isclose(e["vs main"], 50 / 25)
+    frame = pr.controls_frame({0: ctrl}, {0: ref}, 0.15)
+    assert frame.loc[("main", "a", 0), "edges"] == 25 and frame.loc[("zero_ablation", "a", 0), "edges"] == 50
+
+
+def test_cleanup_table_reports_the_cleaned_circuits_beside_the_bisected_ones():
+    res = _results()
+    for r in pr.main_rows(res):
+        edges = (r["targets"]["0.15"] or {}).get("edges")
+        if edges is not None:  # clean-up halves every circuit's edges, except the dense circuit of task a
+            keep = edges if (r["model"], r["task"]) == (D, "a") else edges // 2
+            r["cleaned"] = {**_cell(keep), "test": {"loss": 0.2 if r["model"] == S else 0.1, "accuracy": 1.0}}
+    t = pr.cleanup_table({0: res}, S, D, 0.15)
+    row = t.loc[0]
+    assert row["tasks"] == 2  # empty / missed tasks are left out both ways
+    assert math.isclose(row["ratio (bisected)"], math.sqrt(100 * 400) / math.sqrt(10 * 20))
+    assert math.isclose(row["ratio (cleaned)"], math.sqrt(100 * 200) / math.sqrt(5 * 10))
+    assert math.isclose(row["sparse edges cleaned"], math.sqrt(5 * 10))
+    assert math.isclose(row["sparse cleaned test loss"], 0.2)
+    assert not len(pr.cleanup_table({0: _results()}, S, D, 0.15))  # no clean-up: nothing to report

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -23,13 +24,31 @@ from sparsecirc.core.gating import gate_mask
 from sparsecirc.core.hooks import HookPoint
 
 
+def kth_largest(a: torch.Tensor, k: int) -> torch.Tensor:
+    """The ``k``-th largest entry of ``a`` along the last dim: [..., 1] (no gradient).
+
+    On CPU (float32/64) a row-wise selection (``numpy.partition``, introselect) is several times faster than
+    ``torch.topk`` at our widths (128-512), which dominated the pruner's mask steps; elsewhere ``torch.topk``."""
+    a = a.detach()
+    n = a.shape[-1]
+    if a.device.type == "cpu" and a.dtype in (torch.float32, torch.float64) and a.numel():
+        rows = a.reshape(-1, n).numpy()
+        thr = torch.from_numpy(np.partition(rows, n - k, axis=-1)[:, n - k:n - k + 1].copy())
+        return thr.view(*a.shape[:-1], 1)
+    return a.topk(k, dim=-1, sorted=False).values.amin(-1, keepdim=True)
+
+
 def abs_topk(x: torch.Tensor, frac: float) -> torch.Tensor:
-    """Keep the ``int(frac * dim)`` largest-magnitude entries of the last dim, zero the rest (P1's AbsTopK)."""
+    """Keep the ``int(frac * dim)`` largest-magnitude entries of the last dim, zero the rest (P1's AbsTopK).
+
+    Implemented as ``x * (|x| >= k-th largest |x|)``: the gradient passes to kept entries only. Entries tied with the
+    k-th largest magnitude are all kept: at zero (a row with fewer than k nonzero entries) that changes no value; at a
+    nonzero magnitude (improbable with float activations) the row keeps more than k entries."""
     k = max(1, int(frac * x.shape[-1]))
     if k >= x.shape[-1]:
         return x
-    idx = x.abs().topk(k, dim=-1, sorted=False).indices
-    return torch.zeros_like(x).scatter(-1, idx, x.gather(-1, idx))
+    a = x.detach().abs()
+    return x * (a >= kth_largest(a, k))
 
 
 def _visible(T: int, only: torch.Tensor | None = None, device=None) -> torch.Tensor:

@@ -93,7 +93,7 @@ def plateau_step(kept: list[float], loss: list[float], cfg: PruneConfig) -> int 
 
 
 def train_mask(model: GPT, data: PairData, means: dict[str, torch.Tensor], cfg: PruneConfig,
-               progress: bool = False, chunks: int = 2) -> tuple[NodeMask, dict]:
+               progress: bool = False, chunks: int = 4) -> tuple[NodeMask, dict]:
     """Optimise the node mask on ``data`` (model weights frozen).
 
     Each step draws ``cfg.batch_pairs`` pairs (both prompts of each). ``means`` are the values pruned nodes take

@@ -236,6 +236,42 @@ def ranking_table(by_seed: dict[int, dict], sparse: str, dense: str, target: flo
     return pd.DataFrame(out).set_index("tie-break")
 
 
+def _final_view(res: dict, target: float, cell) -> dict:
+    """``res`` with each main row's circuit cells replaced by ``cell(row)`` under the budget key ``"final"`` (so the
+    usable-task rule and :func:`ratio` apply to any alternative circuit of a row)."""
+    t = str(float(target))
+    return {**res, "runs": [{**r, "budgets": {"final": {t: cell(r)}}} for r in main_rows(res)]}
+
+
+def cleanup_table(by_seed: dict[int, dict], sparse: str, dense: str, target: float) -> pd.DataFrame:
+    """The greedy clean-up (``prune.cleanup``), reported beside the bisected circuits it starts from, per seed at the
+    largest budget: the dense / sparse edge ratio before and after, each model's geometric-mean edges and nodes
+    before and after (over the tasks usable both ways), and the cleaned circuits' mean test loss per model. Empty
+    if the study ran without the clean-up."""
+    t = str(float(target))
+    rows = []
+    for seed, res in by_seed.items():
+        if not any("cleaned" in r for r in main_rows(res)):
+            continue
+        before = _final_view(res, target, lambda r: r["targets"].get(t))
+        after = _final_view(res, target, lambda r: r.get("cleaned") and {k: r["cleaned"][k] for k in SIZE_KEYS})
+        ok_b, _ = usable(before, "final", target)
+        ok_a, _ = usable(after, "final", target)
+        both = sorted(set(ok_b) & set(ok_a))
+        row = {"seed": seed, "tasks": len(both), "ratio (bisected)": ratio(before, sparse, dense, "final", target),
+               "ratio (cleaned)": ratio(after, sparse, dense, "final", target)}
+        for mid, name in ((sparse, "sparse"), (dense, "dense")):
+            for key in ("edges", "nodes"):
+                b = sizes(before, "final", target, key)
+                a = sizes(after, "final", target, key)
+                row[f"{name} {key}"] = geomean([b[x][mid] for x in both]) if both else None
+                row[f"{name} {key} cleaned"] = geomean([a[x][mid] for x in both]) if both else None
+            losses = [r["cleaned"]["test"]["loss"] for r in main_rows(res) if r["model"] == mid and "cleaned" in r]
+            row[f"{name} cleaned test loss"] = float(np.mean(losses)) if losses else None
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("seed") if rows else pd.DataFrame()
+
+
 def frontier_frame(by_seed: dict[int, dict], runs: dict, names: dict[str, str], target: float) -> pd.DataFrame:
     """Capability against interpretability (P1 Fig. 3) from converged pruning studies of several models.
 
@@ -297,18 +333,27 @@ def _final(row: dict, target: float):
     return row["targets"].get(str(float(target)))
 
 
+def _at_budget(row: dict, budget: int, target: float):
+    """A main row's circuit cell after ``budget`` mask steps (its snapshot), or as the run ended if it has none."""
+    snap = row["budgets"].get(str(budget))
+    return snap.get(str(float(target))) if snap is not None else _final(row, target)
+
+
 def controls_frame(controls: dict[int, dict], by_seed: dict[int, dict], target: float) -> pd.DataFrame:
     """Controls beside the reference rows, per pruning seed: one row per (condition, task, seed) on the controls'
     model(s) with the full-model loss on validation pairs, the steps the mask ran and the circuit's edges
-    (``not reached`` if none)."""
+    (``not reached`` if none). Reference rows are read after the controls' step cap (their largest budget)."""
     rows = []
     for seed, ctrl in controls.items():
         models = {c["model"] for c in ctrl["runs"]}
         ref = [x for x in main_rows(by_seed[seed]) if x["model"] in models] if seed in by_seed else []
+        cap = max(ctrl["budgets"])
         for r in [*ref, *ctrl["runs"]]:
+            main = r.get("condition", "main") == "main"
+            cell = _at_budget(r, cap, target) if main else _final(r, target)
             rows.append({"condition": r.get("condition", "main"), "task": r["task"], "seed": seed,
-                         "full loss": r.get("full_loss_val"), "steps run": r.get("steps_run"),
-                         "edges": (_final(r, target) or {}).get("edges", "not reached")})
+                         "full loss": r.get("full_loss_val"), "steps run": min(cap, r["steps_run"]) if main else
+                         r.get("steps_run"), "edges": (cell or {}).get("edges", "not reached")})
     return pd.DataFrame(rows).set_index(["condition", "task", "seed"]).sort_index() if rows else pd.DataFrame()
 
 
@@ -387,6 +432,8 @@ def partner_table(runs: dict) -> pd.DataFrame:
 def control_effect(controls: dict[int, dict], by_seed: dict[int, dict], kind: str, model: str,
                    target: float) -> dict:
     """One control condition against the reference rows of the same pruning seed, on ``model``, pooled over seeds.
+    The reference is the main run's mask after as many steps as the controls' largest budget (their step cap), so
+    a control stopped within 1000 steps is not compared with a 3000-step reference.
 
     Returns ``summary`` (e.g. ``"3/21 reached, 41 edges"``, or ``"not measured"`` without a controls study),
     ``reached`` / ``runs``, ``edges`` (geometric mean over reached non-empty circuits), ``vs main`` (geometric mean
@@ -396,8 +443,8 @@ def control_effect(controls: dict[int, dict], by_seed: dict[int, dict], kind: st
         return {"summary": "not measured", "reached": 0, "runs": 0, "edges": None, "vs main": None, "seeds": []}
     cells, both = [], []
     for seed, ctrl in controls.items():
-        ref = {r["task"]: (_final(r, target) or {}).get("edges") for r in main_rows(by_seed.get(seed, {"runs": []}))
-               if r["model"] == model}
+        ref = {r["task"]: (_at_budget(r, max(ctrl["budgets"]), target) or {}).get("edges")
+               for r in main_rows(by_seed.get(seed, {"runs": []})) if r["model"] == model}
         for r in ctrl["runs"]:
             if r["condition"] == kind and r["model"] == model:
                 e = (_final(r, target) or {}).get("edges")

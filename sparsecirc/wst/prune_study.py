@@ -130,6 +130,14 @@ def _job_key(parts: dict) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def search_key(weights: str, task: str, pcfg: PruneConfig, targets: list[float], search: dict) -> str:
+    """Cache key of one (model, task) search: only what the search's runs depend on (pruning seed 0; the study's
+    budgets, snapshots and clean-up do not enter, so studies that differ only there share one search)."""
+    cfg = pcfg.replace(seed=0, steps=int(search.get("steps", 300)), snapshots=(), cleanup=False)
+    return _job_key({"cond": "search", "model": weights, "task": task, "prune": cfg.to_dict(), "targets": targets,
+                     "search": search})
+
+
 def produce_prune_study(ctx: BuildContext) -> None:
     """Build a ``kind: prune_study`` artifact (see the module docstring)."""
     spec, over, folder = ctx.spec, ctx.overrides(), ctx.folder
@@ -176,8 +184,7 @@ def produce_prune_study(ctx: BuildContext) -> None:
                 "tied_qk": ccfg.replace(tie_qk=True)}.get(cond, ccfg)
         found = None
         if search:  # one search per (model, task), shared by every pruning seed and condition (controls too)
-            skey = _job_key({"cond": "search", "model": results["models"][mid]["weights_sha256"], "task": task,
-                             "prune": pcfg.replace(seed=0).to_dict(), "targets": targets, "search": search})
+            skey = search_key(results["models"][mid]["weights_sha256"], task, pcfg, targets, search)
             spath = cache / f"search__{mid}__{task}__{skey}.json"
             if not spath.exists():
                 artifacts.write_json(spath, run_search(model, means, load_task(task, "train"), pcfg, search, task))
