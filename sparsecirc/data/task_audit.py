@@ -1,0 +1,205 @@
+"""Shortcut baselines and pair-difference checks of the 20 committed P1 task sets (``tasks.py``).
+
+A contrastive task (P1 §2.2, Table 1; digest §6) is only a probe of the mechanism it names if a prompt's answer
+cannot be read off something simpler. Three checks, all on the committed data (``tasks.load_task``), no model:
+
+- ``last_token_baseline``: the best predictor that sees only the prompt's last token (fit on train, scored on
+  test). Both prompts of a pair usually end in the same token, so this sits at 0.5 unless the contrast itself is
+  the last token (``else_elif`` by P1's definition) or tokenization leaks it (e.g. ``x`` vs `` x``).
+- ``bag_of_tokens_baseline``: logistic regression on the prompt's token counts, i.e. a reader that ignores order.
+  High for every task whose contrast is a token's presence (``[[`` vs ``[``, ``set()`` vs ``""``: P1's design);
+  it should be at chance only where P1's task is about order or copying (``class_init``, ``var_swap``).
+- ``pair_difference``: which tokens differ between the two prompts of a pair (``difflib`` alignment of ids).
+
+Both baselines predict the pair's *variant*: row ``2i`` of a split is variant A (target ``candidates[0]``), row
+``2i + 1`` variant B, so the label "this prompt is variant A" is well defined also for the tasks whose candidates
+are names drawn per pair (``class_init``, ``var_swap``, ``else_elif``'s B side). Accuracy is per prompt.
+
+Example:
+    >>> from sparsecirc.data import task_audit
+    >>> task_audit.last_token_baseline("var_if")          # ~0.5
+    >>> task_audit.audit_table()                          # one row per task
+"""
+from __future__ import annotations
+
+import difflib
+import keyword
+import math
+import re
+from collections import Counter
+
+import pandas as pd
+import torch
+
+from sparsecirc.data import tasks
+
+
+def variant_rows(task: str | dict, split: str = "test") -> dict[str, list]:
+    """Columns ``prompt_ids``, ``target_id``, ``distractor_id`` and ``is_a`` (1 for variant A) of a task split.
+
+    Args:
+        task: a task name (its committed ``split`` is loaded) or a dict of columns ``prompt_ids``, ``target_id``,
+            ``distractor_id`` with the pairs on consecutive rows, variant A first (e.g. a synthetic task in tests).
+    """
+    if isinstance(task, str):
+        ds = tasks.load_task(task, split).with_format(None)
+        cols = {k: list(ds[k]) for k in ("prompt_ids", "target_id", "distractor_id")}
+    else:
+        cols = {k: list(task[k]) for k in ("prompt_ids", "target_id", "distractor_id")}
+    n = len(cols["prompt_ids"])
+    if n % 2:
+        raise ValueError(f"{n} rows: a task split holds whole pairs (rows 2i, 2i+1)")
+    for i in range(0, n, 2):
+        if (cols["target_id"][i], cols["distractor_id"][i]) != (cols["distractor_id"][i + 1], cols["target_id"][i + 1]):
+            raise ValueError(f"rows {i}, {i + 1} are not a pair: their targets do not swap")
+    cols["prompt_ids"] = [list(p) for p in cols["prompt_ids"]]
+    cols["is_a"] = [1 - i % 2 for i in range(n)]
+    return cols
+
+
+def _splits(task, split: str, train) -> tuple[dict, dict]:
+    """(train columns, evaluation columns); a dict ``task`` is its own training set unless ``train`` is given."""
+    if isinstance(task, str):
+        return variant_rows(task, "train"), variant_rows(task, split)
+    return variant_rows(train if train is not None else task), variant_rows(task)
+
+
+def last_token_baseline(task: str | dict, split: str = "test", train: dict | None = None) -> float:
+    """Accuracy of the best last-token-only predictor: for each last token id, the majority variant on the train
+    split; ties and last tokens unseen in train score 0.5 (chance, as an expectation rather than a coin flip).
+
+    Example:
+        >>> last_token_baseline("else_elif")    # 1.0: `else` vs `elif` is P1's contrast itself
+    """
+    fit, ev = _splits(task, split, train)
+    votes: dict[int, list[int]] = {}
+    for ids, a in zip(fit["prompt_ids"], fit["is_a"]):
+        votes.setdefault(ids[-1], [0, 0])[a] += 1
+    score = 0.0
+    for ids, a in zip(ev["prompt_ids"], ev["is_a"]):
+        n_b, n_a = votes.get(ids[-1], [0, 0])
+        score += 0.5 if n_a == n_b else float((n_a > n_b) == bool(a))
+    return score / len(ev["is_a"])
+
+
+def token_counts(prompt_ids: list[list[int]], d_vocab: int) -> torch.Tensor:
+    """Bag-of-tokens features: ``[n, d_vocab]`` float32 counts of each token id in each prompt."""
+    x = torch.zeros(len(prompt_ids), d_vocab)
+    for i, ids in enumerate(prompt_ids):
+        x[i].index_add_(0, torch.tensor(ids, dtype=torch.long), torch.ones(len(ids)))
+    return x
+
+
+def fit_logistic(x: torch.Tensor, y: torch.Tensor, l2: float = 1e-2,
+                 steps: int = 200) -> tuple[torch.Tensor, torch.Tensor]:
+    """L2-regularised logistic regression by full-batch L-BFGS from zero (deterministic): ``x [n, d]``,
+    ``y [n]`` in {0, 1} -> (weights ``[d]``, bias ``[]``)."""
+    w = torch.zeros(x.shape[1], requires_grad=True)
+    b = torch.zeros((), requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(x @ w + b, y) + l2 * (w * w).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return w.detach(), b.detach()
+
+
+def bag_of_tokens_baseline(task: str | dict, split: str = "test", train: dict | None = None,
+                           l2: float = 1e-2) -> float:
+    """Test accuracy of logistic regression on ``log1p`` token counts of the whole prompt, predicting the variant
+    (A or B, i.e. which of the pair's two candidates is the target); fit on train. Order is invisible to it.
+
+    Example:
+        >>> bag_of_tokens_baseline("var_swap")   # ~0.5: which name comes first is an order fact
+    """
+    fit, ev = _splits(task, split, train)
+    d_vocab = 1 + max(max(max(p) for p in fit["prompt_ids"]), max(max(p) for p in ev["prompt_ids"]))
+    x_fit = torch.log1p(token_counts(fit["prompt_ids"], d_vocab))  # [n_train, d_vocab]
+    x_ev = torch.log1p(token_counts(ev["prompt_ids"], d_vocab))  # [n_test, d_vocab]
+    w, b = fit_logistic(x_fit, torch.tensor(fit["is_a"], dtype=torch.float32), l2)
+    pred = (x_ev @ w + b > 0).long()  # [n_test]; a score of exactly 0 counts as variant B
+    return float((pred == torch.tensor(ev["is_a"])).float().mean())
+
+
+def chance_tolerance(n: int, z: float = 3.0) -> float:
+    """Half-width of a ``z``-sigma band around 0.5 for the accuracy of ``n`` independent fair coin flips:
+    ``z * 0.5 / sqrt(n)`` (0.094 for the 256 committed test prompts of a task)."""
+    return z * 0.5 / math.sqrt(n)
+
+
+def _decode(tok, ids) -> str:
+    return "".join(tok.decode([i]) for i in ids)
+
+
+_KEEP = set(keyword.kwlist) | {"set", "open", "print", "range", "enumerate", "self"}
+
+
+def diff_shape(text: str) -> str:
+    """``text`` with identifiers (other than keywords, a few builtins and string prefixes such as ``f"``) as
+    ``<name>`` and numbers as ``<num>``, so that the blocks of pairs that draw their own names count as one shape."""
+    text = re.sub(r"\b\d+\b", "<num>", text)
+    return re.sub(r"""(?<![<\w])[A-Za-z_]\w*(?![\w>"'])""", lambda m: m[0] if m[0] in _KEEP else "<name>", text)
+
+
+def pair_difference(task: str, n: int = 200, split: str = "train") -> dict:
+    """Where the two prompts of a pair differ, over the first ``n`` committed pairs of ``split``.
+
+    The token ids are aligned with ``difflib``; a differing block is the A-side and B-side text of one non-equal
+    opcode. Returns ``{"n_pairs", "mean_tokens", "max_tokens"`` (differing tokens per pair, the longer side of each
+    block), ``"mean_blocks"``, ``"last_line"`` (fraction of pairs whose first differing character lies on the
+    prompt's last line), ``"common"`` (the 5 most frequent ``(A, B)`` block shapes, see ``diff_shape``, with the
+    number of pairs that have them) and ``"blocks"`` (every pair's list of raw ``(A text, B text)`` blocks)}.
+    """
+    ds = tasks.load_task(task, split).with_format(None)
+    tok = tasks.task_tokenizer()
+    ids, prompts = list(ds["prompt_ids"]), list(ds["prompt"])
+    n = min(n, len(ids) // 2)
+    sizes, n_blocks, on_last, common, blocks = [], [], 0, Counter(), []
+    for i in range(n):
+        a, b = list(ids[2 * i]), list(ids[2 * i + 1])
+        ops = [o for o in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes() if o[0] != "equal"]
+        pair_blocks = [(_decode(tok, a[i1:i2]), _decode(tok, b[j1:j2])) for _, i1, i2, j1, j2 in ops]
+        sizes.append(sum(max(i2 - i1, j2 - j1) for _, i1, i2, j1, j2 in ops))
+        n_blocks.append(len(ops))
+        last_a = len(prompts[2 * i]) - len(prompts[2 * i].split("\n")[-1])  # char offset of A's last line
+        first_diff = len(_decode(tok, a[:ops[0][1]])) if ops else len(prompts[2 * i])
+        on_last += first_diff >= last_a
+        common.update(sorted({(diff_shape(x), diff_shape(y)) for x, y in pair_blocks}))  # once per pair
+        blocks.append(pair_blocks)
+    return {"n_pairs": n, "mean_tokens": sum(sizes) / n, "max_tokens": max(sizes),
+            "mean_blocks": sum(n_blocks) / n, "last_line": on_last / n, "common": common.most_common(5),
+            "blocks": blocks}
+
+
+def candidate_presence(task: str, split: str = "test") -> dict[str, float]:
+    """Fraction of prompts in which the target's token id, and the distractor's, occur in the prompt itself.
+
+    A copy task (the answer is a name from the context) can only be solved by copying when the target occurs in
+    the form it must be produced in (`` name`` with its leading space); ``"x"`` and ``" x"`` are different tokens.
+    """
+    cols = variant_rows(task, split)
+    rows = list(zip(cols["prompt_ids"], cols["target_id"], cols["distractor_id"]))
+    return {"target_in_prompt": sum(t in p for p, t, _ in rows) / len(rows),
+            "distractor_in_prompt": sum(d in p for p, _, d in rows) / len(rows)}
+
+
+def audit(task: str) -> dict:
+    """All checks of one task: both baselines on the test split, the test-set size and chance tolerance, the
+    candidates' presence in the prompts, and a summary of the pair differences (first 200 train pairs)."""
+    diff = pair_difference(task)
+    n_test = len(variant_rows(task, "test")["is_a"])
+    top = diff["common"][0] if diff["common"] else (("", ""), 0)
+    return {"task": task, "last_token_acc": last_token_baseline(task),
+            "bag_of_tokens_acc": bag_of_tokens_baseline(task), "n_test": n_test, "chance_tol": chance_tolerance(n_test),
+            **candidate_presence(task), "diff_tokens_mean": diff["mean_tokens"], "diff_tokens_max": diff["max_tokens"],
+            "diff_on_last_line": diff["last_line"],
+            "top_diff": f"{top[0][0]!r}->{top[0][1]!r} ({top[1]}/{diff['n_pairs']})"}
+
+
+def audit_table() -> pd.DataFrame:
+    """``audit`` of all 20 tasks in registry order, one row per task."""
+    return pd.DataFrame([audit(name) for name in tasks.TASKS]).set_index("task")
