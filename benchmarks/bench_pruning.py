@@ -1,17 +1,19 @@
 """Pruning wall time per task at the converged budget (issue target: <= 60 s per task on 2 cores).
 
     .venv/bin/python benchmarks/bench_pruning.py [--study wst-fig2-prune-l2d128] [--model wst-zoo-l2d128-sparse]
-                                                 [--tasks if_equals,var_if] [--threads 2] [--steps N]
+                                                 [--tasks if_equals,var_if] [--threads 2] [--budgets 1000,3000]
 
 Uses a committed model and the book-scale settings of the converged study (32 pairs a step, held-out validation,
-snapshots bisected, the k_coef the study's search chose where it is built). Prints, side by side in one run:
+the k_coef the study's search chose where it is built). Prints, side by side in one run:
 
-1. the mask step (forward and backward through the ablated model) with the last block run at every position
-   against the last block run at the scored position only (``last_only``, what the pruner uses): ms per step and
-   the speed-up;
+1. the mask step (forward and backward through the ablated model), in ms: the pruner's step (last block at the
+   scored position only, ``last_only``; AbsTopK by a selection threshold) against the same step with the last
+   block at every position, and against AbsTopK by ``torch.topk`` + scatter (the earlier implementation, kept here
+   as the reference); the speed-ups;
 2. per task, one pruning run as a user runs it (mask training, then one bisection with calibration on the
-   validation pairs; no budget snapshots, no alternative tie-breaks) at the full budget and with the declared
-   plateau rule stopping the run (``stop_at_plateau``), in seconds, and the ratio of each to the 60 s target.
+   validation pairs; no budget snapshots, no alternative tie-breaks, no clean-up) at each budget (``--budgets``;
+   the book-scale default of 1000 steps and the study's largest, 3000) and with the declared plateau rule stopping
+   the run (``stop_at_plateau``, capped at the first budget), in seconds, and the ratio of each to the 60 s target.
 
 With a built study it also prints the study's own per-job seconds (one thread beside a second process, search,
 attribution and controls included).
@@ -26,6 +28,7 @@ import torch.nn.functional as F
 
 import sparsecirc as sc
 from sparsecirc import artifacts, build
+from sparsecirc.core import model as model_module
 from sparsecirc.core.config import PruneConfig
 from sparsecirc.core.repro import setup_threads
 from sparsecirc.core.train import eval_windows
@@ -38,20 +41,33 @@ from sparsecirc.wst.prune import prune_to_circuit
 TARGET_S = 60.0
 
 
-def step_ms(model, data: PairData, means, cfg: PruneConfig, last_only: bool, steps: int = 20) -> float:
+def topk_scatter(x: torch.Tensor, frac: float) -> torch.Tensor:
+    """The earlier AbsTopK (``torch.topk`` of |x|, then a scatter), the reference the selection threshold replaced."""
+    k = max(1, int(frac * x.shape[-1]))
+    if k >= x.shape[-1]:
+        return x
+    idx = x.abs().topk(k, dim=-1, sorted=False).indices
+    return torch.zeros_like(x).scatter(-1, idx, x.gather(-1, idx))
+
+
+def step_ms(model, data: PairData, means, cfg: PruneConfig, last_only: bool, steps: int = 20,
+            reference_topk: bool = False) -> float:
     """Mean ms of one mask step's forward and backward (``cfg.batch_pairs`` pairs) through the ablated model."""
     mask = NodeMask(node_sites(model, cfg.node_kinds), cfg, torch.Generator().manual_seed(0))
     g = torch.Generator().manual_seed(1)
     for p in model.parameters():
         p.requires_grad_(False)
+    fast = model_module.abs_topk
+    model_module.abs_topk = topk_scatter if reference_topk else fast
     t0 = 0.0
     for i in range(steps + 2):  # two warm-up steps
         if i == 2:
             t0 = time.perf_counter()
         rows = PairData.pair_rows(torch.randint(0, data.n_pairs, (cfg.batch_pairs,), generator=g))
         with ablate(model, mask.gates(), means):
-            margin = pair_margin(model, data.subset(rows), chunks=2, last_only=last_only)
+            margin = pair_margin(model, data.subset(rows), chunks=4, last_only=last_only)
         F.softplus(-margin).mean().backward()
+    model_module.abs_topk = fast
     for p in model.parameters():
         p.requires_grad_(True)
     return (time.perf_counter() - t0) / steps * 1000
@@ -63,14 +79,14 @@ def main() -> None:
     ap.add_argument("--model", default="wst-zoo-l2d128-sparse")
     ap.add_argument("--tasks", default="if_equals,var_if")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--steps", type=int, default=None, help="mask steps (default: the study's largest budget)")
+    ap.add_argument("--budgets", default="1000,3000",
+                    help="mask budgets (steps) to time, comma-separated; the plateau-stopped run is capped at the first")
     a = ap.parse_args()
     n = setup_threads(a.threads)
     spec = build.read_spec(a.study)
     book = spec["scales"]["book"]
-    budgets = sorted(book.get("budgets", spec.get("budgets", [])))
-    steps = a.steps or budgets[-1]
-    base = PruneConfig.from_dict(book["prune"]).replace(steps=steps)
+    budgets = [int(b) for b in a.budgets.split(",")]
+    base = PruneConfig.from_dict(book["prune"]).replace(steps=budgets[0], cleanup=False)
     run = sc.get_or_compute(a.model, "book")
     rc = run.config
     means = compute_means(run.model, eval_windows(lm_tokens(rc)[1], base.n_mean_windows, rc.model.n_ctx))
@@ -78,34 +94,35 @@ def main() -> None:
     if a.study in artifacts.load_registry():
         res = sc.get_or_compute(a.study, "book").results
         chosen = {r["task"]: r["k_coef"] for r in res["runs"] if r["model"] == a.model}
-    print(f"threads={n} model={a.model} budget {steps} steps x {base.batch_pairs} pairs")
+    print(f"threads={n} model={a.model}, {base.batch_pairs} pairs a step, budgets {budgets}")
     names = a.tasks.split(",")
     data = PairData.from_dataset(tasks.load_task(names[0], "train"), rc.model.n_ctx)
-    full, cut = step_ms(run.model, data, means, base, False), step_ms(run.model, data, means, base, True)
-    print(f"mask step ({names[0]}): last block at every position {full:.0f} ms, at the scored position only "
-          f"{cut:.0f} ms; speed-up {full / cut:.2f}x")
-    rows = []
+    cut = step_ms(run.model, data, means, base, True)
+    full = step_ms(run.model, data, means, base, False)
+    ref = step_ms(run.model, data, means, base, True, reference_topk=True)
+    print(f"mask step ({names[0]}): the pruner's {cut:.0f} ms; with the last block at every position {full:.0f} ms "
+          f"({full / cut:.2f}x slower); with AbsTopK by torch.topk + scatter {ref:.0f} ms ({ref / cut:.2f}x slower)")
+    runs = [(f"{b} steps", base.replace(steps=b)) for b in budgets]
+    runs.append((f"plateau stop (<= {budgets[0]})", base.replace(steps=budgets[0], stop_at_plateau=True)))
+    secs: dict[str, list[float]] = {name: [] for name, _ in runs}
     for t in names:
-        cfg = base.replace(k_coef=chosen.get(t, base.k_coef))
         ds = tasks.load_task(t, "train")
-        out = {}
-        for name, c in (("full budget", cfg), ("plateau stop", cfg.replace(stop_at_plateau=True))):
+        for name, c in runs:
+            c = c.replace(k_coef=chosen.get(t, c.k_coef))
             t0 = time.perf_counter()
             r = prune_to_circuit(run.model, ds, means, c, task=t)
-            out[name] = (time.perf_counter() - t0, r.history["steps_run"], r.circuits.get(c.target_loss))
-        (s_full, n_full, c_full), (s_stop, n_stop, c_stop) = out["full budget"], out["plateau stop"]
-        print(f"{t:22s} k_coef {cfg.k_coef:g}: full budget {s_full:6.1f} s ({n_full} steps, "
-              f"{c_full.n_edges if c_full else 'not reached'} edges, {s_full / TARGET_S:.2f}x target); plateau stop "
-              f"{s_stop:6.1f} s ({n_stop} steps, {c_stop.n_edges if c_stop else 'not reached'} edges, "
-              f"{s_stop / TARGET_S:.2f}x target)")
-        rows.append((s_full, s_stop))
-    m_full, m_stop = (sum(r[i] for r in rows) / len(rows) for i in (0, 1))
-    print(f"{'mean seconds per task':22s} full budget {m_full:6.1f} s ({m_full / TARGET_S:.2f}x the {TARGET_S:.0f} s "
-          f"target); plateau stop {m_stop:6.1f} s ({m_stop / TARGET_S:.2f}x)")
+            s = time.perf_counter() - t0
+            secs[name].append(s)
+            circ = r.circuits.get(c.target_loss)
+            print(f"{t:18s} k_coef {c.k_coef:g} {name:22s} {s:6.1f} s ({r.history['steps_run']} steps, "
+                  f"{circ.n_edges if circ else 'not reached'} edges): {s / TARGET_S:.2f}x the {TARGET_S:.0f} s target")
+    for name, v in secs.items():
+        m = sum(v) / len(v)
+        print(f"mean seconds per task, {name:22s} {m:6.1f} s ({m / TARGET_S:.2f}x the {TARGET_S:.0f} s target)")
     if a.study in artifacts.load_registry():
-        secs = [r["seconds"] for r in res["runs"]]
-        print(f"{a.study}: {len(secs)} jobs, {sum(secs) / len(secs):.0f} s per job on average (one thread beside a "
-              f"second process; snapshots, tie-break alternatives, attribution and random draws included), {res['job_seconds'] / 60:.0f} min of job time")
+        job_secs = [r["seconds"] for r in res["runs"]]
+        print(f"{a.study}: {len(job_secs)} jobs, {sum(job_secs) / len(job_secs):.0f} s per job on average (one thread beside a "
+              f"second process; snapshots, tie-break alternatives, clean-up, attribution and random draws included), {res['job_seconds'] / 60:.0f} min of job time")
 
 
 if __name__ == "__main__":

@@ -173,3 +173,18 @@ def test_cleanup_table_reports_the_cleaned_circuits_beside_the_bisected_ones():
     assert math.isclose(row["sparse edges cleaned"], math.sqrt(5 * 10))
     assert math.isclose(row["sparse cleaned test loss"], 0.2)
     assert not len(pr.cleanup_table({0: _results()}, S, D, 0.15))  # no clean-up: nothing to report
+
+
+def test_headline_convergence_uses_only_the_seeds_built_at_the_largest_budget():
+    long = _results()
+    for r in long["runs"]:  # seed 0 also ran to 3000 steps: every circuit as at 1000, dense ones halved
+        cell = r["budgets"]["1000"]["0.15"]
+        r["budgets"]["3000"] = {"0.15": None if cell is None else _cell(cell["edges"] // (2 if r["model"] == D else 1))}
+        r["targets"] = {"0.15": r["budgets"]["3000"]["0.15"]}
+    long["budgets"] = [80, 1000, 3000]
+    short = _results(dense_edges=(1000, 4000))  # seed 1 stopped at 1000 steps, with a very different ratio
+    h = pr.headline({0: long, 1: short}, S, D, 0.15)
+    assert h["budget"] == 3000 and h["seeds"] == [0, 1] and list(h["ratio per seed"]) == [0]
+    r1000, r3000 = pr.ratio(long, S, D, 1000, 0.15), pr.ratio(long, S, D, 3000, 0.15)
+    assert math.isclose(h["converged change"], abs(r3000 - r1000) / r1000)  # seed 1 does not enter
+    assert math.isclose(h["largest circuit move"], 2.5)  # the dense "missed" circuit: 5 -> 2 edges

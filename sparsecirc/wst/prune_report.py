@@ -73,7 +73,7 @@ def budget_table(by_seed: dict[int, dict], sparse: str, dense: str, target: floa
 
 def headline(by_seed: dict[int, dict], sparse: str, dense: str, target: float) -> dict:
     """The numbers chapter 03 claims, at the largest budget: per-seed ratios (edges, nodes) and their mean over
-    seeds, the geometric-mean edges of each model (mean over seeds), a 5-95 % band of per-task ratios pooled over
+    the seeds built at that budget, the geometric-mean edges of each model (mean over seeds), a 5-95 % band of per-task ratios pooled over
     tasks and seeds, ``converged change`` (the mean edge ratio's relative change between the two largest budgets),
     ``largest circuit move`` (the largest factor by which one circuit's edges changed between those budgets: the
     mean ratio can hold still while single circuits move), and the tasks used and left out."""
@@ -86,13 +86,14 @@ def headline(by_seed: dict[int, dict], sparse: str, dense: str, target: float) -
         per_task += [row[dense] / row[sparse] for row in ok.values()]
     budgets = sorted(table.index.get_level_values(0).unique())
     change = None
-    if len(budgets) >= 2:
-        a = table.xs(budgets[-2], level="budget (steps)")["ratio (edges)"].mean()
+    if len(budgets) >= 2:  # over the seeds built at both budgets
+        prev = table.xs(budgets[-2], level="budget (steps)")["ratio (edges)"]
+        a = prev[prev.index.isin(at.index)].mean()
         b = at["ratio (edges)"].mean()
         change = None if pd.isna(a) or pd.isna(b) else abs(b - a) / a
     moves = []  # per (seed, model, task): factor between the circuit's edges at the two largest budgets
     if len(budgets) >= 2:
-        for res in by_seed.values():
+        for res in (r for r in by_seed.values() if budget in r["budgets"]):
             a_, b_ = sizes(res, budgets[-2], target), sizes(res, budgets[-1], target)
             moves += [max(a_[t][m], b_[t][m]) / min(a_[t][m], b_[t][m]) for t in a_ for m in a_[t]
                       if a_[t][m] and b_[t].get(m)]
