@@ -4,6 +4,7 @@ import math
 
 import datasets
 import numpy as np
+import pandas as pd
 import pytest
 
 from sparsecirc.wst import prune_report as pr
@@ -188,3 +189,13 @@ def test_headline_convergence_uses_only_the_seeds_built_at_the_largest_budget():
     r1000, r3000 = pr.ratio(long, S, D, 1000, 0.15), pr.ratio(long, S, D, 3000, 0.15)
     assert math.isclose(h["converged change"], abs(r3000 - r1000) / r1000)  # seed 1 does not enter
     assert math.isclose(h["largest circuit move"], 2.5)  # the dense "missed" circuit: 5 -> 2 edges
+
+
+def test_task_shortcuts_put_the_last_token_baseline_beside_the_circuits():
+    res = {"tasks": ["if_equals", "var_if"], "budgets": [1000], "targets": [0.15],
+           "runs": [_row(S, "if_equals", {1000: 12}), _row(D, "if_equals", {1000: 300}),
+                    _row(S, "var_if", {1000: None}), _row(D, "var_if", {1000: 900})]}
+    t = pr.task_shortcuts(res, 0.15)
+    assert t.loc["if_equals", "last-token baseline"] > 0.9  # measured leak: ` x` after `if` vs a line-initial `x`
+    assert abs(t.loc["var_if", "last-token baseline"] - 0.5) < 0.1
+    assert t.loc["if_equals", "sparse edges"] == 12 and pd.isna(t.loc["var_if", "sparse edges"])

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from sparsecirc.core.metrics import nonzero_table
+from sparsecirc.data import task_audit
 
 SIZE_KEYS = ("edges", "nodes", "edges_with_residual")
 
@@ -235,6 +236,18 @@ def ranking_table(by_seed: dict[int, dict], sparse: str, dense: str, target: flo
                     "dense edges": _mean(pd.Series([v[2] for v in per.values()])),
                     "tasks": min(v[3] for v in per.values())})
     return pd.DataFrame(out).set_index("tie-break")
+
+
+def task_shortcuts(results: dict, target: float) -> pd.DataFrame:
+    """Per studied task: the accuracy of a reader that sees only the prompt's last token
+    (:func:`sparsecirc.data.task_audit.last_token_baseline`, fitted on train, scored on test; 0.5 = no shortcut)
+    beside each model's circuit edges at ``target`` as the runs ended. Where the last token alone decides, a tiny
+    circuit (even an empty one: the embedding-unembedding path) can solve the task without the mechanism P1 names."""
+    out: dict[str, dict] = {}
+    for r in main_rows(results):
+        row = out.setdefault(r["task"], {"last-token baseline": task_audit.last_token_baseline(r["task"])})
+        row[f"{r['model']} edges"] = (_final(r, target) or {}).get("edges")
+    return pd.DataFrame.from_dict(out, orient="index").rename_axis("task")
 
 
 def _final_view(res: dict, target: float, cell) -> dict:
