@@ -176,3 +176,29 @@ def test_abs_topk_matches_a_sorting_reference_with_gradient_on_kept_entries_only
 def test_abs_topk_rows_with_fewer_nonzeros_than_k_are_unchanged():
     x = torch.tensor([[0.0, 2.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0]])
     assert torch.equal(abs_topk(x, 0.5), x)  # k = 4 > 2 nonzeros: nothing to cut
+
+
+def test_sink_attention_fast_path_matches_the_explicit_pattern():
+    """With a sink and no pattern hook, attention runs through SDPA with the sink as an extra key; a hook on the
+    pattern forces the explicit softmax. Same logits and gradients (sink logits included), also with last_only."""
+    torch.manual_seed(0)
+    m = GPT(ModelConfig(**{**TINY, "attn_sink": True, "act_keep_frac": 0.25}))
+    with torch.no_grad():
+        for b in m.blocks:
+            b.attn.sink_logit.normal_()
+    x = torch.randint(0, 50, (3, 12))
+    names = [f"blocks.{i}.attn.hook_pattern" for i in range(len(m.blocks))]
+    fast = m(x)
+    fast.square().sum().backward()
+    g_fast = {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None}
+    m.zero_grad()
+    with record(m, names):
+        slow = m(x)
+        slow.square().sum().backward()
+    assert torch.allclose(fast, slow, atol=1e-5)
+    for n, p in m.named_parameters():
+        if n in g_fast:
+            assert torch.allclose(g_fast[n], p.grad, atol=1e-4), n
+    assert all(b.attn.sink_logit.grad.abs().sum() > 0 for b in m.blocks)
+    pos = torch.tensor([3, 11, 0])
+    assert torch.allclose(m(x, positions=pos, last_only=True), slow[torch.arange(3), pos], atol=1e-5)

@@ -58,6 +58,23 @@ def _visible(T: int, only: torch.Tensor | None = None, device=None) -> torch.Ten
     return keys <= keys[:, None] if only is None else (keys <= only[:, None])[:, None, None]
 
 
+def _sink_sdpa(qh: torch.Tensor, kh: torch.Tensor, vh: torch.Tensor, sink_logit: torch.Tensor,
+               visible: torch.Tensor) -> torch.Tensor:
+    """Attention with P1's sink through the fused kernel: the same maths as softmax([q.k / sqrt(d), sink_logit])
+    with a zero-valued sink slot. The sink becomes one extra key whose score is exactly ``sink_logit[h]``: q gets
+    one extra coordinate 1, every real key a 0 there and the sink key ``sink_logit / scale`` (zeros elsewhere), so
+    q'.k_sink * scale = sink_logit; its value is zero. ``visible`` is the causal mask ([Tq, T] or [B, 1, 1, T])."""
+    B, H, Tq, D = qh.shape
+    T = kh.shape[2]
+    scale = 1.0 / math.sqrt(D)
+    q = torch.cat([qh, qh.new_ones(B, H, Tq, 1)], -1)
+    sink_key = torch.cat([kh.new_zeros(1, H, 1, D), (sink_logit.to(kh.dtype) / scale).view(1, H, 1, 1)], -1)
+    k = torch.cat([torch.cat([kh, kh.new_zeros(B, H, T, 1)], -1), sink_key.expand(B, H, 1, D + 1)], 2)
+    v = torch.cat([vh, vh.new_zeros(B, H, 1, vh.shape[-1])], 2)
+    mask = torch.cat([visible, visible.new_ones(*visible.shape[:-1], 1)], -1)  # the sink is always visible
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+
+
 class RMSNorm(nn.Module):
     """RMSNorm with a learnable gain (P1: zero keeps its meaning; the gain can fold into the next matrix)."""
 
@@ -128,6 +145,8 @@ class Attention(nn.Module):
         elif self.sink_logit is None and not self.hook_pattern.hook_count():
             zh = F.scaled_dot_product_attention(qh, kh, vh, is_causal=True) if only is None else \
                 F.scaled_dot_product_attention(qh, kh, vh, attn_mask=_visible(T, only))  # fast path, same maths
+        elif not self.hook_pattern.hook_count():
+            zh = _sink_sdpa(qh, kh, vh, self.sink_logit, _visible(T, only, x.device))  # fast path, same maths
         else:
             scores = qh @ kh.transpose(-1, -2) / math.sqrt(c.d_head)  # [B, n_head, Tq, T]
             scores = scores.masked_fill(~_visible(T, only, x.device), float("-inf"))
