@@ -185,7 +185,7 @@ def test_headline_convergence_uses_only_the_seeds_built_at_the_largest_budget():
     long["budgets"] = [80, 1000, 3000]
     short = _results(dense_edges=(1000, 4000))  # seed 1 stopped at 1000 steps, with a very different ratio
     h = pr.headline({0: long, 1: short}, S, D, 0.15)
-    assert h["budget"] == 3000 and h["seeds"] == [0, 1] and list(h["ratio per seed"]) == [0]
+    assert h["budget"] == 3000 and h["seeds"] == [0] and list(h["ratio per seed"]) == [0]
     r1000, r3000 = pr.ratio(long, S, D, 1000, 0.15), pr.ratio(long, S, D, 3000, 0.15)
     assert math.isclose(h["converged change"], abs(r3000 - r1000) / r1000)  # seed 1 does not enter
     assert math.isclose(h["largest circuit move"], 2.5)  # the dense "missed" circuit: 5 -> 2 edges

@@ -99,7 +99,7 @@ def headline(by_seed: dict[int, dict], sparse: str, dense: str, target: float) -
             moves += [max(a_[t][m], b_[t][m]) / min(a_[t][m], b_[t][m]) for t in a_ for m in a_[t]
                       if a_[t][m] and b_[t].get(m)]
     first_ok, first_empty = usable(next(iter(by_seed.values())), budget, target)
-    return {"budget": budget, "seeds": sorted(by_seed), "ratio": _mean(at["ratio (edges)"]),
+    return {"budget": budget, "seeds": sorted(int(s) for s in at.index), "ratio": _mean(at["ratio (edges)"]),
             "ratio per seed": {int(s): _num(v) for s, v in at["ratio (edges)"].items()},
             "ratio nodes": _mean(at["ratio (nodes)"]), "ratio with residual": _mean(at["ratio (edges + residual)"]),
             "sparse edges": _mean(at["sparse edges"]), "dense edges": _mean(at["dense edges"]),
