@@ -176,7 +176,7 @@ def test_cleanup_table_reports_the_cleaned_circuits_beside_the_bisected_ones():
     assert not len(pr.cleanup_table({0: _results()}, S, D, 0.15))  # no clean-up: nothing to report
 
 
-def test_headline_convergence_uses_only_the_seeds_built_at_the_largest_budget():
+def test_headline_at_the_budget_every_seed_reached_and_convergence_on_the_seeds_built_further():
     long = _results()
     for r in long["runs"]:  # seed 0 also ran to 3000 steps: every circuit as at 1000, dense ones halved
         cell = r["budgets"]["1000"]["0.15"]
@@ -185,10 +185,14 @@ def test_headline_convergence_uses_only_the_seeds_built_at_the_largest_budget():
     long["budgets"] = [80, 1000, 3000]
     short = _results(dense_edges=(1000, 4000))  # seed 1 stopped at 1000 steps, with a very different ratio
     h = pr.headline({0: long, 1: short}, S, D, 0.15)
-    assert h["budget"] == 3000 and h["seeds"] == [0, 1] and list(h["ratio per seed"]) == [0]
+    assert h["budget"] == 1000 and h["seeds"] == [0, 1] and list(h["ratio per seed"]) == [0, 1]
+    assert math.isclose(h["ratio"], (pr.ratio(long, S, D, 1000, 0.15) + pr.ratio(short, S, D, 1000, 0.15)) / 2)
+    assert (h["previous budget"], h["largest budget"], h["convergence seeds"]) == (1000, 3000, [0])
     r1000, r3000 = pr.ratio(long, S, D, 1000, 0.15), pr.ratio(long, S, D, 3000, 0.15)
     assert math.isclose(h["converged change"], abs(r3000 - r1000) / r1000)  # seed 1 does not enter
     assert math.isclose(h["largest circuit move"], 2.5)  # the dense "missed" circuit: 5 -> 2 edges
+    both = pr.headline({0: long}, S, D, 0.15)
+    assert both["budget"] == 3000 and math.isclose(both["ratio"], r3000)
 
 
 def test_task_shortcuts_put_the_last_token_baseline_beside_the_circuits():

@@ -73,12 +73,14 @@ def budget_table(by_seed: dict[int, dict], sparse: str, dense: str, target: floa
 
 
 def headline(by_seed: dict[int, dict], sparse: str, dense: str, target: float) -> dict:
-    """The numbers chapter 03 claims, at the largest budget: per-seed ratios (edges, nodes) and their mean over
-    the seeds built at that budget, the geometric-mean edges of each model (mean over seeds), a 5-95 % band of per-task ratios pooled over
-    tasks and seeds, ``converged change`` (the mean edge ratio's relative change between the two largest budgets),
-    ``largest circuit move`` (the largest factor by which one circuit's edges changed between those budgets: the
-    mean ratio can hold still while single circuits move), and the tasks used and left out."""
-    budget = max(max(r["budgets"]) for r in by_seed.values())
+    """The numbers chapter 03 claims, at the **headline budget**, the largest budget every pruning seed was built
+    to: per-seed ratios (edges, nodes) and their mean over seeds, the geometric-mean edges of each model (mean over
+    seeds), a 5-95 % band of per-task ratios pooled over tasks and seeds, and the tasks used and left out. The
+    convergence check compares the two largest budgets of the study (``previous budget`` and ``largest budget``)
+    over the seeds built to both (``convergence seeds``): ``converged change`` is the relative change of the mean
+    edge ratio, ``largest circuit move`` the largest factor by which one circuit's edges changed (the mean ratio
+    can hold still while single circuits move)."""
+    budget = min(max(r["budgets"]) for r in by_seed.values())
     table = budget_table(by_seed, sparse, dense, target)
     at = table.xs(budget, level="budget (steps)")
     per_task = []
@@ -86,25 +88,25 @@ def headline(by_seed: dict[int, dict], sparse: str, dense: str, target: float) -
         ok, _ = usable(res, budget, target)
         per_task += [row[dense] / row[sparse] for row in ok.values()]
     budgets = sorted(table.index.get_level_values(0).unique())
-    change = None
-    if len(budgets) >= 2:  # over the seeds built at both budgets
+    change, moves, conv_seeds = None, [], []
+    if len(budgets) >= 2:  # over the seeds built to both of the two largest budgets
+        top = table.xs(budgets[-1], level="budget (steps)")["ratio (edges)"]
         prev = table.xs(budgets[-2], level="budget (steps)")["ratio (edges)"]
-        a = prev[prev.index.isin(at.index)].mean()
-        b = at["ratio (edges)"].mean()
+        conv_seeds = sorted(int(s) for s in top.index if s in prev.index)
+        a, b = prev.loc[conv_seeds].mean(), top.loc[conv_seeds].mean()
         change = None if pd.isna(a) or pd.isna(b) else abs(b - a) / a
-    moves = []  # per (seed, model, task): factor between the circuit's edges at the two largest budgets
-    if len(budgets) >= 2:
-        for res in (r for r in by_seed.values() if budget in r["budgets"]):
-            a_, b_ = sizes(res, budgets[-2], target), sizes(res, budgets[-1], target)
+        for seed in conv_seeds:  # per (seed, model, task): factor between the circuit's edges at those budgets
+            a_, b_ = sizes(by_seed[seed], budgets[-2], target), sizes(by_seed[seed], budgets[-1], target)
             moves += [max(a_[t][m], b_[t][m]) / min(a_[t][m], b_[t][m]) for t in a_ for m in a_[t]
                       if a_[t][m] and b_[t].get(m)]
     first_ok, first_empty = usable(next(iter(by_seed.values())), budget, target)
-    return {"budget": budget, "seeds": sorted(by_seed), "ratio": _mean(at["ratio (edges)"]),
+    return {"budget": budget, "seeds": sorted(int(s) for s in at.index), "ratio": _mean(at["ratio (edges)"]),
             "ratio per seed": {int(s): _num(v) for s, v in at["ratio (edges)"].items()},
             "ratio nodes": _mean(at["ratio (nodes)"]), "ratio with residual": _mean(at["ratio (edges + residual)"]),
             "sparse edges": _mean(at["sparse edges"]), "dense edges": _mean(at["dense edges"]),
             "band": (float(np.percentile(per_task, 5)), float(np.percentile(per_task, 95))) if per_task else None,
             "converged change": change, "previous budget": budgets[-2] if len(budgets) >= 2 else None,
+            "largest budget": budgets[-1], "convergence seeds": conv_seeds,
             "largest circuit move": max(moves) if moves else None,
             "tasks": sorted(first_ok), "empty": first_empty}
 

@@ -1,0 +1,90 @@
+"""The version-2 simple-Python generator: deterministic, resumable, valid, varied, disjoint from the task prompts."""
+import itertools
+import random
+
+import pytest
+
+from sparsecirc.data import simple_python_v2 as v2
+from sparsecirc.data.tasks import TASKS, load_task
+
+N = 2000
+
+
+@pytest.fixture(scope="module")
+def programs():
+    return v2.generate_programs(N, seed=123)
+
+
+def test_same_seed_and_index_same_text_else_different():
+    assert v2.program_at(7, 42) == v2.program_at(7, 42)
+    assert v2.generate_programs(20, seed=7) == [v2.program_at(7, i) for i in range(20)]
+    assert v2.generate_programs(20, seed=7) != v2.generate_programs(20, seed=8)
+    assert v2.program_at(7, 1) != v2.program_at(7, 2)
+    assert v2.generate_program(random.Random(5)) == v2.generate_program(random.Random(5))
+
+
+def test_stream_resumes_at_any_index():
+    k = 37
+    skipped = list(itertools.islice(v2.stream_programs(3), k, k + 10))
+    assert list(itertools.islice(v2.stream_programs(3, start=k), 10)) == skipped
+    assert v2.generate_programs(10, seed=3, start=k) == skipped
+
+
+def test_programs_compile_and_have_the_stated_length(programs):
+    for p in programs:
+        compile(p, "<generated>", "exec")  # stricter than ast.parse: also return/break placement, duplicate args
+        assert v2.MIN_LINES <= p.count("\n") <= v2.MAX_LINES + 3  # + the optional __main__ guard
+        assert p.endswith("\n") and not p.startswith("\n") and "\n\n\n" not in p
+        assert p.isascii()
+
+
+def test_no_exact_duplicates_in_a_window():
+    window = v2.generate_programs(5000, seed=0, start=50_000)
+    assert len(set(window)) == len(window)
+
+
+def test_distinct_estimate_reports_a_large_lower_bound():
+    est = v2.distinct_estimate(seed=1, n=1500)
+    assert est["duplicate_pairs"] == 0
+    assert est["distinct_tokens_lower"] > 5e7  # 1500 programs already bound it by ~3.7e5 programs * ~220 tokens
+    assert 0 < est["new_line_frac"] <= 1
+
+
+# per-program rate each idiom must reach; variants of one idiom are listed separately so that none is missing
+MIN_RATE = {k: 0.02 for k in v2.IDIOMS}
+MIN_RATE.update({"quote.close_double": 0.3, "quote.close_single": 0.3, "quote.double_holds_single": 0.1,
+                 "quote.single_holds_double": 0.1, "bracket.close_double": 0.3, "bracket.open_eq_space": 0.1,
+                 "for_while.for_in": 0.5, "set_or_string.set_then_add": 0.05, "set_or_string.str_then_plus": 0.05,
+                 "set_or_string.current": 0.05, "with_open.mode_r": 0.05, "with_open.mode_w": 0.05,
+                 "list.long": 0.01, "bracket.neg_rows": 0.01, "swap.reverse": 0.02, "swap.forward": 0.02})
+
+
+def test_every_idiom_and_variant_is_frequent(programs):
+    counts = v2.idiom_counts(programs)
+    low = {k: counts[k] / N for k in v2.IDIOMS if counts[k] / N < MIN_RATE[k]}
+    assert not low, f"idioms below their minimum rate: {low}"
+
+
+def test_nested_lists_open_with_and_without_a_space(programs):
+    text = "".join(programs)
+    quotes = ["[[" + q for q in "'\""]
+    for variant in [" = [[", "=[[", " =[[", "[ [", "] ]", "[[[", "[[True", "[[None"] + quotes:
+        assert variant in text, variant
+
+
+def test_idiom_counts_sees_reverse_swaps_and_no_cross_program_matches():
+    assert v2.idiom_counts(["a, b = 1, 2\nb, a = a, b\n"])["swap.reverse"] == 1
+    assert v2.idiom_counts(["a, b = 1, 2\n", "b, a = a, b\n"])["swap.reverse"] == 0
+
+
+def test_no_task_prompt_occurs_in_generated_programs():
+    """Train/test overlap guard: 20 test prompts of each of the 20 tasks are not substrings of 1000 programs."""
+    big = "\0".join(v2.generate_programs(1000, seed=0))
+    rng = random.Random(0)
+    found = []
+    for name in TASKS:
+        prompts = load_task(name, "test")["prompt"]
+        for p in rng.sample(prompts, min(20, len(prompts))):
+            if p in big:
+                found.append((name, p))
+    assert not found, found[:3]
