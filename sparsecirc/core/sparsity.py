@@ -5,7 +5,8 @@ fraction for every weight matrix (embeddings follow their own fraction, P1's ``p
 top ``min_nonzero_per_unit`` inputs of every neuron / q, k, v channel and outputs of every neuron / v channel
 (P1 A.2: "never leave a neuron with < 4 nonzeros"). Gradients and Adam moments stay dense (P1 fn. 5).
 
-The selection uses a threshold (``kthvalue`` on |W|), not a sort (P1 App. B: top-k by radix sort is slow).
+The selection uses a threshold (the k-th largest |W| by a selection, ``model.kth_largest``), not a sort (P1 App. B:
+top-k by radix sort is slow).
 
 Example::
 
@@ -22,6 +23,7 @@ import torch
 from torch import nn
 
 from sparsecirc.core.config import SparsityConfig
+from sparsecirc.core.model import kth_largest
 from sparsecirc.core.recipe import TrainHooks
 
 
@@ -45,14 +47,14 @@ def sharkfin_factor(step: int, total_steps: int, cfg: SparsityConfig) -> float:
 
 
 def topk_mask(w: torch.Tensor, k: int) -> torch.Tensor:
-    """Boolean mask of the ``k`` largest-|w| entries, by threshold (kthvalue), not a full sort."""
+    """Boolean mask of the ``k`` largest-|w| entries, by threshold (a selection, not a full sort)."""
     n = w.numel()
     if k >= n:
         return torch.ones_like(w, dtype=torch.bool)
     if k <= 0:
         return torch.zeros_like(w, dtype=torch.bool)
     a = w.detach().abs().flatten()
-    thr = a.kthvalue(n - k + 1).values  # the k-th largest magnitude
+    thr = kth_largest(a, k)[0]  # the k-th largest magnitude
     mask = a >= thr
     extra = int(mask.sum()) - k
     if extra > 0:  # ties at the threshold: drop the surplus tied entries deterministically (lowest index first)
