@@ -30,7 +30,7 @@ from sparsecirc.core import sparsity
 from sparsecirc.core.hooks import patch
 from sparsecirc.core.model import GPT
 from sparsecirc.core.repro import seconds_per_call, seed_everything, setup_threads
-from sparsecirc.core.train import _grad_rms_, make_optimizer
+from sparsecirc.core.train import grad_rms_, make_optimizer
 
 
 def topk_scatter(x: torch.Tensor, frac: float) -> torch.Tensor:
@@ -72,7 +72,7 @@ def tokens_per_s(config: str, level: int, steps: int) -> float:
             loss = model.loss(x)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        _grad_rms_(model, cfg.train.grad_rms)
+        grad_rms_(model, cfg.train.grad_rms)
         opt.step()
         hooks.after_step(model, step[0])
         step[0] += 1

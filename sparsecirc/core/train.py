@@ -106,7 +106,9 @@ def make_optimizer(model: GPT, cfg: RunConfig) -> torch.optim.AdamW:
                              lr=t.lr, betas=(t.beta1, t.beta2), eps=t.eps, foreach=False)
 
 
-def _grad_rms_(model: GPT, mode: str) -> float:
+def grad_rms_(model: GPT, mode: str) -> float:
+    """Gradient-RMS handling of one step, in place (``TrainConfig.grad_rms``): clip or normalise (P1) the gradients
+    of ``model`` by their root-mean-square over all entries; returns the RMS before the change."""
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     sq = sum(float(g.float().pow(2).sum()) for g in grads)
     n = sum(g.numel() for g in grads)
@@ -382,7 +384,7 @@ def _train_locked(cfg, tokens, val_tokens, *, out, resume, progress, hooks, stop
                     total = hooks.objective(model, batch[rows], loss) if hooks.objective else loss
                 opt.zero_grad(set_to_none=True)
                 total.backward()
-                _grad_rms_(model, t.grad_rms)
+                grad_rms_(model, t.grad_rms)
                 opt.step()
                 if hooks.after_step:
                     hooks.after_step(model, step)
