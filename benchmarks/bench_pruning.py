@@ -25,6 +25,7 @@ import time
 
 import torch
 import torch.nn.functional as F
+from bench_train_speed import topk_scatter  # the earlier AbsTopK (this folder is on sys.path)
 
 import sparsecirc as sc
 from sparsecirc import artifacts, build
@@ -39,15 +40,6 @@ from sparsecirc.wst.circuits import node_sites
 from sparsecirc.wst.prune import prune_to_circuit
 
 TARGET_S = 60.0
-
-
-def topk_scatter(x: torch.Tensor, frac: float) -> torch.Tensor:
-    """The earlier AbsTopK (``torch.topk`` of |x|, then a scatter), the reference the selection threshold replaced."""
-    k = max(1, int(frac * x.shape[-1]))
-    if k >= x.shape[-1]:
-        return x
-    idx = x.abs().topk(k, dim=-1, sorted=False).indices
-    return torch.zeros_like(x).scatter(-1, idx, x.gather(-1, idx))
 
 
 def step_ms(model, data: PairData, means, cfg: PruneConfig, last_only: bool, steps: int = 20,
@@ -80,7 +72,7 @@ def main() -> None:
     ap.add_argument("--tasks", default="if_equals,var_if")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--budgets", default="1000,3000",
-                    help="mask budgets (steps) to time, comma-separated; the plateau-stopped run is capped at the first")
+                    help="mask budgets (steps) to time, comma-separated; the plateau-stopped run stops at the first")
     a = ap.parse_args()
     n = setup_threads(a.threads)
     spec = build.read_spec(a.study)
@@ -121,8 +113,9 @@ def main() -> None:
         print(f"mean seconds per task, {name:22s} {m:6.1f} s ({m / TARGET_S:.2f}x the {TARGET_S:.0f} s target)")
     if a.study in artifacts.load_registry():
         job_secs = [r["seconds"] for r in res["runs"]]
-        print(f"{a.study}: {len(job_secs)} jobs, {sum(job_secs) / len(job_secs):.0f} s per job on average (one thread beside a "
-              f"second process; snapshots, tie-break alternatives, clean-up, attribution and random draws included), {res['job_seconds'] / 60:.0f} min of job time")
+        print(f"{a.study}: {len(job_secs)} jobs, {sum(job_secs) / len(job_secs):.0f} s per job on average (one "
+              "thread beside a second process; snapshots, tie-break alternatives, clean-up, attribution and random "
+              f"draws included), {res['job_seconds'] / 60:.0f} min of job time")
 
 
 if __name__ == "__main__":

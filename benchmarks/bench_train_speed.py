@@ -77,7 +77,8 @@ def tokens_per_s(config: str, level: int, steps: int) -> float:
         hooks.after_step(model, step[0])
         step[0] += 1
 
-    with patch(model, {p: (lambda t: t) for p in patterns}) if patterns else contextlib.nullcontext():  # forces the softmax
+    forced = patch(model, {p: (lambda t: t) for p in patterns})  # a hook on the pattern forces the softmax
+    with forced if patterns else contextlib.nullcontext():
         secs = seconds_per_call(one, steps)
     model_module.abs_topk, sparsity.kth_largest = FAST_ABS_TOPK, FAST_KTH
     return cfg.train.batch_size * cfg.model.n_ctx / secs
