@@ -212,6 +212,13 @@ def search_frame(results: dict) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index(["model", "task", "k_coef"]) if rows else pd.DataFrame()
 
 
+def _final_view(res: dict, target: float, cell) -> dict:
+    """``res`` with each main row's circuit cells replaced by ``cell(row)`` under the budget key ``"final"`` (so the
+    usable-task rule and :func:`ratio` apply to any alternative circuit of a row)."""
+    t = str(float(target))
+    return {**res, "runs": [{**r, "budgets": {"final": {t: cell(r)}}} for r in main_rows(res)]}
+
+
 def ranking_table(by_seed: dict[int, dict], sparse: str, dense: str, target: float) -> pd.DataFrame:
     """The headline ratio under each ranking of a trained mask's tied nodes: the study's own tie-break (the
     headline) and every alternative it bisected (``rankings``), at the largest budget, per seed and their mean,
@@ -222,9 +229,8 @@ def ranking_table(by_seed: dict[int, dict], sparse: str, dense: str, target: flo
         rows = main_rows(res)
         own = rows[0].get("tiebreak", "overshoot") if rows else "overshoot"
         for kind in [own, *sorted({k for r in rows for k in r.get("rankings", {})})]:
-            runs = [{**r, "budgets": {"final": {t: r["targets"].get(t) if kind == own else r["rankings"].get(kind)}}}
-                    for r in rows]
-            view = {**res, "runs": runs}
+            view = _final_view(res, target, lambda r, kind=kind: r["targets"].get(t) if kind == own
+                               else r["rankings"].get(kind))
             ok, empty = usable(view, "final", target)
             label = f"{kind} (headline)" if kind == own else kind
             kinds.setdefault(label, {})[seed] = (ratio(view, sparse, dense, "final", target),
@@ -252,13 +258,6 @@ def task_shortcuts(results: dict, target: float) -> pd.DataFrame:
     return pd.DataFrame.from_dict(out, orient="index").rename_axis("task")
 
 
-def _final_view(res: dict, target: float, cell) -> dict:
-    """``res`` with each main row's circuit cells replaced by ``cell(row)`` under the budget key ``"final"`` (so the
-    usable-task rule and :func:`ratio` apply to any alternative circuit of a row)."""
-    t = str(float(target))
-    return {**res, "runs": [{**r, "budgets": {"final": {t: cell(r)}}} for r in main_rows(res)]}
-
-
 def cleanup_table(by_seed: dict[int, dict], sparse: str, dense: str, target: float) -> pd.DataFrame:
     """The greedy clean-up (``prune.cleanup``), reported beside the bisected circuits it starts from, per seed at the
     largest budget: the dense / sparse edge ratio before and after, each model's geometric-mean edges and nodes
@@ -276,10 +275,10 @@ def cleanup_table(by_seed: dict[int, dict], sparse: str, dense: str, target: flo
         both = sorted(set(ok_b) & set(ok_a))
         row = {"seed": seed, "tasks": len(both), "ratio (bisected)": ratio(before, sparse, dense, "final", target),
                "ratio (cleaned)": ratio(after, sparse, dense, "final", target)}
+        cells = {key: (sizes(before, "final", target, key), sizes(after, "final", target, key))
+                 for key in ("edges", "nodes")}
         for mid, name in ((sparse, "sparse"), (dense, "dense")):
-            for key in ("edges", "nodes"):
-                b = sizes(before, "final", target, key)
-                a = sizes(after, "final", target, key)
+            for key, (b, a) in cells.items():
                 row[f"{name} {key}"] = geomean([b[x][mid] for x in both]) if both else None
                 row[f"{name} {key} cleaned"] = geomean([a[x][mid] for x in both]) if both else None
             losses = [r["cleaned"]["test"]["loss"] for r in main_rows(res) if r["model"] == mid and "cleaned" in r]

@@ -45,6 +45,7 @@ from sparsecirc.wst.prune_baselines import attribution_circuits, random_node_inv
 from sparsecirc.wst.reading import mean_values, study_model
 
 CONTROL_KINDS = ("random_init", "nonsense_rule", "zero_ablation", "frozen_norms", "tied_qk")
+SEARCH_STEPS = 300  # mask steps of each search run unless the spec's ``search.steps`` says otherwise
 
 
 def nonsense_rule(ds, rule: str = "length_parity"):
@@ -73,7 +74,7 @@ def run_search(model, means, train_ds, pcfg: PruneConfig, search: dict, task: st
     seed 0 whatever ``pcfg.seed`` is: one search serves every pruning seed): {"lr", "k_coef", "grid", "seconds"}."""
     t0 = time.time()
     best, grid = search_hparams(model, train_ds, means, pcfg.replace(seed=0), lrs=search.get("lrs", (1e-2,)),
-                                k_coefs=search.get("k_coefs", (1e-4, 1e-3)), steps=search.get("steps", 300),
+                                k_coefs=search.get("k_coefs", (1e-4, 1e-3)), steps=search.get("steps", SEARCH_STEPS),
                                 task=task)
     return {"lr": best.lr, "k_coef": best.k_coef, "grid": grid, "seconds": round(time.time() - t0, 1)}
 
@@ -133,7 +134,7 @@ def _job_key(parts: dict) -> str:
 def search_key(weights: str, task: str, pcfg: PruneConfig, targets: list[float], search: dict) -> str:
     """Cache key of one (model, task) search: only what the search's runs depend on (pruning seed 0; the study's
     budgets, snapshots and clean-up do not enter, so studies that differ only there share one search)."""
-    cfg = pcfg.replace(seed=0, steps=int(search.get("steps", 300)), snapshots=(), cleanup=False)
+    cfg = pcfg.replace(seed=0, steps=int(search.get("steps", SEARCH_STEPS)), snapshots=(), cleanup=False)
     return _job_key({"cond": "search", "model": weights, "task": task, "prune": cfg.to_dict(), "targets": targets,
                      "search": search})
 
