@@ -261,3 +261,39 @@ def test_overshoot_accumulates_what_the_clamp_removes_and_orders_tied_nodes(tiny
     with pytest.raises(ValueError, match="overshoot"):
         mask_order(m, tau, data, means, cfg)
     assert torch.equal(mask_order(m, tau, data, means, cfg.replace(tiebreak="none")).flat(), tau)
+
+
+def test_coordinate_search_runs_k_coefs_then_lrs_at_the_winner_and_reuses_known_points(monkeypatch):
+    """Stage 1: every k_coef at lrs[0]; stage 2: the other lrs at stage 1's winning k_coef; known points not rerun."""
+    from sparsecirc.wst import prune_baselines as pb
+
+    nodes = {(1e-2, 1e-4): 50, (1e-2, 1e-3): 30, (1e-2, 1e-2): None, (3e-3, 1e-3): 40, (3e-2, 1e-3): 20}
+    ran = []
+
+    class _Res:
+        def __init__(self, n):
+            self.circuits = {} if n is None else {0.15: type("C", (), {"n_nodes": n, "loss": 0.1})()}
+
+    def fake(model, ds, means, cfg, task=""):
+        ran.append((cfg.lr, cfg.k_coef))
+        return _Res(nodes[(cfg.lr, cfg.k_coef)])
+
+    monkeypatch.setattr(pb, "prune_to_circuit", fake)
+    cfg = PruneConfig(val_pairs=4, target_loss=0.15)
+    known = [{"lr": 1e-2, "k_coef": 1e-4, "nodes": 50, "loss": 0.1}]
+    best, rows = pb.search_hparams(None, None, {}, cfg, lrs=(1e-2, 3e-3, 3e-2), k_coefs=(1e-4, 1e-3, 1e-2),
+                                   mode="coordinate", known=known)
+    assert ran == [(1e-2, 1e-3), (1e-2, 1e-2), (3e-3, 1e-3), (3e-2, 1e-3)]  # (1e-2, 1e-4) reused
+    assert [(r["lr"], r["k_coef"]) for r in rows] == [(1e-2, 1e-4), *ran]
+    assert (best.lr, best.k_coef) == (3e-2, 1e-3)
+    with pytest.raises(ValueError, match="mode"):
+        pb.search_hparams(None, None, {}, cfg, mode="random")
+
+
+def test_collapse_rule_needs_a_full_model_at_target_and_a_mask_near_chance():
+    from sparsecirc.wst.prune_study import COLLAPSE, collapsed
+
+    assert collapsed(0.69, 0.01, 0.15)  # the seed-2 dense while_return_true mask: loss ln 2, full model 0.007
+    assert not collapsed(0.69, 0.40, 0.15)  # a model that never met the target (random init, nonsense rule)
+    assert not collapsed(0.20, 0.01, 0.15)  # above target but far from chance: bisection handles it
+    assert COLLAPSE["task_loss"] < 0.6931

@@ -2,7 +2,8 @@
 
 - :func:`attribution_order` / :func:`attribution_circuits`: the attribution-pruning baseline of P1 Fig. 31 (rank
   nodes by |delta act * grad|, then the same bisection as the learned masks).
-- :func:`search_hparams`: a small lr x k_coef grid on the validation split, our CPU stand-in for P1's CARBS.
+- :func:`search_hparams`: a small lr x k_coef search (a grid, or one axis after the other) on the validation split,
+  our CPU stand-in for P1's CARBS.
 - :func:`random_node_inverse`: the control for inverse pruning, random node sets of the circuit's size and kinds.
 """
 from __future__ import annotations
@@ -38,28 +39,51 @@ def attribution_circuits(model: GPT, train_ds, means: dict[str, torch.Tensor], c
 
 
 def search_hparams(model: GPT, train_ds, means: dict[str, torch.Tensor], cfg: PruneConfig, *,
-                   lrs=(3e-3, 1e-2, 3e-2), k_coefs=(1e-4, 1e-3), steps: int = 200,
-                   task: str = "") -> tuple[PruneConfig, list[dict]]:
-    """Our CPU stand-in for P1's CARBS search: a small grid over ``lr`` x ``k_coef``, each run for ``steps`` mask
-    steps and bisected on the validation pairs (``cfg.val_pairs`` must be > 0: the test split is never seen).
+                   lrs=(3e-3, 1e-2, 3e-2), k_coefs=(1e-4, 1e-3), steps: int = 200, mode: str = "grid",
+                   known: list[dict] | None = None, task: str = "") -> tuple[PruneConfig, list[dict]]:
+    """Our CPU stand-in for P1's CARBS search over ``lr`` x ``k_coef``, each point run for ``steps`` mask steps and
+    bisected on the validation pairs (``cfg.val_pairs`` must be > 0: the test split is never seen).
 
-    The winner keeps the fewest nodes at ``cfg.target_loss`` (ties: lower validation loss). Returns (``cfg`` with
-    the winning lr and k_coef, one row per grid point: lr, k_coef, nodes or None, loss or None).
+    ``mode="grid"`` runs every pair of ``lrs`` x ``k_coefs``. ``mode="coordinate"`` runs every ``k_coefs`` value at
+    ``lrs[0]``, then the other ``lrs`` at the winning k_coef (len(k_coefs) + len(lrs) - 1 runs instead of their
+    product). The winner keeps the fewest nodes at ``cfg.target_loss`` (ties: lower validation loss, then the
+    earlier point). ``known``: rows of points already run with the same settings (a search's earlier grid), reused
+    instead of rerun. Returns (``cfg`` with the winning lr and k_coef, one row per point: lr, k_coef, nodes or
+    None, loss or None).
     """
     if not cfg.val_pairs:
         raise ValueError("search_hparams needs a validation split: set PruneConfig.val_pairs > 0")
-    rows = []
-    for lr in lrs:
-        for kc in k_coefs:
-            trial = cfg.replace(lr=float(lr), k_coef=float(kc), steps=steps, snapshots=(), cleanup=False)
+    if mode not in ("grid", "coordinate"):
+        raise ValueError(f"search_hparams: mode must be 'grid' or 'coordinate', not {mode!r}")
+    done = {(float(r["lr"]), float(r["k_coef"])): r for r in known or []}
+    rows: list[dict] = []
+
+    def point(lr: float, kc: float) -> None:
+        key = (float(lr), float(kc))
+        if key not in done:
+            trial = cfg.replace(lr=key[0], k_coef=key[1], steps=steps, snapshots=(), cleanup=False)
             c = prune_to_circuit(model, train_ds, means, trial, task=task).circuits.get(cfg.target_loss)
-            rows.append({"lr": float(lr), "k_coef": float(kc), "nodes": None if c is None else c.n_nodes,
-                         "loss": None if c is None else c.loss})
-    reached = [r for r in rows if r["nodes"] is not None]
-    if not reached:
+            done[key] = {"lr": key[0], "k_coef": key[1], "nodes": None if c is None else c.n_nodes,
+                         "loss": None if c is None else c.loss}
+        if done[key] not in rows:
+            rows.append(done[key])
+
+    def best() -> dict | None:
+        reached = [r for r in rows if r["nodes"] is not None]
+        return min(reached, key=lambda r: (r["nodes"], r["loss"])) if reached else None
+
+    first = lrs if mode == "grid" else lrs[:1]
+    for lr in first:
+        for kc in k_coefs:
+            point(lr, kc)
+    stage1 = best()
+    if mode == "coordinate" and stage1 is not None:
+        for lr in lrs[1:]:
+            point(lr, stage1["k_coef"])
+    win = best()
+    if win is None:
         return cfg, rows
-    best = min(reached, key=lambda r: (r["nodes"], r["loss"]))
-    return cfg.replace(lr=best["lr"], k_coef=best["k_coef"]), rows
+    return cfg.replace(lr=win["lr"], k_coef=win["k_coef"]), rows
 
 
 def random_node_inverse(model: GPT, circuit: Circuit, ds, means: dict[str, torch.Tensor], *, n_draws: int = 5,

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import time
 
@@ -46,6 +47,16 @@ from sparsecirc.wst.reading import mean_values, study_model
 
 CONTROL_KINDS = ("random_init", "nonsense_rule", "zero_ablation", "frozen_norms", "tied_qk")
 SEARCH_STEPS = 300  # mask steps of each search run unless the spec's ``search.steps`` says otherwise
+# A collapsed mask (declared before any rerun was read): the full model meets the target on the validation pairs,
+# but the mask's own task loss, averaged over its last ``plateau_window`` steps, is above half of ln 2 (the sparsity
+# penalty won and the mask answers near chance). Its tau order is then no circuit ranking: the job is run once more
+# with ``k_coef`` divided by ``COLLAPSE["k_coef_divisor"]``; the row keeps what happened under ``collapse``.
+COLLAPSE = {"task_loss": 0.5 * math.log(2), "k_coef_divisor": 10.0}
+
+
+def collapsed(final_task_loss: float, full_loss: float, target: float) -> bool:
+    """True when a mask run collapsed (see ``COLLAPSE``)."""
+    return full_loss <= target and final_task_loss > COLLAPSE["task_loss"]
 
 
 def nonsense_rule(ds, rule: str = "length_parity"):
@@ -69,25 +80,39 @@ def _candidates(ds) -> list[int]:
     return sorted(set(cols["target_id"]) | set(cols["distractor_id"]))
 
 
-def run_search(model, means, train_ds, pcfg: PruneConfig, search: dict, task: str) -> dict:
+def run_search(model, means, train_ds, pcfg: PruneConfig, search: dict, task: str,
+               known: list[dict] | None = None) -> dict:
     """The lr x k_coef search of one (model, task) on its validation pairs (:func:`search_hparams`, with pruning
-    seed 0 whatever ``pcfg.seed`` is: one search serves every pruning seed): {"lr", "k_coef", "grid", "seconds"}."""
+    seed 0 whatever ``pcfg.seed`` is: one search serves every pruning seed): {"lr", "k_coef", "grid", "seconds"}.
+    ``search``: ``lrs``, ``k_coefs``, ``steps`` and ``mode`` ("grid", the default, or "coordinate"); ``known``:
+    points already run with the same settings (reused)."""
     t0 = time.time()
     best, grid = search_hparams(model, train_ds, means, pcfg.replace(seed=0), lrs=search.get("lrs", (1e-2,)),
                                 k_coefs=search.get("k_coefs", (1e-4, 1e-3)), steps=search.get("steps", SEARCH_STEPS),
-                                task=task)
+                                mode=search.get("mode", "grid"), known=known, task=task)
     return {"lr": best.lr, "k_coef": best.k_coef, "grid": grid, "seconds": round(time.time() - t0, 1)}
 
 
 def run_job(model, means, train_ds, test_ds, pcfg: PruneConfig, targets: list[float], task: str, *,
             attribution: bool = False, random_draws: int = 0,
             rankings: tuple[str, ...] = ()) -> tuple[dict, Circuit | None]:
-    """One (model, task) pruning job: the mask run, bisection at every budget and target, test metrics of the
-    headline circuit; returns (row, headline circuit or None)."""
+    """One (model, task) pruning job: the mask run (run again with a smaller ``k_coef`` if it collapsed, see
+    ``COLLAPSE``), bisection at every budget and target, test metrics of the headline circuit; returns (row, headline
+    circuit or None)."""
     t0 = time.time()
     row = {"task": task}
-    row["lr"], row["k_coef"] = pcfg.lr, pcfg.k_coef
     res = prune_to_circuit(model, train_ds, means, pcfg, targets=tuple(targets[1:]), task=task, rankings=rankings)
+    tail = res.history["task_loss"][-pcfg.plateau_window:]
+    final = sum(tail) / len(tail)
+    row["collapse"] = {"final_task_loss": final, "rerun": False}
+    if collapsed(final, res.full_loss, targets[0]):
+        pcfg = pcfg.replace(k_coef=pcfg.k_coef / COLLAPSE["k_coef_divisor"])
+        res = prune_to_circuit(model, train_ds, means, pcfg, targets=tuple(targets[1:]), task=task,
+                               rankings=rankings)
+        tail = res.history["task_loss"][-pcfg.plateau_window:]
+        row["collapse"] = {"first_final_task_loss": final, "rerun": True, "final_task_loss": sum(tail) / len(tail),
+                           "still_collapsed": collapsed(sum(tail) / len(tail), res.full_loss, targets[0])}
+    row["lr"], row["k_coef"] = pcfg.lr, pcfg.k_coef
     cands = _candidates(train_ds)
     every = max(1, len(res.history["kept"]) // 200)
     row.update(full_loss_val=res.full_loss, n_fit_pairs=res.n_fit_pairs, n_val_pairs=res.n_val_pairs,
@@ -198,9 +223,12 @@ def produce_prune_study(ctx: BuildContext) -> None:
                         "init_seed": ctrl.get("seed", 0) if cond == "random_init" else None})
         path = cache / f"{cond}__{mid}__{task}__{key}.json"
         head = None
-        if path.exists():
-            row = json.loads(path.read_text())
-        else:
+        row = json.loads(path.read_text()) if path.exists() else None
+        if row is not None and "collapse" not in row:  # cached before the collapse rule: rerun if it applies
+            tail = row["trajectory"]["task_loss"][-5:]
+            if collapsed(sum(tail) / len(tail), row["full_loss_val"], targets[0]):
+                row = None
+        if row is None:
             train_ds, test_ds, jm, jmeans = load_task(task, "train"), load_task(task, "test"), model, means
             if cond == "nonsense_rule":
                 train_ds, test_ds = nonsense_rule(train_ds), nonsense_rule(test_ds)
