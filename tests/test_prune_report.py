@@ -124,7 +124,8 @@ def test_search_frame_marks_the_chosen_grid_point():
     res["runs"][0]["search"] = {"lr": 0.01, "k_coef": 1e-3, "grid": [
         {"lr": 0.01, "k_coef": 1e-4, "nodes": 30, "loss": 0.1}, {"lr": 0.01, "k_coef": 1e-3, "nodes": 20, "loss": 0.1}]}
     f = pr.search_frame(res)
-    assert f["chosen"].tolist() == [False, True] and f.loc[(S, "a", 1e-3), "nodes"] == 20
+    assert list(f.columns) == ["0.01 / 0.0001", "0.01 / 0.001", "chosen"]
+    assert f.loc[(S, "a"), "chosen"] == "0.01 / 0.001" and f.loc[(S, "a"), "0.01 / 0.001"] == 20
     assert pr.search_frame(_results()).empty
 
 
@@ -147,6 +148,11 @@ def test_collapsed_runs_are_those_whose_mask_ends_near_chance():
     out = pr.collapsed_runs({3: res})
     assert [(c["seed"], c["model"], c["task"]) for c in out] == [(3, D, "a")] and out[0]["edges"] == 100
     assert pr.collapsed_runs({0: _results()}) == []
+    res["runs"][1]["collapse"] = {"first_final_task_loss": 0.69, "final_task_loss": 0.05, "rerun": True,
+                                  "still_collapsed": False}
+    res["runs"][0]["collapse"] = {"final_task_loss": 0.69, "rerun": False}  # not rerun: not listed
+    out = pr.collapsed_runs({3: res})
+    assert len(out) == 1 and out[0]["rerun"] and not out[0]["still collapsed"] and out[0]["first batch loss"] == 0.69
 
 
 def test_controls_compare_with_the_reference_after_the_controls_step_cap():

@@ -112,16 +112,27 @@ def headline(by_seed: dict[int, dict], sparse: str, dense: str, target: float) -
 
 
 def collapsed_runs(by_seed: dict[int, dict], threshold: float = 0.5) -> list[dict]:
-    """Main runs whose mask dropped the task: mean batch task loss over the last 10 % of steps at or above
-    ``threshold`` (chance for two candidates is ln 2). Their circuit comes from bisecting the ranking of a mask that no
-    longer does the task (often up to nearly all nodes). Listed, not removed: the headline rule does not change."""
+    """Main runs whose mask collapsed (the sparsity penalty won and the mask answers near chance), with what was done.
+
+    Rows built under the study's collapse rule (``prune_study.COLLAPSE``) carry ``collapse``: a collapsed run was
+    rerun once with a smaller ``k_coef`` and is listed with its first and final batch loss and whether it is still
+    collapsed. Older rows without it are listed when their mean batch task loss over the last 10 % of steps is at
+    or above ``threshold`` (chance for two candidates is ln 2). Listed, not removed: the headline rule does not
+    change."""
     out = []
     for seed, res in by_seed.items():
         for r in main_rows(res):
-            loss = _end_loss(r)
-            if loss >= threshold:
-                out.append({"seed": seed, "model": r["model"], "task": r["task"], "final batch loss": loss,
-                            "k_coef": r.get("k_coef"), "edges": (_final(r, res["targets"][0]) or {}).get("edges")})
+            col = r.get("collapse")
+            if col is None and _end_loss(r) < threshold or col is not None and not col.get("rerun"):
+                continue
+            row = {"seed": seed, "model": r["model"], "task": r["task"], "k_coef": r.get("k_coef"),
+                   "edges": (_final(r, res["targets"][0]) or {}).get("edges")}
+            if col is None:
+                row.update({"final batch loss": _end_loss(r), "rerun": False, "still collapsed": True})
+            else:
+                row.update({"first batch loss": col["first_final_task_loss"], "final batch loss":
+                            col["final_task_loss"], "rerun": True, "still collapsed": col["still_collapsed"]})
+            out.append(row)
     return out
 
 
@@ -201,15 +212,20 @@ def inverse_summary(results: dict, model: str) -> dict:
 
 
 def search_frame(results: dict) -> pd.DataFrame:
-    """The lr x k_coef search per (model, task): nodes of the bisected circuit at each grid point (None: target
-    not reached), the chosen point marked. Empty if the study ran without a search."""
+    """The lr x k_coef search per (model, task): one column per point tried (``"lr / k_coef"``, in the order the
+    search ran them), nodes of the circuit bisected on the validation pairs (NaN: target not reached), and the
+    chosen point. Empty if the study ran without a search."""
     rows = []
     for r in main_rows(results):
         found = r.get("search") or {}
-        for g in found.get("grid", []):
-            rows.append({"model": r["model"], "task": r["task"], "lr": g["lr"], "k_coef": g["k_coef"],
-                         "nodes": g["nodes"], "chosen": (g["lr"], g["k_coef"]) == (found["lr"], found["k_coef"])})
-    return pd.DataFrame(rows).set_index(["model", "task", "k_coef"]) if rows else pd.DataFrame()
+        if not found.get("grid"):
+            continue
+        row = {"model": r["model"], "task": r["task"]}
+        for g in found["grid"]:
+            row[f"{g['lr']:g} / {g['k_coef']:g}"] = g["nodes"]
+        row["chosen"] = f"{found['lr']:g} / {found['k_coef']:g}"
+        rows.append(row)
+    return pd.DataFrame(rows).set_index(["model", "task"]) if rows else pd.DataFrame()
 
 
 def _final_view(res: dict, target: float, cell) -> dict:
