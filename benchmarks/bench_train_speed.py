@@ -1,10 +1,12 @@
 """Training step speed of the weight-sparse recipe at the zoo shape: the trainer as it was against its faster paths,
 side by side in one run (tokens/s and ratios).
 
-    .venv/bin/python benchmarks/bench_train_speed.py [--config wst-zoo-l2d128-sparse] [--threads 1] [--steps 8]
+    .venv/bin/python benchmarks/bench_train_speed.py [--config wst-zoo-l2d128-sparse] [--threads 1] [--steps 4]
+                                                     [--rounds 5]
 
 One full recipe step (forward, backward, gradient normalisation, AdamW, top-k projection of every sparse matrix)
-on a fixed random batch of the config's shape. Variants, each switched on on top of the previous one:
+on a fixed random batch of the config's shape. Variants, each switched on on top of the previous one, timed in
+rounds (each round runs every variant in turn; the median round is reported):
 
 1. ``reference``: the trainer before the speed work: deterministic mode filling new tensors with NaN, the
    projection's threshold by ``torch.kthvalue``, AbsTopK by ``torch.topk`` + scatter, the sink attention as an
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import statistics
 
 import torch
 
@@ -50,12 +53,11 @@ def kthvalue_threshold(a: torch.Tensor, k: int) -> torch.Tensor:
 VARIANTS = ["reference", "no NaN fill", "selection thresholds", "sink via SDPA", "fused AdamW", "bf16 autocast"]
 
 
-def tokens_per_s(config: str, level: int, steps: int) -> float:
+def make_variant(config: str, level: int):
+    """(activate, step, tokens a step) of one variant: ``activate()`` sets the module-level switches this variant
+    runs with (deterministic-mode fill, AbsTopK, projection threshold), ``step()`` is one full recipe step."""
     cfg = build.run_config(config, "book")
     seed_everything(0)
-    torch.utils.deterministic.fill_uninitialized_memory = level < 1
-    model_module.abs_topk = topk_scatter if level < 2 else FAST_ABS_TOPK
-    sparsity.kth_largest = kthvalue_threshold if level < 2 else FAST_KTH
     model = GPT(cfg.model)
     hooks = sparsity.Projector(model, cfg.sparsity, cfg.train.steps).train_hooks()
     opt = make_optimizer(model, cfg)
@@ -65,23 +67,26 @@ def tokens_per_s(config: str, level: int, steps: int) -> float:
     x = torch.randint(0, cfg.model.d_vocab, (cfg.train.batch_size, cfg.model.n_ctx + 1),
                       generator=torch.Generator().manual_seed(0))
     patterns = [f"blocks.{i}.attn.hook_pattern" for i in range(cfg.model.n_layer)] if level < 3 else []
-    step = [cfg.train.steps // 2]  # mid-run: the projection keeps the final fraction
+    at = [cfg.train.steps // 2]  # mid-run: the projection keeps the final fraction
 
-    def one():
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=level >= 5):
-            loss = model.loss(x)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
+    def activate() -> None:
+        torch.utils.deterministic.fill_uninitialized_memory = level < 1
+        model_module.abs_topk = topk_scatter if level < 2 else FAST_ABS_TOPK
+        sparsity.kth_largest = kthvalue_threshold if level < 2 else FAST_KTH
+
+    def step() -> None:
+        forced = patch(model, {p: (lambda t: t) for p in patterns})  # a hook on the pattern forces the softmax
+        with forced if patterns else contextlib.nullcontext():
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=level >= 5):
+                loss = model.loss(x)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
         grad_rms_(model, cfg.train.grad_rms)
         opt.step()
-        hooks.after_step(model, step[0])
-        step[0] += 1
+        hooks.after_step(model, at[0])
+        at[0] += 1
 
-    forced = patch(model, {p: (lambda t: t) for p in patterns})  # a hook on the pattern forces the softmax
-    with forced if patterns else contextlib.nullcontext():
-        secs = seconds_per_call(one, steps)
-    model_module.abs_topk, sparsity.kth_largest = FAST_ABS_TOPK, FAST_KTH
-    return cfg.train.batch_size * cfg.model.n_ctx / secs
+    return activate, step, cfg.train.batch_size * cfg.model.n_ctx
 
 
 FAST_ABS_TOPK, FAST_KTH = model_module.abs_topk, sparsity.kth_largest
@@ -91,15 +96,25 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--config", default="wst-zoo-l2d128-sparse")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--steps", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=4, help="timed steps of each variant per round")
+    ap.add_argument("--rounds", type=int, default=5, help="rounds; each runs every variant in turn")
     a = ap.parse_args()
     n = setup_threads(a.threads)
-    print(f"threads={n} config={a.config} torch={torch.__version__}")
+    print(f"threads={n} config={a.config} torch={torch.__version__}; every round runs each variant for {a.steps} "
+          f"steps in turn, so a slow spell of the machine hits all variants alike; median over {a.rounds} rounds")
+    variants = [make_variant(a.config, level) for level in range(len(VARIANTS))]
+    secs: list[list[float]] = [[] for _ in variants]
+    for _ in range(a.rounds):
+        for (activate, step, _), out in zip(variants, secs):
+            activate()
+            out.append(seconds_per_call(step, a.steps))
+    variants[-1][0]()  # leave the fast switches on
     base = None
-    for level, name in enumerate(VARIANTS):
-        tps = tokens_per_s(a.config, level, a.steps)
+    for name, (_, _, tokens), s in zip(VARIANTS, variants, secs):
+        tps = tokens / statistics.median(s)
         base = base or tps
-        print(f"{name:22s} {tps:9.0f} tokens/s  {tps / base:5.2f}x the reference")
+        print(f"{name:22s} {tps:9.0f} tokens/s  {tps / base:5.2f}x the reference  "
+              f"(rounds: {min(tokens / x for x in s):.0f}-{max(tokens / x for x in s):.0f})")
 
 
 if __name__ == "__main__":

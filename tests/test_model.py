@@ -202,3 +202,14 @@ def test_sink_attention_fast_path_matches_the_explicit_pattern():
     assert all(b.attn.sink_logit.grad.abs().sum() > 0 for b in m.blocks)
     pos = torch.tensor([3, 11, 0])
     assert torch.allclose(m(x, positions=pos, last_only=True), slow[torch.arange(3), pos], atol=1e-5)
+
+
+def test_kth_largest_of_bf16_rows_is_selected_exactly_and_keeps_the_dtype():
+    from sparsecirc.core.model import kth_largest
+    g = torch.Generator().manual_seed(3)
+    for dtype in (torch.bfloat16, torch.float16):
+        a = torch.randn(7, 5, 96, generator=g).to(dtype)
+        got = kth_largest(a, 11)
+        want = a.float().sort(dim=-1, descending=True).values[..., 10:11].to(dtype)
+        assert got.dtype == dtype and torch.equal(got, want)
+        assert torch.equal(abs_topk(a, 0.25), a * (a.abs() >= kth_largest(a.abs(), 24)))

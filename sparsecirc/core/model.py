@@ -27,10 +27,13 @@ from sparsecirc.core.hooks import HookPoint
 def kth_largest(a: torch.Tensor, k: int) -> torch.Tensor:
     """The ``k``-th largest entry of ``a`` along the last dim: [..., 1] (no gradient).
 
-    On CPU (float32/64) a row-wise selection (``numpy.partition``, introselect) is several times faster than
-    ``torch.topk`` at our widths (128-512), which dominated the pruner's mask steps; elsewhere ``torch.topk``."""
+    On CPU a row-wise selection (``numpy.partition``, introselect) is several times faster than ``torch.topk`` at
+    our widths (128-512), which dominated the pruner's mask steps; elsewhere ``torch.topk``. bf16 / fp16 rows (under
+    autocast) are selected in float32, which holds them exactly, and the value is returned in their dtype."""
     a = a.detach()
     n = a.shape[-1]
+    if a.device.type == "cpu" and a.dtype in (torch.bfloat16, torch.float16) and a.numel():
+        return kth_largest(a.float(), k).to(a.dtype)
     if a.device.type == "cpu" and a.dtype in (torch.float32, torch.float64) and a.numel():
         rows = a.reshape(-1, n).numpy()
         thr = torch.from_numpy(np.partition(rows, n - k, axis=-1)[:, n - k:n - k + 1].copy())
