@@ -178,6 +178,8 @@ class TrainConfig(DictConfig):
     eps: float = 1e-8
     grad_rms: str = "clip"  # "clip": scale down if grad RMS > 1; "normalize": always divide by it (P1); "none"
     bf16: bool = False  # bf16 autocast for the training forward/backward (eval is always fp32)
+    fused_adamw: bool = False  # torch's fused AdamW kernel (same update within float rounding)
+    sampling: str = "random"  # "random": windows at random offsets; "sequential": disjoint windows, no repeats
     eval_every: int = 50
     eval_batches: int = 8
     checkpoint_every: int = 0  # 0: only at the end
@@ -196,6 +198,8 @@ class TrainConfig(DictConfig):
         _require(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, f"TrainConfig.beta1/beta2 must be in [0, 1), got {self.beta1!r}, {self.beta2!r}")
         _require(self.eps > 0, f"TrainConfig.eps must be > 0, got {self.eps!r}")
         _require(0 <= self.final_lr_frac <= 1, f"TrainConfig.final_lr_frac must be in [0, 1], got {self.final_lr_frac!r}")
+        _require(self.sampling in ("random", "sequential"),
+                 f"TrainConfig.sampling must be 'random' or 'sequential', got {self.sampling!r}")
         _require(self.grad_rms in ("clip", "normalize", "none"),
                  f"TrainConfig.grad_rms must be 'clip', 'normalize' or 'none', got {self.grad_rms!r}")
 

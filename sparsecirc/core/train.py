@@ -18,6 +18,7 @@ import threading
 import time
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
@@ -75,6 +76,26 @@ def sample_batch(tokens: torch.Tensor, batch_size: int, n_ctx: int, seed: int, s
     return torch.stack([tokens[s:s + n_ctx + 1] for s in starts.tolist()]).long()
 
 
+@lru_cache(maxsize=4)
+def _window_order(n_windows: int, seed: int, epoch: int) -> torch.Tensor:
+    return torch.randperm(n_windows, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+
+
+def sequential_batch(tokens: torch.Tensor, batch_size: int, n_ctx: int, seed: int, step: int) -> torch.Tensor:
+    """Windows [batch, n_ctx + 1] that never repeat within an epoch: the stream is cut into disjoint windows of
+    ``n_ctx + 1`` tokens, visited in a seeded random order; batch ``step`` takes the next ``batch_size`` of them
+    (a new order each pass over the stream). Depends only on (seed, step), so a resumed run draws the same batches."""
+    n = tokens.numel() // (n_ctx + 1)
+    if n < batch_size:
+        raise ValueError(f"token stream of length {tokens.numel()} holds {n} windows of {n_ctx + 1} tokens, "
+                         f"fewer than one batch of {batch_size}")
+    out = []
+    for i in range(step * batch_size, (step + 1) * batch_size):
+        w = int(_window_order(n, seed, i // n)[i % n]) * (n_ctx + 1)
+        out.append(tokens[w:w + n_ctx + 1])
+    return torch.stack(out).long()
+
+
 def eval_windows(tokens: torch.Tensor, n: int, n_ctx: int, seed: int = 12345) -> torch.Tensor:
     """A fixed set of ``n`` validation windows [n, n_ctx + 1] (a 2-D tensor is taken as the windows)."""
     if tokens.dim() == 2:
@@ -103,7 +124,8 @@ def make_optimizer(model: GPT, cfg: RunConfig) -> torch.optim.AdamW:
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and n != "bigram"]
     rest = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and n != "bigram")]
     return torch.optim.AdamW([{"params": decay, "weight_decay": t.weight_decay}, {"params": rest, "weight_decay": 0.0}],
-                             lr=t.lr, betas=(t.beta1, t.beta2), eps=t.eps, foreach=False)
+                             lr=t.lr, betas=(t.beta1, t.beta2), eps=t.eps,
+                             **({"fused": True} if t.fused_adamw else {"foreach": False}))
 
 
 def grad_rms_(model: GPT, mode: str) -> float:
@@ -378,7 +400,8 @@ def _train_locked(cfg, tokens, val_tokens, *, out, resume, progress, hooks, stop
                 lr = lr_at(step, cfg) * (hooks.lr_factor(step) if hooks.lr_factor else 1.0)
                 for group in opt.param_groups:
                     group["lr"] = lr
-                batch = batch_fn(step) if batch_fn else sample_batch(tokens, t.batch_size, m.n_ctx, t.seed, step)
+                draw = sequential_batch if t.sampling == "sequential" else sample_batch
+                batch = batch_fn(step) if batch_fn else draw(tokens, t.batch_size, m.n_ctx, t.seed, step)
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=t.bf16):
                     loss = net(batch[rows], loss_mask)
                     total = hooks.objective(model, batch[rows], loss) if hooks.objective else loss
