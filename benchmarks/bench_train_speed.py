@@ -14,7 +14,9 @@ rounds (each round runs every variant in turn; the median round is reported):
 2. ``no NaN fill``: ``torch.utils.deterministic.fill_uninitialized_memory = False``;
 3. ``selection thresholds``: AbsTopK and the projection by a row-wise selection (``model.kth_largest``);
 4. ``sink via SDPA``: the sink attention through ``scaled_dot_product_attention`` (one extra key);
-5. ``fused AdamW``; 6. ``bf16 autocast`` (fp32 master weights; selections in fp32).
+5. ``fused AdamW``; 6. ``bf16 autocast`` (fp32 master weights; selections in fp32);
+7. with ``--official PATH``: the official ``circuit_sparsity/train.py`` step at the same shape (see
+   :func:`official_variant`), and the ratio of the fastest path to it.
 
 Steps 2-4 compute the same numbers as the reference (tests in ``tests/test_model.py``, ``tests/test_sparsity.py``);
 5-6 change them within floating-point tolerance. Never run beside another torch job on a 2-core machine.
@@ -24,8 +26,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import statistics
+from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from sparsecirc import build
 from sparsecirc.core import model as model_module
@@ -92,29 +96,100 @@ def make_variant(config: str, level: int):
 FAST_ABS_TOPK, FAST_KTH = model_module.abs_topk, sparsity.kth_largest
 
 
+def official_variant(path: str, config: str):
+    """(activate, step, tokens a step) of the official trainer's step (``circuit_sparsity/train.py`` of a checkout at
+    ``path``, never committed here) at the config's shape: its GPT with AbsTopK at P1's 8 sites and the sink, its
+    gradient-RMS normalisation, fused Adam, its top-k projection (``apply_topk_``, one kept fraction for every matrix
+    as in its constant-pfrac mode) and its decoupled weight decay, in the order its loop runs them. On CPU in fp32:
+    its mixed precision is CUDA autocast; its SDPA path (``flash``, with its sink module); ``grad_checkpointing`` off
+    (its default, on, is slower). Its file-loading imports (``blobfile``, ``tiktoken``) are stubbed when absent: the
+    step never reads a file."""
+    import importlib
+    import sys
+    import types
+    for name in ("blobfile", "tiktoken", "tiktoken.load"):
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            stub = types.ModuleType(name)
+            stub.read_file_cached = None
+            sys.modules[name] = stub
+    sys.path.insert(0, path)
+    gpt = importlib.import_module("circuit_sparsity.inference.gpt")
+    official = importlib.import_module("circuit_sparsity.train")
+    cfg = build.run_config(config, "book")
+    m, t = cfg.model, cfg.train
+    sites = ",".join(m.act_sparsity_sites)  # the official code knows the same 8 site names
+    torch.manual_seed(0)
+    model = gpt.GPT(gpt.GPTConfig(block_size=1024, vocab_size=m.d_vocab, n_layer=m.n_layer, n_head=m.n_head,
+                                  d_head=m.d_head, d_model=m.d_model, d_mlp=m.d_mlp, rms_norm=True,
+                                  activation_type="gelu", tied_unembed=False, afrac=m.act_keep_frac,
+                                  afrac_loctypes=sites, sink=m.attn_sink, grad_checkpointing=False))
+    model.transformer.wpe.weight.data.zero_()  # as its script: positions zeroed (block_size 1024 is its assumption)
+    params = list(model.parameters())
+    opt = torch.optim.Adam(params, lr=t.lr, eps=t.eps, betas=(t.beta1, t.beta2), fused=True)
+    keep = cfg.sparsity.weight_nonzero_frac
+    x = torch.randint(0, m.d_vocab, (t.batch_size, m.n_ctx), generator=torch.Generator().manual_seed(0))
+
+    def activate() -> None:
+        torch.utils.deterministic.fill_uninitialized_memory = False
+
+    def step() -> None:
+        opt.zero_grad()
+        logits, _, _ = model(x, include_resid_mid=True)
+        loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1))
+        loss.backward()
+        with torch.no_grad():
+            rms = torch.nn.utils.clip_grad_norm_(params, 1e10) / sum(p.numel() for p in params) ** 0.5
+            for p in params:
+                p.grad /= rms + 1e-5
+        opt.step()
+        official.apply_topk_(model, pfrac=keep, expansion_factor=1, expansion_factor_mlp=1, final_pfrac=keep,
+                             achyuta_mixed_neuronwise_v2=True, minimum_alive_per_neuron=4)
+        with torch.no_grad():
+            for p in params:
+                if p.dim() > 1:
+                    p -= t.weight_decay * t.lr * p
+
+    return activate, step, t.batch_size * (m.n_ctx - 1)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--config", default="wst-zoo-l2d128-sparse")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--steps", type=int, default=4, help="timed steps of each variant per round")
     ap.add_argument("--rounds", type=int, default=5, help="rounds; each runs every variant in turn")
+    ap.add_argument("--official", default=None, metavar="PATH",
+                    help="a checkout of the official circuit_sparsity repository with circuit_sparsity/train.py: "
+                         "its step is timed beside ours (not committed here; skipped when absent)")
     a = ap.parse_args()
     n = setup_threads(a.threads)
     print(f"threads={n} config={a.config} torch={torch.__version__}; every round runs each variant for {a.steps} "
           f"steps in turn, so a slow spell of the machine hits all variants alike; median over {a.rounds} rounds")
     variants = [make_variant(a.config, level) for level in range(len(VARIANTS))]
+    names = list(VARIANTS)
+    if a.official and Path(a.official, "circuit_sparsity", "train.py").exists():
+        variants.append(official_variant(a.official, a.config))
+        names.append("official train.py")
+    else:
+        why = "no --official path given" if not a.official else f"no circuit_sparsity/train.py under {a.official}"
+        print(f"official trainer: skipped ({why})")
     secs: list[list[float]] = [[] for _ in variants]
     for _ in range(a.rounds):
         for (activate, step, _), out in zip(variants, secs):
             activate()
             out.append(seconds_per_call(step, a.steps))
-    variants[-1][0]()  # leave the fast switches on
+    variants[len(VARIANTS) - 1][0]()  # leave the fast switches on
     base = None
-    for name, (_, _, tokens), s in zip(VARIANTS, variants, secs):
+    for name, (_, _, tokens), s in zip(names, variants, secs):
         tps = tokens / statistics.median(s)
         base = base or tps
         print(f"{name:22s} {tps:9.0f} tokens/s  {tps / base:5.2f}x the reference  "
               f"(rounds: {min(tokens / x for x in s):.0f}-{max(tokens / x for x in s):.0f})")
+    if len(names) > len(VARIANTS):
+        fast, off = (tokens / statistics.median(s) for (_, _, tokens), s in zip(variants[-2:], secs[-2:]))
+        print(f"fastest path / official train.py: {fast / off:.2f}x")
 
 
 if __name__ == "__main__":
