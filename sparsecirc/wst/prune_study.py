@@ -156,6 +156,15 @@ def _job_key(parts: dict) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def job_key(cond: str, weights: str, task: str, jcfg: PruneConfig, targets: list[float], *, attribution: bool,
+            draws: int, rankings: list[str], init_seed: int | None) -> str:
+    """Cache key of one (condition, model, task) job: what its computation depends on. The search that chose
+    ``jcfg``'s lr and k_coef does not enter (the chosen values do), so widening a search reuses every job whose
+    chosen values did not move."""
+    return _job_key({"cond": cond, "model": weights, "task": task, "prune": jcfg.to_dict(), "targets": targets,
+                     "attribution": attribution, "draws": draws, "rankings": rankings, "init_seed": init_seed})
+
+
 def search_key(weights: str, task: str, pcfg: PruneConfig, targets: list[float], search: dict) -> str:
     """Cache key of one (model, task) search: only what the search's runs depend on (pruning seed 0; the study's
     budgets, snapshots and clean-up do not enter, so studies that differ only there share one search)."""
@@ -216,11 +225,10 @@ def produce_prune_study(ctx: BuildContext) -> None:
                 artifacts.write_json(spath, run_search(model, means, load_task(task, "train"), pcfg, search, task))
             found = json.loads(spath.read_text())
             jcfg = jcfg.replace(lr=found["lr"], k_coef=found["k_coef"])
-        key = _job_key({"cond": cond, "model": results["models"][mid]["weights_sha256"], "task": task,
-                        "prune": jcfg.to_dict(), "targets": targets, "search": search,
-                        "attribution": attribution and cond == "main", "draws": draws,
-                        "rankings": list(rankings) if cond == "main" else [],
-                        "init_seed": ctrl.get("seed", 0) if cond == "random_init" else None})
+        key = job_key(cond, results["models"][mid]["weights_sha256"], task, jcfg, targets,
+                      attribution=attribution and cond == "main", draws=draws,
+                      rankings=list(rankings) if cond == "main" else [],
+                      init_seed=ctrl.get("seed", 0) if cond == "random_init" else None)
         path = cache / f"{cond}__{mid}__{task}__{key}.json"
         head = None
         row = json.loads(path.read_text()) if path.exists() else None
@@ -244,6 +252,8 @@ def produce_prune_study(ctx: BuildContext) -> None:
             if head is not None and cond == "main":
                 row["circuit"] = json.loads(head.to_json(mid))
             artifacts.write_json(path, row)
+        if found is not None:
+            row["search"] = found  # the search that chose the job's lr and k_coef (the key holds the chosen values)
         rows[(cond, mid, task)] = row
         if cond == "main" and row.get("circuit"):
             name = f"circuits/{mid}__{task}.json"
