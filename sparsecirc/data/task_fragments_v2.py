@@ -217,7 +217,7 @@ class CodeDraw:
             body = [f"{inner}{self.strlit()}: {self.atom()}," for _ in range(n)]
             return [f"{indent}{v} = {{"] + body + [f"{indent}}}"]
         one = self.noun()[0]
-        body = [f"{inner}{self.atom()},"] + [f"{inner}{self.pick(ATTRS)}={self.atom()}," for _ in range(n - 1)]
+        body = [f"{inner}{self.atom()},"] + [f"{inner}{k}={self.atom()}," for k in self.r.sample(ATTRS, n - 1)]
         return [f"{indent}{v} = {self.pick(VERBS)}_{one}("] + body + [f"{indent})"]
 
     def block(self, indent: str = "") -> list[str]:
@@ -227,7 +227,8 @@ class CodeDraw:
         head = self.pick([f"if {self.cond()}:", f"for {one} in {many}:", f"while {self.cond()}:",
                           f"for {self.pick(['i', 'j', 'k'])}, {one} in enumerate({many}):",
                           f"with open({self.strlit()}) as {self.pick(['fh', 'src', 'stream'])}:", "try:",
-                          f"def {self.pick(VERBS)}_{one}({one}, {self.pick(SCALARS)}={self.int_()}):"])
+                          f"def {self.pick(VERBS)}_{one}({one}, {self.pick([x for x in SCALARS if x != one])}="
+                          f"{self.int_()}):"])
         body = [inner + self.stmt(code_only=True) for _ in range(self.randint(1, 2))]
         if head.startswith("def ") and self.chance(0.6):
             body.append(f"{inner}return {self.expr()}")

@@ -72,7 +72,7 @@ def _call_opener(c: CodeDraw) -> str:
                  f"{one}.startswith", "sys.stdout.write", "warnings.warn", "parser.add_argument", "re.compile"])
     if c.chance(0.7):
         return f"{fn}("
-    return f"{fn}({c.pick([c.var(), c.int_(), c.attr(), 'sep=None'])}, "
+    return f"{fn}({c.pick([c.var(), c.int_(), c.attr()])}, "
 
 
 def pair_single_double_quote(d):
@@ -139,7 +139,8 @@ def _set_or_string(c: CodeDraw, var: str):
     mid = c.context_avoiding([var], 0, 2, indent=ind, block_p=0.15, multi_p=0.05)
     if c.chance(0.35):  # another variable, of the same type in both prompts
         other = c.pick([v for v in ("names", "result", "cache", "pending", "lookup") if v != var])
-        mid.insert(c.randint(0, len(mid)), f"{ind}{other} = {c.pick(['set()', 'dict()', '[]', q + q, '0'])}")
+        decoy = f"{ind}{other} = {c.pick(['set()', 'dict()', '[]', q + q, '0'])}"
+        mid = [decoy] + mid if c.chance(0.5) else mid + [decoy]
     loop = c.pick([f"for {one} in {many}:", f"for {one} in {many}:", f"while {many}:",
                    f"for i, {one} in enumerate({many}):", f"with open({c.strlit()}) as fh:", None])
     if loop is not None:
