@@ -48,7 +48,7 @@ from sparsecirc.data.task_fragments_v2 import (
 
 IND = "    "
 # variables bound to a set or a string (set_or_string); none of them occurs in CodeDraw's vocabulary
-_TYPED_VARS = """seen out acc uniq collected buf text visited output found chars joined buffer letters tags
+TYPED_VARS = """seen out acc uniq collected buf text visited output found chars joined buffer letters tags
 message pieces prefix suffix used parts blob marks banner keyset taken""".split()
 _LOOP_VARS = """item line node task chunk token batch job entry page row block request current pending frontier
 buffer queue stack waiting remaining todo cursor frame packet""".split()
@@ -163,7 +163,7 @@ def pair_set_or_string(d):
     """``.add`` after a variable bound to ``set()``, `` +=`` after one bound to a string; only the init differs."""
     c = CodeDraw(d)
     one, many = c.noun()
-    var = c.pick(_TYPED_VARS + [f"{one}_set", f"seen_{many}", f"all_{many}", f"{one}_text", f"{one}_buf"])
+    var = c.pick(TYPED_VARS + [f"{one}_set", f"seen_{many}", f"all_{many}", f"{one}_text", f"{one}_buf"])
     return _set_or_string(c, var)
 
 
