@@ -199,5 +199,6 @@ def evaluate_heldout(model: torch.nn.Module, task: str, tokenizer=None) -> dict:
     ``tokenizer``: default ``tasks.task_tokenizer()`` (the committed test data's)."""
     tokenizer = tokenizer or tasks.task_tokenizer()
     ds = heldout_pairs(task, tokenizer)
-    per = {tid: _metrics(model, ds.filter(lambda r, t=tid: r["template"] == t)) for tid in sorted(set(ds["template"]))}
+    tids = ds["template"]
+    per = {t: _metrics(model, ds.select([i for i, x in enumerate(tids) if x == t])) for t in sorted(set(tids))}
     return {"test": tasks.task_metrics(model, task, "test"), "heldout": _metrics(model, ds), "per_template": per}
