@@ -11,6 +11,9 @@ cannot be read off something simpler. Three checks, all on the committed data (`
   it should be at chance only where P1's task is about order or copying (``class_init``, ``var_swap``).
 - ``pair_difference``: which tokens differ between the two prompts of a pair (``difflib`` alignment of ids).
 
+The checks read the committed data (``task`` a name) or columns generated in memory by ``generate_task`` (any
+generator version, e.g. ``"v2"`` before its data is committed; ``audit_table("v2")``).
+
 Both baselines predict the pair's *variant*: row ``2i`` of a split is variant A (target ``candidates[0]``), row
 ``2i + 1`` variant B, so the label "this prompt is variant A" is well defined also for the tasks whose candidates
 are names drawn per pair (``class_init``, ``var_swap``, ``else_elif``'s B side). Accuracy is per prompt.
@@ -18,19 +21,22 @@ are names drawn per pair (``class_init``, ``var_swap``, ``else_elif``'s B side).
 Example:
     >>> from sparsecirc.data import task_audit
     >>> task_audit.last_token_baseline("var_if")          # ~0.5
-    >>> task_audit.audit_table()                          # one row per task
+    >>> task_audit.audit_table()                          # one row per task, committed data
+    >>> task_audit.audit_table("v2")                      # generated in memory by the version-2 generators
 """
 from __future__ import annotations
 
 import difflib
 import keyword
 import math
+import random
 import re
 from collections import Counter
 
 import pandas as pd
 import torch
 
+from sparsecirc.data import task_generators as gen
 from sparsecirc.data import tasks
 
 
@@ -55,6 +61,55 @@ def variant_rows(task: str | dict, split: str = "test") -> dict[str, list]:
     cols["prompt_ids"] = [list(p) for p in cols["prompt_ids"]]
     cols["is_a"] = [1 - i % 2 for i in range(n)]
     return cols
+
+
+def generate_task(name: str, n_train_pairs: int = 256, n_test_pairs: int = 128, seed: int = tasks.DEFAULT_SEED,
+                  version: str = "v2", tok=None) -> dict[str, dict[str, list]]:
+    """Train and test pairs of task ``name`` drawn in memory by generator ``version``: ``{split: columns}``.
+
+    The columns are those of ``tasks.load_task`` (``pair_id``, ``prompt``, ``target``, ``distractor``,
+    ``prompt_ids``, ``target_id``, ``distractor_id``). Draws, checks and de-duplication are those of
+    ``tasks.build_task_dataset`` (same split streams ``"sparsecirc.tasks/<seed>/<name>/<split>"``, a pair redrawn
+    until both prompts pass ``tasks.make_example``, no prompt twice across the splits), without the corpus
+    check, so ``version="v1"`` reproduces the committed data of every task whose manifest records no test pair
+    redrawn for the corpus. ``tok``: the tokenizer (default ``tasks.task_tokenizer()``, tinypy-2048).
+    """
+    task, tok = tasks.get_task(name), tok or tasks.task_tokenizer()
+    gen.is_v2(version)  # ValueError for unknown versions
+    names, seen, out = tasks.single_token_names(tok), set(), {}
+    for split, n in (("train", n_train_pairs), ("test", n_test_pairs)):
+        rng = random.Random(f"sparsecirc.tasks/{seed}/{name}/{split}")
+        cols: dict[str, list] = {k: [] for k in ("pair_id", "prompt", "target", "distractor", "prompt_ids",
+                                                 "target_id", "distractor_id")}
+        for _ in range(20 * n + 100):
+            if len(cols["prompt"]) == 2 * n:
+                break
+            pair = _draw_pair(task, rng, tok, names, version)
+            if pair[0].prompt in seen or pair[1].prompt in seen:
+                continue
+            seen.update(e.prompt for e in pair)
+            for e in pair:
+                cols["pair_id"].append(len(cols["prompt"]) // 2)
+                for k in ("prompt", "target", "distractor", "target_id", "distractor_id"):
+                    cols[k].append(getattr(e, k))
+                cols["prompt_ids"].append(list(e.prompt_ids))
+        else:
+            raise RuntimeError(f"{name} ({version}): only {len(cols['prompt']) // 2} distinct {split} pairs of {n}")
+        out[split] = cols
+    return out
+
+
+def _draw_pair(task: tasks.Task, rng: random.Random, tok, names: tuple[str, ...], version: str):
+    """``Task.make_pair`` with the generator's ``version`` (the same checks and redraws)."""
+    for _ in range(200):
+        (pa, ta), (pb, tb) = task.generator(gen.Draw(rng, names), version=version)
+        if task.candidates is not None and (ta, tb) != task.candidates:
+            raise RuntimeError(f"{task.name} ({version}): candidates {(ta, tb)}, expected {task.candidates}")
+        a = tasks.make_example(tok, pa, ta, tb, task.max_tokens)
+        b = tasks.make_example(tok, pb, tb, ta, task.max_tokens)
+        if a is not None and b is not None and pa != pb and ta != tb:
+            return a, b
+    raise RuntimeError(f"{task.name} ({version}): no valid pair in 200 draws")
 
 
 def _splits(task, split: str, train) -> tuple[dict, dict]:
@@ -145,8 +200,10 @@ def diff_shape(text: str) -> str:
     return re.sub(r"""(?<![<\w])[A-Za-z_]\w*(?![\w>"'])""", lambda m: m[0] if m[0] in _KEEP else "<name>", text)
 
 
-def pair_difference(task: str, n: int = 200, split: str = "train") -> dict:
-    """Where the two prompts of a pair differ, over the first ``n`` committed pairs of ``split``.
+def pair_difference(task: str | dict, n: int = 200, split: str = "train", tok=None) -> dict:
+    """Where the two prompts of a pair differ, over the first ``n`` committed pairs of ``split`` (or of the columns
+    ``task``, a dict with ``prompt`` and ``prompt_ids`` such as a split of ``generate_task``; ``tok`` decodes them,
+    default ``tasks.task_tokenizer()``).
 
     The token ids are aligned with ``difflib``; a differing block is the A-side and B-side text of one non-equal
     opcode. Returns ``{"n_pairs", "mean_tokens", "max_tokens"`` (differing tokens per pair, the longer side of each
@@ -154,8 +211,8 @@ def pair_difference(task: str, n: int = 200, split: str = "train") -> dict:
     prompt's last line), ``"common"`` (the 5 most frequent ``(A, B)`` block shapes, see ``diff_shape``, with the
     number of pairs that have them) and ``"blocks"`` (every pair's list of raw ``(A text, B text)`` blocks)}.
     """
-    ds = tasks.load_task(task, split).with_format(None)
-    tok = tasks.task_tokenizer()
+    ds = tasks.load_task(task, split).with_format(None) if isinstance(task, str) else task
+    tok = tok or tasks.task_tokenizer()
     ids, prompts = list(ds["prompt_ids"]), list(ds["prompt"])
     n = min(n, len(ids) // 2)
     sizes, n_blocks, on_last, common, blocks = [], [], 0, Counter(), []
@@ -175,11 +232,12 @@ def pair_difference(task: str, n: int = 200, split: str = "train") -> dict:
             "blocks": blocks}
 
 
-def candidate_presence(task: str, split: str = "test") -> dict[str, float]:
+def candidate_presence(task: str | dict, split: str = "test") -> dict[str, float]:
     """Fraction of prompts in which the target's token id, and the distractor's, occur in the prompt itself.
 
     A copy task (the answer is a name from the context) can only be solved by copying when the target occurs in
     the form it must be produced in (`` name`` with its leading space); ``"x"`` and ``" x"`` are different tokens.
+    ``task``: a name (committed ``split``) or columns as for ``variant_rows``.
     """
     cols = variant_rows(task, split)
     rows = list(zip(cols["prompt_ids"], cols["target_id"], cols["distractor_id"]))
@@ -187,19 +245,29 @@ def candidate_presence(task: str, split: str = "test") -> dict[str, float]:
             "distractor_in_prompt": sum(d in p for p, _, d in rows) / len(rows)}
 
 
-def audit(task: str) -> dict:
+def audit(task: str, version: str | None = None, n_train_pairs: int = 256, n_test_pairs: int = 128,
+          seed: int = tasks.DEFAULT_SEED) -> dict:
     """All checks of one task: both baselines on the test split, the test-set size and chance tolerance, the
-    candidates' presence in the prompts, and a summary of the pair differences (first 200 train pairs)."""
-    diff = pair_difference(task)
-    n_test = len(variant_rows(task, "test")["is_a"])
+    candidates' presence in the prompts, and a summary of the pair differences (first 200 train pairs).
+
+    ``version=None`` audits the committed data; ``"v1"`` / ``"v2"`` audit ``generate_task(task, n_train_pairs,
+    n_test_pairs, seed, version)`` (in memory, tinypy-2048).
+    """
+    if version is None:
+        test, diff_on, fit = task, task, None
+    else:
+        g = generate_task(task, n_train_pairs, n_test_pairs, seed, version)
+        test, diff_on, fit = g["test"], g["train"], g["train"]
+    diff = pair_difference(diff_on)
+    n_test = len(variant_rows(test, "test")["is_a"])
     top = diff["common"][0] if diff["common"] else (("", ""), 0)
-    return {"task": task, "last_token_acc": last_token_baseline(task),
-            "bag_of_tokens_acc": bag_of_tokens_baseline(task), "n_test": n_test, "chance_tol": chance_tolerance(n_test),
-            **candidate_presence(task), "diff_tokens_mean": diff["mean_tokens"], "diff_tokens_max": diff["max_tokens"],
-            "diff_on_last_line": diff["last_line"],
+    return {"task": task, "last_token_acc": last_token_baseline(test, train=fit),
+            "bag_of_tokens_acc": bag_of_tokens_baseline(test, train=fit), "n_test": n_test,
+            "chance_tol": chance_tolerance(n_test), **candidate_presence(test), "diff_tokens_mean": diff["mean_tokens"],
+            "diff_tokens_max": diff["max_tokens"], "diff_on_last_line": diff["last_line"],
             "top_diff": f"{top[0][0]!r}->{top[0][1]!r} ({top[1]}/{diff['n_pairs']})"}
 
 
-def audit_table() -> pd.DataFrame:
-    """``audit`` of all 20 tasks in registry order, one row per task."""
-    return pd.DataFrame([audit(name) for name in tasks.TASKS]).set_index("task")
+def audit_table(version: str | None = None, **kw) -> pd.DataFrame:
+    """``audit`` of all 20 tasks in registry order, one row per task (``version`` and ``kw`` as for ``audit``)."""
+    return pd.DataFrame([audit(name, version, **kw) for name in tasks.TASKS]).set_index("task")

@@ -8,6 +8,10 @@ each target is exactly the next token after its prompt, and redraws otherwise.
 Prompts imitate ``sparsecirc.data.simple_python`` (a few lines of plain code leading to the decision point) with an
 independent vocabulary, so that the task data does not change when the corpus generator does.
 
+Versions: every generator takes ``version`` (``VERSIONS``; default ``"v1"``). ``"v1"`` is the code below, which
+made the committed ``data/tasks`` and must keep its output (and its random draws) unchanged; ``"v2"`` runs the
+namesake in ``task_generators_v2`` (shortcut fixes and broader prompts, see that module).
+
 Example:
     >>> import random
     >>> (pa, ta), (pb, tb) = pair_single_double_quote(Draw(random.Random(0)))
@@ -17,6 +21,10 @@ Example:
 from __future__ import annotations
 
 import random
+
+from sparsecirc.data import task_generators_v2 as v2
+
+VERSIONS = ("v1", "v2")  # task-generator versions; v1 made the committed data/tasks
 
 # --- vocabulary (independent of simple_python's, overlapping with ordinary Python naming) ---------------------
 _PAIRS = [tuple(p.split("/")) for p in """
@@ -149,8 +157,18 @@ def _blank_after(lines: list[str]) -> list[str]:
     return lines + [""] if lines else []
 
 
+def is_v2(version: str) -> bool:
+    """True for ``"v2"``, False for ``"v1"``; ValueError naming the valid versions otherwise."""
+    if version not in VERSIONS:
+        raise ValueError(f"unknown task-generator version {version!r}; valid: {', '.join(VERSIONS)}")
+    return version == "v2"
+
+
 # --- the 20 tasks ---------------------------------------------------------------------------------------------
-def pair_single_double_quote(d: Draw):
+def pair_single_double_quote(d: Draw, version: str = "v1"):
+    """``")`` after ``("...``, ``')`` after ``('...`` (``version``: see the module docstring)."""
+    if is_v2(version):
+        return v2.pair_single_double_quote(d)
     one, many = d.pair()
     call = d.pick(["print(", "print(", "log(", f"{many}.append(", f"{d.pick(_VERBS)}_{one}(", f"{one}.startswith(",
                    f"{many}.count(", f"{one} = input(", "raise ValueError("])
@@ -161,7 +179,10 @@ def pair_single_double_quote(d: Draw):
     return (join_lines(ctx, f'{indent}{call}"{text}'), '")'), (join_lines(ctx, f"{indent}{call}'{text}"), "')")
 
 
-def pair_bracket_counting(d: Draw):
+def pair_bracket_counting(d: Draw, version: str = "v1"):
+    """``]]`` after ``x = [[1, 2``, ``]`` after ``x = [1, 2`` (``version``: see the module docstring)."""
+    if is_v2(version):
+        return v2.pair_bracket_counting(d)
     # P1's official sample: `values =[[5, 3, 11, 3, 12, ...` -> `]]`; only the opening `[[` / `[` differs
     name = d.pick(["values", "grid", "matrix", "data", "rows", "table", "board", "nested", "pairs", d.pair()[1]])
     elems = ", ".join(d.num() for _ in range(d.r.randint(2, 16)))
@@ -184,7 +205,11 @@ def _set_or_string(d: Draw, var: str):
             (join_lines(ctx + [f"{var} = {q}{q}"] + mid, last), " +="))
 
 
-def pair_set_or_string(d: Draw):
+def pair_set_or_string(d: Draw, version: str = "v1"):
+    """``.add`` after a variable initialised as ``set()``,
+    `` +=`` after one initialised as a string (``version``: see the module docstring)."""
+    if is_v2(version):
+        return v2.pair_set_or_string(d)
     one, many = d.pair()
     var = d.pick(["seen", "result", "out", "acc", "unique", "collected", "buf", "text", "visited", "output", "found",
                   "chars", "joined", "buffer", "names", "keys", "letters", "tags", "message", f"{one}_set",
@@ -192,11 +217,18 @@ def pair_set_or_string(d: Draw):
     return _set_or_string(d, var)
 
 
-def pair_set_or_string_fixedvarname(d: Draw):
+def pair_set_or_string_fixedvarname(d: Draw, version: str = "v1"):
+    """set_or_string with the variable always named ``current`` (``version``: see the module docstring)."""
+    if is_v2(version):
+        return v2.pair_set_or_string_fixedvarname(d)
     return _set_or_string(d, "current")  # P1 §3.2.3: the variable is always named `current`
 
 
-def pair_final_kwarg(d: Draw):
+def pair_final_kwarg(d: Draw, version: str = "v1"):
+    """``=None`` for a last parameter after parameters with defaults,
+    ``):`` after plain ones (``version``: see the module docstring)."""
+    if is_v2(version):
+        return v2.pair_final_kwarg(d)
     names = d.r.sample(sorted({p[0] for p in _PAIRS} | set(_SCALARS[:40]) | set(_FLAGS)), 5)
     n_pos, n_kw = d.r.randint(0, 2), d.r.randint(1, 2)
     pos, kw, last = names[:n_pos], names[n_pos:n_pos + n_kw], names[n_pos + n_kw]
@@ -212,7 +244,10 @@ def pair_final_kwarg(d: Draw):
     return (join_lines(head, fn + sig_a), "=None"), (join_lines(head, fn + sig_b), "):")
 
 
-def pair_class_init(d: Draw):
+def pair_class_init(d: Draw, version: str = "v1"):
+    """copy the parameter named by ``self.<name> =`` (``version``: see the module docstring)."""
+    if is_v2(version):
+        return v2.pair_class_init(d)
     params = d.r.sample(d.single_names, d.r.randint(2, 4))
     k = d.r.randint(0, len(params) - 2)
     pa, pb = params[k], d.pick(params[k + 1:])
@@ -222,7 +257,10 @@ def pair_class_init(d: Draw):
     return (join_lines(head, f"        self.{pa} ="), f" {pa}"), (join_lines(head, f"        self.{pb} ="), f" {pb}")
 
 
-def pair_with_as(d: Draw):
+def pair_with_as(d: Draw, version: str = "v1"):
+    """`` as`` after ``with open(...)``, a newline after ``f = open(...)`` (``version``: see the module docstring)."""
+    if is_v2(version):
+        return v2.pair_with_as(d)
     q, write = d.q(), d.chance(0.5)
     fname = f"{d.pick(_WRITE_FILES if write else _READ_FILES)}.{d.pick(_EXTS)}"
     mode = d.pick(["", f", {q}{'w' if write else 'r'}{q}"])
@@ -232,7 +270,10 @@ def pair_with_as(d: Draw):
     return (join_lines(ctx, f"with {opener}"), " as"), (join_lines(ctx, f"{fv} = {opener}"), "\n")
 
 
-def pair_bracket_brace(d: Draw):
+def pair_bracket_brace(d: Draw, version: str = "v1"):
+    """``":`` after ``{"key``, ``",`` after ``["word`` (``version``: see the module docstring)."""
+    if is_v2(version):
+        return v2.pair_bracket_brace(d)
     name = d.pick(["config", "counts", "lookup", "mapping", "settings", "info", "options", "table", "colors",
                    "labels", "names", f"{d.pair()[0]}_map", d.pair()[1]])
     word = d.pick(_WORDS)
@@ -240,7 +281,11 @@ def pair_bracket_brace(d: Draw):
     return (join_lines(ctx, f'{name} = {{"{word}'), '":'), (join_lines(ctx, f'{name} = ["{word}'), '",')
 
 
-def pair_with_open(d: Draw):
+def pair_with_open(d: Draw, version: str = "v1"):
+    """the mode (``r`` / ``w``) after ``open(<name>,
+    "`` from the file's name (``version``: see the module docstring)."""
+    if is_v2(version):
+        return v2.pair_with_open(d)
     q, ext = d.q(), d.pick(_EXTS)
     read, write = d.pick(_READ_FILES), d.pick(_WRITE_FILES)
     fv = d.pick(["f", "f", "fh", "handle"])
@@ -258,13 +303,19 @@ def _maybe_in_def(d: Draw, ctx_lines: list[str]) -> tuple[list[str], str]:
     return ctx_lines, ""
 
 
-def pair_for_while(d: Draw):
+def pair_for_while(d: Draw, version: str = "v1"):
+    """`` in`` after ``for x``, ``:`` after ``while x`` (``version``: see the module docstring)."""
+    if is_v2(version):
+        return v2.pair_for_while(d)
     v = d.pick(_LOOP_VARS)
     ctx, ind = _maybe_in_def(d, d.context(2, 3, block_p=0.2))
     return (join_lines(ctx, f"{ind}for {v}"), " in"), (join_lines(ctx, f"{ind}while {v}"), ":")
 
 
-def pair_else_elif(d: Draw):
+def pair_else_elif(d: Draw, version: str = "v1"):
+    """``:`` after ``else``, the tested name after ``elif`` (``version``: see the module docstring)."""
+    if is_v2(version):
+        return v2.pair_else_elif(d)
     x, y = d.name(), d.pick(_SCALARS + [p[0] for p in _PAIRS])
     lines = d.context(1, 2, block_p=0.2) + [f"if {d.cond(x)}:", f"    {y} = {d.s()}"]
     if d.chance(0.4):
@@ -272,7 +323,10 @@ def pair_else_elif(d: Draw):
     return (join_lines(lines, "else"), ":"), (join_lines(lines, "elif"), f" {x}")
 
 
-def pair_fstring_brace(d: Draw):
+def pair_fstring_brace(d: Draw, version: str = "v1"):
+    """`` {`` in ``print(f"Total``, ``")`` in ``print("Total`` (``version``: see the module docstring)."""
+    if is_v2(version):
+        return v2.pair_fstring_brace(d)
     x = d.pick(_SCALARS[:35] + [p[0] for p in _PAIRS])
     text = d.pick(_CAPS) + (" " + d.pick(_WORDS) if d.chance(0.4) else "")
     call = d.pick(["print(", "print(", "log(", "lines.append("])
@@ -280,7 +334,10 @@ def pair_fstring_brace(d: Draw):
     return (join_lines(ctx, f'{call}f"{text}'), " {"), (join_lines(ctx, f'{call}"{text}'), '")')
 
 
-def pair_if_ternary(d: Draw):
+def pair_if_ternary(d: Draw, version: str = "v1"):
+    """``:`` after ``if cond``, `` else`` after ``y = a if cond`` (``version``: see the module docstring)."""
+    if is_v2(version):
+        return v2.pair_if_ternary(d)
     x, y = d.r.sample(_SCALARS, 2)
     cond = d.pick([d.cond(x), d.pick(_FLAGS)])
     ctx = d.context()
@@ -292,7 +349,10 @@ def pair_if_ternary(d: Draw):
     return (join_lines(ctx, f"if {cond}"), ":"), (join_lines(ctx, stmt), " else")
 
 
-def pair_var_swap(d: Draw):
+def pair_var_swap(d: Draw, version: str = "v1"):
+    """`` a`` after ``a, b = b,`` (the pair swaps the names) (``version``: see the module docstring)."""
+    if is_v2(version):
+        return v2.pair_var_swap(d)
     a, b = d.r.sample(d.single_names, 2)
     ctx = d.context(1, 2) + [d.pick([f"{a}, {b} = {d.num()}, {d.num()}", f"{a} = {d.num()}\n{b} = {d.num()}"])]
     if d.chance(0.3):
@@ -304,7 +364,10 @@ def pair_var_swap(d: Draw):
     return (join_lines(ctx, f"{ind}{a}, {b} = {b},"), f" {a}"), (join_lines(ctx, f"{ind}{b}, {a} = {a},"), f" {b}")
 
 
-def pair_indent_for(d: Draw):
+def pair_indent_for(d: Draw, version: str = "v1"):
+    """indentation after a top-level vs a nested ``for`` header (``version``: see the module docstring)."""
+    if is_v2(version):
+        return v2.pair_indent_for(d)
     one, many = d.pair()
     head = d.pick([f"for {one} in {many}:", f"for i in range(len({many})):", f"for i, {one} in enumerate({many}):",
                    f"for {one} in {d.pick(_VERBS)}_{many}():"])
@@ -312,7 +375,10 @@ def pair_indent_for(d: Draw):
     return (join_lines(ctx + [""], head), "\n    "), (join_lines(ctx, "    " + head), "\n        ")
 
 
-def pair_lambda_func(d: Draw):
+def pair_lambda_func(d: Draw, version: str = "v1"):
+    """``:`` after ``f = lambda x``, ``):`` after ``def f(x`` (``version``: see the module docstring)."""
+    if is_v2(version):
+        return v2.pair_lambda_func(d)
     fn = d.pick(["square", "double", "half", "inc", "negate", "area", "key_fn", "score", "norm", "cube", "add",
                  "scale", "clip", "combine", "first", "total", "ratio", "mix"])
     params = ", ".join(d.r.sample(["x", "n", "v", "a", "b", "item", "value", "row", "pair", "k"], d.r.randint(1, 2)))
@@ -320,7 +386,10 @@ def pair_lambda_func(d: Draw):
     return (join_lines(ctx, f"{fn} = lambda {params}"), ":"), (join_lines(ctx, f"def {fn}({params}"), "):")
 
 
-def pair_if_equals(d: Draw):
+def pair_if_equals(d: Draw, version: str = "v1"):
+    """`` ==`` after ``if x``, `` =`` after ``x`` at a line start (``version``: see the module docstring)."""
+    if is_v2(version):
+        return v2.pair_if_equals(d)
     x = d.pick(_SCALARS)
     ctx = d.context(1, 2) + [d.pick([f"{x} = {d.num()}", f"{x} = len({d.pair()[1]})", f"{x} = get_{x}()"])]
     ctx += d.lines(0, 2)
@@ -331,7 +400,10 @@ def pair_if_equals(d: Draw):
     return (join_lines(ctx, f"{ind}if {x}"), " =="), (join_lines(ctx, f"{ind}{x}"), " =")
 
 
-def pair_enumerate_range(d: Draw):
+def pair_enumerate_range(d: Draw, version: str = "v1"):
+    """`` enumerate`` after ``for i, x in``, `` range`` after ``for i in`` (``version``: see the module docstring)."""
+    if is_v2(version):
+        return v2.pair_enumerate_range(d)
     one, many = d.pair()
     i = d.pick(["i", "i", "j", "k", "idx", "n", "pos"])
     lead = d.context(2, 3, block_p=0.2) + ([f"{many} = load_{many}()"] if d.chance(0.3) else [])
@@ -339,16 +411,24 @@ def pair_enumerate_range(d: Draw):
     return (join_lines(ctx, f"{ind}for {i}, {one} in"), " enumerate"), (join_lines(ctx, f"{ind}for {i} in"), " range")
 
 
-def pair_var_if(d: Draw):
+def pair_var_if(d: Draw, version: str = "v1"):
+    """``:`` after ``if flag == True``, a newline after ``flag = True`` (``version``: see the module docstring)."""
+    if is_v2(version):
+        return v2.pair_var_if(d)
     flag, val = d.pick(_FLAGS), d.pick(["True", "False"])
     ctx = d.context()
     return (join_lines(ctx, f"if {flag} == {val}"), ":"), (join_lines(ctx, f"{flag} = {val}"), "\n")
 
 
-def pair_while_return_true(d: Draw):
+def pair_while_return_true(d: Draw, version: str = "v1"):
+    """``:`` after ``while True``,
+    ``\\n\\n`` after ``return True`` at a function's end (``version``: see the module docstring)."""
+    if is_v2(version):
+        return v2.pair_while_return_true(d)
     one, many = d.pair()
     head = [f"def {d.pick(_PREDICATES)}({d.pick([many, one, f'{many}, target'])}):"]
     body = d.lines(0, 2, "    ")
     ctx = _blank_after(d.lines(1, 2))
     # `return True` ends the function: the corpus then has a blank line, i.e. the single token "\n\n"
-    return (join_lines(ctx + head + body, "    while True"), ":"), (join_lines(ctx + head + body, "    return True"), "\n\n")
+    a, b = join_lines(ctx + head + body, "    while True"), join_lines(ctx + head + body, "    return True")
+    return (a, ":"), (b, "\n\n")

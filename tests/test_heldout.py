@@ -1,0 +1,119 @@
+"""Held-out prompt sets of the three case-study tasks (``sparsecirc.data.heldout``): independent, well-formed."""
+import re
+from functools import lru_cache
+
+import pytest
+import torch
+
+from sparsecirc.core.config import ModelConfig
+from sparsecirc.core.model import GPT
+from sparsecirc.data import corpus, heldout, task_audit, tasks
+from sparsecirc.data import task_generators_v2 as v2
+from sparsecirc.data.tokenizer import load_tokenizer
+
+TASKS = heldout.HELDOUT_TASKS
+MANIFEST = tasks.json.loads((tasks.TASKS_DIR / "MANIFEST.json").read_text())
+
+
+@lru_cache(maxsize=None)
+def _ds(task):
+    return heldout.heldout_pairs(task, load_tokenizer())
+
+
+@lru_cache(maxsize=None)
+def _generator_prompts(task):
+    """Train and test prompts of both generator versions for seed 0 (v1: the committed data)."""
+    out = [p for s in tasks.SPLITS for p in tasks.load_task(task, s)["prompt"]]
+    g = task_audit.generate_task(task, MANIFEST["n_train_pairs"], MANIFEST["n_test_pairs"], MANIFEST["seed"], "v2")
+    return out + [p for s in g.values() for p in s["prompt"]]
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_heldout_sets_are_large_varied_and_tokenize(task):
+    ds, rep = _ds(task), heldout.drop_report(task, load_tokenizer())
+    assert ds.num_rows // 2 == rep["n_kept"] >= 128
+    assert rep["drop_rate"] <= 0.10, rep  # candidates single tokens and the next token for >= 90% of pairs
+    assert len(set(ds["template"])) >= 5 and min(rep["kept_per_template"].values()) >= 20, rep
+    assert list(ds.features) == list(tasks.load_task(task, "test").features) + ["template"]
+    cols = ds.to_dict()
+    assert cols["pair_id"] == [i // 2 for i in range(ds.num_rows)]
+    assert cols["target"][0::2] == [tasks.TASKS[task].candidates[0]] * (ds.num_rows // 2)
+    assert cols["target"][0::2] == cols["distractor"][1::2] and cols["target"][1::2] == cols["distractor"][0::2]
+    assert len(set(cols["prompt"])) == ds.num_rows
+    task_audit.variant_rows(cols)  # the audit's pair layout (raises otherwise)
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_no_heldout_prompt_meets_a_generator_prompt(task):
+    """No held-out prompt equals, contains or is contained in a train/test prompt of either generator version."""
+    gen = _generator_prompts(task)
+    big = "\0".join(gen)
+    held = _ds(task)["prompt"]
+    bad = [h for h in held if h in big or any(g in h for g in gen)]
+    assert not bad, bad[:2]
+
+
+def test_heldout_is_deterministic_and_seeded():
+    a = heldout.heldout_text_pairs("bracket_counting", n_per_template=3)
+    assert a == heldout.heldout_text_pairs("bracket_counting", n_per_template=3)
+    assert a != heldout.heldout_text_pairs("bracket_counting", n_per_template=3, seed=1)
+    with pytest.raises(ValueError, match="valid: single_double_quote, bracket_counting"):
+        heldout.heldout_text_pairs("var_swap")
+
+
+def test_mined_prompts_come_from_val_documents_only():
+    rows = [r for r in heldout.heldout_text_pairs("single_double_quote") if r["template"] == heldout.MINED]
+    assert len(rows) >= 2 * 40
+    val = corpus.load_corpus("val", parts=("stdlib",))
+    train_ids = set(corpus.load_corpus("train", parts=("stdlib",))["doc_id"])
+    texts = dict(zip(val["doc_id"], val["text"]))
+    for a, b in zip(rows[0::2], rows[1::2]):
+        assert a["source"] == b["source"] in texts and a["source"] not in train_ids
+        assert corpus.split_of(texts[a["source"]]) == "val"
+        assert a["prompt"] in texts[a["source"]] or b["prompt"] in texts[a["source"]]  # one of them is the real line
+
+
+def test_pairs_differ_only_in_the_contrast():
+    for r in range(0, _ds("single_double_quote").num_rows, 2):
+        a, b, t = (_ds("single_double_quote")[i] for i in (r, r + 1, r))
+        if t["template"] == "other_quote_inside":  # the same lines, then the same call with other strings
+            (ca, la), (cb, lb) = a["prompt"].rsplit("\n", 1), b["prompt"].rsplit("\n", 1)
+            assert ca == cb and la.split('"')[0] == lb.split("'")[0] and "'" in la and '"' in lb
+            continue
+        diff = [i for i, (x, y) in enumerate(zip(a["prompt"], b["prompt"])) if x != y]
+        assert len(a["prompt"]) == len(b["prompt"]) and len(diff) == 1 and a["prompt"][diff[0]] == '"'
+        assert re.fullmatch(r"[^\"'\n]*[A-Za-z]", a["prompt"][diff[0] + 1:])
+    cols = _ds("bracket_counting").to_dict()
+    for a, b in zip(cols["prompt"][0::2], cols["prompt"][1::2]):
+        i = a.index("[[")
+        assert a[:i] + a[i + 1:] == b and "]" not in a[i:] and a[i + 2:].count("[") == 0
+    for task in ("set_or_string", "set_or_string_fixedvarname"):
+        cols, names = _ds(task).to_dict(), set()
+        for a, b in zip(cols["prompt"][0::2], cols["prompt"][1::2]):
+            la, lb = a.split("\n"), b.split("\n")
+            diff = [i for i, (x, y) in enumerate(zip(la, lb)) if x != y]
+            assert len(la) == len(lb) and len(diff) == 1
+            var = la[-1].strip()
+            assert re.fullmatch(rf"\s*{var} ?= ?set\(\)", la[diff[0]]) and re.fullmatch(
+                rf"\s*{var} ?= ?(\"\"|'')", lb[diff[0]])
+            names.add(var)
+        assert names == {"current"} if task.endswith("fixedvarname") else (
+            len(names) >= 10 and not names & set(v2.TYPED_VARS))
+
+
+def test_heldout_varies_what_the_generators_keep_fixed():
+    brackets = _ds("bracket_counting")["prompt"]
+    assert sum(" =[[" in p or "=[[" in p for p in brackets) >= 48
+    assert sum(bool(re.search(r"\[\[(?:True|False|None)", p)) for p in brackets) >= 20
+    assert sum(bool(re.search(r"\[\[[\"']", p)) for p in brackets) >= 20
+    quotes = _ds("single_double_quote")["prompt"]
+    assert sum(bool(re.search(r"\"[^\"\n]*'[^\"\n]*\Z", p)) for p in quotes) >= 20  # `("don't ...`
+
+
+def test_evaluate_heldout_on_a_tiny_model():
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(n_layer=1, d_model=32))
+    res = heldout.evaluate_heldout(model, "bracket_counting")
+    assert res["test"]["n"] == 256 and res["heldout"]["n"] == _ds("bracket_counting").num_rows
+    assert sum(m["n"] for m in res["per_template"].values()) == res["heldout"]["n"]
+    assert 0.0 <= res["heldout"]["accuracy"] <= 1.0
