@@ -18,22 +18,23 @@ Version 3 (``GENERATOR_VERSION = 3``) raises idiom density per token. Version 2 
 per token its training stream held fewer of every task idiom than version 1's (stdlib + version-1 programs): 0.3-0.5x
 for the quote-closing and f-string idioms, 0.55-0.9x for most others. Block weights alone cannot fix that (fitting
 them by the smallest ratio reaches 0.33x of version 1's programs), so version 3 also makes the filler work:
-three in four filler statements are one-line idioms (:meth:`~sparsecirc.data.simple_python_v2_exprs.ExprMaker
-.idiom_stmt`: a call whose only argument is a string, plain and f-string prints, nested lists, ``open``, ...),
-more than half of a block's statements are small compound idioms (``idiom_compound``: ``if x ==``, ``while
-name:``, ``for``, a ``def`` with defaults, ``set()`` / ``""`` accumulators, ...), long lists (24-48 elements) and
-headers, comments and long sentences are rarer, and the block weights are fitted (greedy search on the smallest
-ratio to version 1). Measured on programs 2,000,000-2,015,999 of seed 0 with the v2 tokenizer against version 1's
-training corpus with tinypy-2048: in a 60 M-token v2 stream (stdlib + programs) every idiom of :data:`IDIOMS`
-(``context.*`` aside) and every decision context of the 20 tasks (``tasks.Task.idioms``) is at least 1.01x as dense
-as in version 1; at 30 M tokens (more stdlib) the least dense are 0.97x (``quote.close_double``, ``indent_for.top``).
+three in four filler statements are one-line idioms (``ExprMaker.idiom_stmt``: a call whose only argument is a
+string, plain and f-string prints, nested lists, ``open``, ...), more than half of a block's statements are small
+compound idioms (``idiom_compound``: ``if x ==``, ``while name:``, ``for``, a ``def`` with defaults, ``set()`` /
+``""`` accumulators, ...), long lists (24-48 elements), headers, comments and long sentences are rarer, and the
+block weights are fitted (greedy search on the smallest ratio to version 1). Measured on programs
+2,000,000-2,015,999 of seed 0 with the v2 tokenizer, against version 1's training corpus with tinypy-2048: in a
+60 M-token v2 train stream (stdlib + programs) every idiom of :data:`IDIOMS` (``context.*`` aside) and every decision
+context of the 20 tasks (``tasks.Task.idioms``) is at least 1.02x as dense as in version 1; in a 30 M-token stream
+(more stdlib) the least dense are ``quote.close_double`` (0.98x) and ``indent_for.top`` (0.99x). Only the drawn
+alternative of a choice is built, which made version 3 2.7x faster than version 2.
 
-Measured (seed 0, Python 3.11, ``distinct_estimate(0, 20_000, tokenizer=load_tokenizer())``, with two other jobs
-on the two cores): 769 characters and 275 tinypy-2048 tokens per program (version 1: 436 and 139); 420 programs/s
-(0.33 M characters/s) on that busy machine, several times more when idle. No exact duplicate among 20,000
-consecutive programs, so by the birthday bound (95%) the stream holds more than 6.7e7 distinct programs, i.e. more
-than 1.8e10 distinct tokens (the requirement was 5e7); 62% of the non-blank lines of programs 18,000-20,000 never
-occur in programs 0-18,000.
+Measured (seed 0, Python 3.11, one core, ``distinct_estimate(0, 20_000, tokenizer=load_tokenizer())``): 769
+characters, 274 tinypy-2048 tokens and 263 tinypy2-2048 tokens per program (version 1: 436 characters and 139
+tokens); 5,600 programs/s (4.3 M characters/s) on a quiet core. No exact duplicate among 20,000 consecutive
+programs, so by the birthday bound (95%) the stream holds more than 6.7e7 distinct programs, i.e. more than 1.8e10
+distinct tokens (the requirement was 5e7); 62% of the non-blank lines of programs 18,000-20,000 never occur in
+programs 0-18,000.
 
 Example:
     >>> from sparsecirc.data.simple_python_v2 import program_at, stream_programs

@@ -48,19 +48,20 @@ class ProgramMaker(ExprMaker):
     def blk_strings(self) -> list[str]:
         one, many = self.noun()
         out = []
+        forms = [  # only the drawn form is built
+            self.call_expr, self.call_expr, lambda: self.assign(self.ident(), self.s()),
+            lambda: f"raise {self.pick(V.EXCEPTIONS)}({self.s()})",
+            lambda: f"assert {self.cond()}, {self.s()}", lambda: f"{self.ident()} = {self.s()} + {self.ident()}",
+            lambda: f"print({self.s()} % {self.ident()})",
+            lambda: f"print({self.s()}, {self.s()}, sep={self.s(self.pick(V.SEPARATORS))})",
+            lambda: f"parser.add_argument({self.s('--' + one)}, help={self.s()})",
+            lambda: f"{many} = {self.seq([self.s(self.word()) for _ in range(self.r.randint(1, 6))])}",
+            lambda: f"{one}.{self.pick(['lower', 'strip', 'title'])}() == {self.s(self.word())}",
+            lambda: f"{self.ident()}[{self.s(self.word())}] = {self.s()}",
+            lambda: f"{self.ident()} = {self.s()}.strip()",
+        ]
         for _ in range(self.r.randint(1, 4)):
-            out.append(self.pick([
-                self.call_expr(), self.call_expr(), self.assign(self.ident(), self.s()),
-                f"{self.pick(['raise', 'raise'])} {self.pick(V.EXCEPTIONS)}({self.s()})",
-                f"assert {self.cond()}, {self.s()}", f"{self.ident()} = {self.s()} + {self.ident()}",
-                f"print({self.s()} % {self.ident()})",
-                f"print({self.s()}, {self.s()}, sep={self.s(self.pick(V.SEPARATORS))})",
-                f"parser.add_argument({self.s('--' + one)}, help={self.s()})",
-                f"{many} = {self.seq([self.s(self.word()) for _ in range(self.r.randint(1, 6))])}",
-                f"{one}.{self.pick(['lower', 'strip', 'title'])}() == {self.s(self.word())}",
-                f"{self.ident()}[{self.s(self.word())}] = {self.s()}",
-                f"{self.ident()} = {self.s()}.strip()",
-            ]))
+            out.append(self.pick(forms)())
         if self.chance(0.15):  # the first line of a real script often raises outside of any function
             out = [f"if {self.cond()}:", f"    raise {self.pick(V.EXCEPTIONS)}({self.s()})"] + out
         return out

@@ -27,7 +27,7 @@ CONSTS = ("True", "False", "None")
 EMPTY_STRINGS = ('""', "''")
 # relative frequency of the small compound idioms (``idiom_compound``), tuned so that every task idiom is at least
 # as dense per token as in version 1's corpus (see simple_python_v2's docstring)
-COMPOUND_WEIGHTS = {"if_eq": 3, "while_name": 1.2, "while_true": 1, "for": 2, "flag": 1, "accumulate": 1.5,
+COMPOUND_WEIGHTS = {"if_eq": 3, "while_name": 1.2, "while_true": 1, "for": 2.6, "flag": 1, "accumulate": 1.5,
                     "def": 2, "class": 0.8, "with_open": 1.3}
 P_IDIOM_STMT = 0.75  # share of filler statements that hold an idiom (raises idiom density per token to v1's)
 ELEM_KINDS = ("int", "int", "int", "float", "neg", "str", "str", "str", "name", "const", "mixed", "call", "tuple",
@@ -274,14 +274,17 @@ class ExprMaker:
         return f"{fn}({self.args()})"
 
     def cond(self, x: str | None = None) -> str:
+        """A condition on ``x`` (a fresh name by default): comparisons (mostly ``==``), membership, ``None`` tests."""
         x = x or self.ident()
-        y = self.pick([self.num(), self.ident(), self.s(self.word()), "0", "None"])
-        c = self.pick([f"{x} > {y}", f"{x} == {y}", f"{x} == {y}", f"{x} == {y}", f"{x} == {y}", f"{x} == {y}",
-                       f"{x} != {y}", f"{x} < {y}", f"{x} >= {y}", f"{x} <= {y}",
-                       f"{x} % 2 == 0", f"not {x}", f"{x} is None", f"{x} is not None", f"{x} in {self.ident()}",
-                       f"{x} not in {self.ident()}", f"len({x}) > {self.num()}", f"{x}", f"isinstance({x}, str)",
-                       f"{x}.startswith({self.s(self.word())})", f"{x} == {y} and {self.ident()}",
-                       f"{x} < {y} or {x} > {self.num()}", f"0 <= {x} < {self.r.randint(1, 100)}"])
+        y = self.pick([self.num, self.ident, lambda: self.s(self.word()), lambda: "0", lambda: "None"])()
+        c = self.pick([  # only the drawn form is built
+            lambda: f"{x} > {y}", *[lambda: f"{x} == {y}"] * 5, lambda: f"{x} != {y}", lambda: f"{x} < {y}",
+            lambda: f"{x} >= {y}", lambda: f"{x} <= {y}", lambda: f"{x} % 2 == 0", lambda: f"not {x}",
+            lambda: f"{x} is None", lambda: f"{x} is not None", lambda: f"{x} in {self.ident()}",
+            lambda: f"{x} not in {self.ident()}", lambda: f"len({x}) > {self.num()}", lambda: f"{x}",
+            lambda: f"isinstance({x}, str)", lambda: f"{x}.startswith({self.s(self.word())})",
+            lambda: f"{x} == {y} and {self.ident()}", lambda: f"{x} < {y} or {x} > {self.num()}",
+            lambda: f"0 <= {x} < {self.r.randint(1, 100)}"])()
         return f"({c})" if self.chance(0.05) else c
 
     def label(self) -> str:
@@ -289,37 +292,46 @@ class ExprMaker:
         words = [self.word() for _ in range(self.r.choice([1, 1, 2, 2, 3, 4]))]
         return " ".join([self.pick(V.CAPS)] + words[1:] if self.chance(0.5) else words)
 
+    def call_name(self, x: str) -> str:
+        """A function or method that takes a string: ``print``, ``log``, ``words.append``, ``load_<x>``, ..."""
+        r = self.r.random()
+        if r < 0.55:
+            return self.pick(["print", "print", "print", "log", "logger.info", "self.log", "warnings.warn", "input"])
+        if r < 0.93:
+            one, many = self.noun()
+            return self.pick([f"{many}.append", f"{one}.startswith", f"{one}.split", f"{many}.count",
+                              f"{one}.endswith"])
+        return f"{self.pick(V.VERBS)}_{x}"
+
     def idiom_stmt(self) -> str:
         """A one-line statement holding a P1 idiom in one of its surface forms: a call whose only argument is a
         string (``("...")``), a plain or f-string print, a nested list, ``open(...)``, a ternary, a flag, an
-        empty set or string, a list of strings or of numbers, a lambda, ``+=``."""
+        empty set or string, a list of strings or of numbers, a lambda, ``+=``. Only the drawn form is built."""
         x, q = self.ident(), self.q()
-        fn = self.pick(["print", "print", "print", "log", "logger.info", "self.log", "warnings.warn", "input",
-                        f"{self.noun()[1]}.append", f"{self.noun()[0]}.startswith", f"{self.noun()[0]}.split",
-                        f"{self.noun()[1]}.count", f"{self.noun()[0]}.endswith", f"{self.pick(V.VERBS)}_{x}"])
-        return self.pick([
-            f"{fn}({self.s(self.label())})", f"{fn}({self.s(self.label())})",
-            f"{self.ident()}{self.eq()}{fn}({self.s(self.label())})",
-            f"{self.ident()}{self.eq()}{fn}({self.s(self.label())})",
-            f"raise {self.pick(V.EXCEPTIONS)}({self.s(self.label())})",
-            f"print({q}{self.pick(V.CAPS)}{self.pick(['', ' ' + self.word()])}{q})",
-            f"{self.pick(['print', 'print', 'print', 'log', 'logger.info'])}({q}{self.pick(V.CAPS)}{q})",
-            f"print(f{q}{self.pick(V.CAPS)}{self.pick(['', ' ' + self.word(), ':'])} {{{x}}}{q})",
-            f"{self.ident()}{self.eq()}f{q}{{{x}}} {self.word()}{q}",
-            self.assign(x, self.nested(2, self.pick(['int', 'int', 'neg', 'float', 'str', 'name', 'const']))),
-            self.assign(self.pick(["f", "fh", "fp", "handle"]), f"open({self.s(self.pick(V.READ_FILES) + '.txt')}, "
-                        f"{self.pick([q + 'r' + q, q + 'w' + q])})"),
-            self.assign(x, f"{self.value()} if {self.cond()} else {self.value()}"),
-            self.assign(self.pick(V.FLAGS), self.pick(["True", "False"])),
-            self.assign(x, self.pick(["set()", '""', "''"])),
-            self.assign(x, self.seq([self.s(self.word()) for _ in range(self.r.randint(1, 5))])),
-            self.assign(x, self.seq([self.atom("int") for _ in range(self.r.randint(1, 6))])),
-            self.assign(self.pick(["f", "key_fn", "square", "double", "get_" + self.noun()[0]]),
-                        f"lambda {self.pick(['x', 'v', 'n', 's'])}: {self.pick(['x', 'v', 'n', 's'])} "
-                        f"{self.pick(['* 2', '+ 1', '** 2', '> 0'])}"),
-            f"{self.noun()[1]}.sort(key=lambda {self.pick(['x', 'v', 'p'])}: {self.pick(['x', 'v', 'p'])}[0])",
-            f"{x} += {self.pick([self.num(), self.ident(), self.s(self.word())])}",
-        ])
+        call = lambda: f"{self.call_name(x)}({self.s(self.label())})"  # noqa: E731
+        forms = [
+            call, call,
+            lambda: f"{self.ident()}{self.eq()}{call()}", lambda: f"{self.ident()}{self.eq()}{call()}",
+            lambda: f"raise {self.pick(V.EXCEPTIONS)}({self.s(self.label())})",
+            lambda: f"print({q}{self.pick(V.CAPS)}{self.pick(['', ' ' + self.word()])}{q})",
+            lambda: f"{self.pick(['print', 'print', 'print', 'log', 'logger.info'])}({q}{self.pick(V.CAPS)}{q})",
+            lambda: f"print(f{q}{self.pick(V.CAPS)}{self.pick(['', ' ' + self.word(), ':'])} {{{x}}}{q})",
+            lambda: f"{self.ident()}{self.eq()}f{q}{{{x}}} {self.word()}{q}",
+            lambda: self.assign(x, self.nested(2, self.pick(["int", "int", "neg", "float", "str", "name", "const"]))),
+            lambda: self.assign(self.pick(["f", "fh", "fp", "handle"]),
+                                f"open({self.s(self.pick(V.READ_FILES) + '.txt')}, {q}{self.pick(['r', 'w'])}{q})"),
+            lambda: self.assign(x, f"{self.value()} if {self.cond()} else {self.value()}"),
+            lambda: self.assign(self.pick(V.FLAGS), self.pick(["True", "False"])),
+            lambda: self.assign(x, self.pick(["set()", '""', "''"])),
+            lambda: self.assign(x, self.seq([self.s(self.word()) for _ in range(self.r.randint(1, 5))])),
+            lambda: self.assign(x, self.seq([self.atom("int") for _ in range(self.r.randint(1, 6))])),
+            lambda: self.assign(self.pick(["f", "key_fn", "square", "double", "get_" + self.noun()[0]]),
+                                f"lambda {self.pick(['x', 'v', 'n', 's'])}: {self.pick(['x', 'v', 'n', 's'])} "
+                                f"{self.pick(['* 2', '+ 1', '** 2', '> 0'])}"),
+            lambda: f"{self.noun()[1]}.sort(key=lambda {self.pick(['x', 'v', 'p'])}: {self.pick(['x', 'v', 'p'])}[0])",
+            lambda: f"{x} += {self.pick([self.num(), self.ident(), self.s(self.word())])}",
+        ]
+        return self.pick(forms)()
 
     def idiom_compound(self) -> str:
         """A two-to-five-line compound statement holding a P1 idiom, drawn by :data:`COMPOUND_WEIGHTS`: ``if x ==``
