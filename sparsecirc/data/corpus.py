@@ -190,6 +190,11 @@ def _verified_snapshot() -> tuple[Path, str]:
     return path, sha
 
 
+def snapshot_sha256() -> str:
+    """sha256 of the committed stdlib snapshot, after checking it against ``SOURCES.json`` (SnapshotError if not)."""
+    return _verified_snapshot()[1]
+
+
 def _read_stdlib() -> list[dict]:
     path, _ = _verified_snapshot()
     with lzma.open(path, "rt", encoding="utf-8") as fh:
