@@ -1,8 +1,8 @@
-"""Command line: ``python -m sparsecirc {corpus,tokenizer,tasks,train,reproduce,verify}`` (also the ``sparsecirc`` script).
+"""Command line: ``python -m sparsecirc {corpus,tokenizer,tasks,train,reproduce,verify}`` (the ``sparsecirc`` script).
 
     python -m sparsecirc corpus                      # rebuild the committed stdlib snapshot (data/corpus/)
-    python -m sparsecirc tokenizer                   # retrain the committed 2048-token BPE (data/tokenizer/)
-    python -m sparsecirc tasks                       # regenerate the 20 P1 task datasets (data/tasks/)
+    python -m sparsecirc tokenizer [--version v2]    # retrain a committed 2048-token BPE (data/tokenizer/)
+    python -m sparsecirc tasks [--version v2]        # regenerate the 20 P1 task datasets (data/tasks/, data/tasks_v2/)
     python -m sparsecirc train --config data/configs/<id>.yaml --scale ci --out runs/x [--resume]
     python -m sparsecirc reproduce <id> [--scale book|ci] [--resume]
     python -m sparsecirc verify [<id> ...]           # sha256 of committed artifacts against the registry
@@ -22,6 +22,7 @@ from sparsecirc.data import tasks as task_data
 from sparsecirc.data.corpus import build_stdlib_snapshot
 from sparsecirc.data.lm import lm_tokens
 from sparsecirc.data.tokenizer import train_tokenizer
+from sparsecirc.data.versions import DATA_VERSIONS, DEFAULT_VERSION
 
 
 def _cmd_corpus(a):
@@ -29,11 +30,11 @@ def _cmd_corpus(a):
 
 
 def _cmd_tokenizer(a):
-    print(train_tokenizer())
+    print(train_tokenizer(version=a.version))
 
 
 def _cmd_tasks(a):
-    task_data.main()
+    task_data.main(["--version", a.version])
 
 
 def _cmd_train(a):
@@ -70,11 +71,16 @@ def _cmd_verify(a):
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="sparsecirc", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="sparsecirc", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("corpus", help="rebuild the stdlib corpus snapshot").set_defaults(fn=_cmd_corpus)
-    sub.add_parser("tokenizer", help="retrain the BPE tokenizer").set_defaults(fn=_cmd_tokenizer)
-    sub.add_parser("tasks", help="regenerate the 20 P1 task datasets").set_defaults(fn=_cmd_tasks)
+    for name, fn, what in [("tokenizer", _cmd_tokenizer, "retrain a BPE tokenizer"),
+                           ("tasks", _cmd_tasks, "regenerate the 20 P1 task datasets")]:
+        c = sub.add_parser(name, help=what)
+        c.add_argument("--version", default=DEFAULT_VERSION, choices=list(DATA_VERSIONS),
+                       help="data version (default %(default)s)")
+        c.set_defaults(fn=fn)
     t = sub.add_parser("train", help="train a language model from a config file")
     t.add_argument("--config", required=True)
     t.add_argument("--scale", default="ci", choices=sorted(SCALES))

@@ -39,3 +39,29 @@ def test_bad_train_values():
 
 def test_scales_differ_in_size():
     assert make_config("ci").model.d_model < make_config("book").model.d_model < make_config("paper").model.d_model
+
+
+def test_data_version_dial_defaults_to_v1_and_v1_configs_serialise_as_before():
+    cfg = make_config("book")
+    assert cfg.model.data_version == "v1" and "data_version" not in cfg.to_dict()["model"]
+    assert "n_simple_tokens" not in cfg.to_dict()["data"]  # a stored v1 config has neither key
+    old = json.loads(json.dumps(cfg.to_dict()))
+    assert RunConfig.from_dict(old) == cfg  # absent key = the default
+    explicit = {**old, "model": {**old["model"], "data_version": "v1"}}
+    assert RunConfig.from_dict(explicit) == cfg and RunConfig.from_dict(explicit).to_dict() == old
+
+
+def test_data_version_v2_round_trips_and_bad_values_name_the_valid_ones():
+    from sparsecirc.core.config import DATA_VERSION_NAMES
+    from sparsecirc.data.versions import DATA_VERSIONS
+    assert DATA_VERSION_NAMES == tuple(DATA_VERSIONS)  # core may not import data: the two lists must agree
+    cfg = make_config("ci", model={"data_version": "v2"}, data={"n_simple_tokens": 60_000_000})
+    d = json.loads(json.dumps(cfg.to_dict()))
+    assert d["model"]["data_version"] == "v2" and d["data"]["n_simple_tokens"] == 60_000_000
+    assert RunConfig.from_dict(d) == cfg
+    with pytest.raises(ConfigError, match=r"unknown data version 'v3'; valid: v1, v2"):
+        ModelConfig(data_version="v3")
+    with pytest.raises(ConfigError, match=r"n_simple_tokens=1000 sizes data v2's program stream.*'v1'"):
+        make_config("ci", data={"n_simple_tokens": 1000})
+    with pytest.raises(ConfigError, match="n_simple_tokens must be a positive int"):
+        make_config("ci", model={"data_version": "v2"}, data={"n_simple_tokens": 0})

@@ -1,10 +1,12 @@
-"""The committed 2048-token BPE: pinned, exact round trip, task tokens are single tokens."""
+"""The committed 2048-token BPEs (v1 and v2): pinned, exact round trip, task tokens are single tokens, v2 never
+merges two `[`."""
 import json
 import random
 import shutil
 
 import pytest
 
+from sparsecirc.data import simple_python_v2, versions
 from sparsecirc.data import tokenizer as T
 from sparsecirc.data.simple_python import generate_programs
 from sparsecirc.paths import DATA_DIR
@@ -115,3 +117,86 @@ def test_retraining_reproduces_the_committed_tokenizer(tmp_path, tok):
     shutil.copy(DATA_DIR / "tokenizer" / "SOURCES.json", tmp_path / "SOURCES.json")
     path = T.train_tokenizer(tmp_path / T.TOKENIZER_NAME)
     assert T.load_tokenizer(path).sha256 == tok.sha256
+
+
+# --- data version 2: tinypy2-2048 -------------------------------------------------------------------------------
+V1_SHA256 = "88b990cffd8bb735806f76b89066c4730de679502b58c9d3e4d3173e9424ed23"  # the committed v1 file, never retrained
+
+
+@pytest.fixture(scope="module")
+def tok2():
+    return T.load_tokenizer(version="v2")
+
+
+def test_v1_tokenizer_is_unchanged_and_the_default(tok):
+    assert tok.sha256 == V1_SHA256
+    assert T.load_tokenizer(version="v1").sha256 == V1_SHA256 == T.load_tokenizer("v1").sha256
+    assert T.load_tokenizer(DATA_DIR / "tokenizer" / "tinypy-2048.json").sha256 == V1_SHA256  # a path still works
+
+
+def test_v2_loads_with_its_own_pinned_sha_vocab_and_eot(tok2):
+    sources = json.loads((DATA_DIR / "tokenizer" / "SOURCES.json").read_text())["tinypy2-2048.json"]
+    assert tok2.sha256 == sources["sha256"] != V1_SHA256
+    assert T.load_tokenizer("v2").sha256 == tok2.sha256 == T.load_tokenizer(T.tokenizer_path("v2")).sha256
+    assert tok2.vocab_size == 2048 and tok2.eot_id == 2047 and tok2.encode("<|endoftext|>") == [2047]
+    assert sources["split_pattern"] == versions.SPLIT_PATTERN_V2
+    assert sources["trained_on"]["generator_version"] == simple_python_v2.GENERATOR_VERSION
+    stored = json.loads((DATA_DIR / "tokenizer" / "tinypy2-2048.json").read_text())["pre_tokenizer"]
+    assert stored["pretokenizers"][0]["pattern"]["Regex"] == versions.SPLIT_PATTERN_V2  # the file splits with it
+
+
+def test_unknown_version_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown data version 'v9'; valid: v1, v2"):
+        T.load_tokenizer(version="v9")
+
+
+@pytest.mark.parametrize("s", T.REQUIRED_SINGLE_TOKENS + ("[", " [", "]"))
+def test_v2_required_task_strings_are_single_tokens(tok2, s):
+    i = tok2.single_token_id(s)
+    assert tok2.id_to_token(i) == s and tok2.token_to_id(s) == i
+
+
+def test_v2_no_vocabulary_entry_holds_two_brackets(tok2):
+    entries = [tok2.id_to_token(i) for i in range(tok2.vocab_size)]
+    assert not [e for e in entries if "[[" in e or e.count("[") > 1]
+    assert {e for e in entries if "[" in e} == {"[", " ["}  # a `[` is always a token of its own
+    assert len(tok2.encode("[[")) == 2 and len(tok2.encode(" [[")) == 2
+
+
+@pytest.mark.parametrize("code", ["x =[[1, 2], [3]]", "x = [[1, 2], [3]]\n", "grid=[[[0]]]", "y = [ [1], [2] ]",
+                                  "m = [\n    [1, 2],\n    [3, 4]]\n", "print([[a, b] for a in xs])"])
+def test_v2_nested_lists_read_one_bracket_per_token(tok2, code):
+    pieces = [tok2.id_to_token(i) for i in tok2.encode(code)]
+    assert all(p.count("[") <= 1 for p in pieces), pieces
+    assert sum(p.count("[") for p in pieces) == code.count("[")
+
+
+def test_v2_nested_list_pieces():
+    tok2 = T.load_tokenizer(version="v2")
+    assert [tok2.id_to_token(i) for i in tok2.encode("x =[[1, 2], [3]]")] == [
+        "x", " =", "[", "[", "1", ",", " 2", "],", " [", "3", "]]"]
+
+
+def test_v2_round_trip_exact(tok2):
+    texts = ROUND_TRIP + simple_python_v2.generate_programs(100, seed=5) + generate_programs(50, seed=5)
+    for text, ids in zip(texts, tok2.encode_batch(texts)):
+        assert tok2.decode(ids) == text
+        assert ids == tok2.encode(text)
+
+
+def test_modified_v2_tokenizer_names_its_rebuild_command(tmp_path, monkeypatch):
+    copy = tmp_path / "tokenizer"
+    shutil.copytree(DATA_DIR / "tokenizer", copy)
+    monkeypatch.setattr(T, "TOKENIZER_DIR", copy)
+    path = copy / "tinypy2-2048.json"
+    path.write_bytes(path.read_bytes() + b"\n")
+    with pytest.raises(T.TokenizerError, match=r"tinypy2-2048\.json.*python -m sparsecirc tokenizer --version v2"):
+        T.load_tokenizer(version="v2")
+    assert T.load_tokenizer().sha256 == V1_SHA256  # the other version is unaffected
+
+
+@pytest.mark.slow
+def test_retraining_reproduces_the_committed_v2_tokenizer(tmp_path, tok2):
+    shutil.copy(DATA_DIR / "tokenizer" / "SOURCES.json", tmp_path / "SOURCES.json")
+    path = T.train_tokenizer(tmp_path / "tinypy2-2048.json", version="v2")
+    assert T.load_tokenizer(path).sha256 == tok2.sha256

@@ -19,6 +19,9 @@ from typing import Any
 
 # P1 A.1: AbsTopK sites (8 locations). Names follow openai/circuit_sparsity's `afrac_loctypes`.
 ACT_SPARSITY_SITES = ("attn_in", "attn_q", "attn_k", "attn_v", "attn_out", "mlp_in", "mlp_neuron", "mlp_out")
+# the keys of sparsecirc.data.versions.DATA_VERSIONS (core may not import data; tests/test_config.py checks they agree)
+DATA_VERSION_NAMES = ("v1", "v2")
+DEFAULT_DATA_VERSION = "v1"
 
 
 class ConfigError(ValueError):
@@ -112,6 +115,9 @@ class ModelConfig(DictConfig):
 
     ``n_head`` and ``d_mlp`` default to ``d_model // d_head`` and ``4 * d_model`` (P1 A.1).
     ``act_keep_frac`` = None disables AbsTopK; P1 keeps 1/4 at the 8 sites in ``ACT_SPARSITY_SITES``.
+    ``data_version`` names the tokenizer (and so what the embedding rows mean), corpus and task data
+    (``sparsecirc.data.versions``). ``to_dict`` writes it only when it is not ``"v1"``, so a v1 config (every
+    committed one) serialises exactly as before the setting existed, and a stored config without it loads as v1.
     """
 
     n_layer: int = 2
@@ -130,6 +136,14 @@ class ModelConfig(DictConfig):
     init_std: float = 0.02
     attn_gate: bool = False  # P2: hard Bernoulli gate per attention edge from the same score (gating.py)
     attn_gate_bias: float = 3.0  # P2's constant b in gate logit = q.k/sqrt(d) + b (sigma(3) ~ 0.95: open at start)
+    data_version: str = DEFAULT_DATA_VERSION  # tokenizer + corpus + task data (sparsecirc.data.versions)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as a plain dict; ``data_version`` only when it is not the default ``"v1"`` (see above)."""
+        out = super().to_dict()
+        if out["data_version"] == DEFAULT_DATA_VERSION:
+            del out["data_version"]
+        return out
 
     def __post_init__(self):
         for name in ("n_layer", "d_model", "d_head", "n_ctx", "d_vocab"):
@@ -146,6 +160,9 @@ class ModelConfig(DictConfig):
         if self.act_keep_frac is not None:
             _require(0.0 < float(self.act_keep_frac) <= 1.0,
                      f"ModelConfig.act_keep_frac must be in (0, 1] or None, got {self.act_keep_frac!r}")
+        _require(self.data_version in DATA_VERSION_NAMES,
+                 f"ModelConfig.data_version: unknown data version {self.data_version!r}; valid: "
+                 f"{', '.join(DATA_VERSION_NAMES)}")
         bad = [s for s in self.act_sparsity_sites if s not in ACT_SPARSITY_SITES]
         _require(not bad, f"ModelConfig.act_sparsity_sites: unknown site(s) {bad}; valid: {list(ACT_SPARSITY_SITES)}")
         object.__setattr__(self, "act_sparsity_sites", tuple(self.act_sparsity_sites))
@@ -153,14 +170,30 @@ class ModelConfig(DictConfig):
 
 @dataclass(frozen=True)
 class DataConfig(DictConfig):
-    """Which corpus the language model trains on (see ``corpus.py``)."""
+    """Which corpus the language model trains on (``corpus.py`` for data v1, ``corpus_v2.py`` for v2; the version
+    is ``ModelConfig.data_version``).
+
+    ``n_simple`` (v1 only; v2 does not read it): number of generated programs, None for the corpus' default.
+    ``n_simple_tokens`` (v2 only, required there): tokens of the simple-Python-v2 part of the train stream; None
+    is v1's behaviour, and a v1 run refuses a value (``RunConfig``).
+    """
 
     parts: tuple[str, ...] = ("stdlib", "simple")
-    n_simple: int | None = None  # None: the corpus module's default
+    n_simple: int | None = None  # v1: None = the corpus module's default
     seed: int = 0  # seed of the simple-Python generator
+    n_simple_tokens: int | None = None  # v2: size of the generated part of the train stream (e.g. 60_000_000)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as a plain dict; ``n_simple_tokens`` only when set (v1 configs serialise as before)."""
+        out = super().to_dict()
+        if out["n_simple_tokens"] is None:
+            del out["n_simple_tokens"]
+        return out
 
     def __post_init__(self):
         object.__setattr__(self, "parts", tuple(self.parts))
+        _require(self.n_simple_tokens is None or self.n_simple_tokens > 0,
+                 f"DataConfig.n_simple_tokens must be a positive int or None, got {self.n_simple_tokens!r}")
 
 
 @dataclass(frozen=True)
@@ -186,18 +219,23 @@ class TrainConfig(DictConfig):
     seed: int = 0
 
     def __post_init__(self):
-        _require(isinstance(self.steps, int) and self.steps > 0, f"TrainConfig.steps must be a positive int, got {self.steps!r}")
+        _require(isinstance(self.steps, int) and self.steps > 0,
+                 f"TrainConfig.steps must be a positive int, got {self.steps!r}")
         _require(isinstance(self.batch_size, int) and self.batch_size > 0,
                  f"TrainConfig.batch_size must be a positive int, got {self.batch_size!r}")
         _require(self.lr > 0, f"TrainConfig.lr must be > 0, got {self.lr!r}")
         _require(0 <= self.warmup_frac < 1, f"TrainConfig.warmup_frac must be in [0, 1), got {self.warmup_frac!r}")
-        _require(self.eval_every >= 1, f"TrainConfig.eval_every must be >= 1 (steps between validations), got {self.eval_every!r}")
+        _require(self.eval_every >= 1,
+                 f"TrainConfig.eval_every must be >= 1 (steps between validations), got {self.eval_every!r}")
         _require(self.eval_batches >= 1, f"TrainConfig.eval_batches must be >= 1, got {self.eval_batches!r}")
-        _require(self.checkpoint_every >= 0, f"TrainConfig.checkpoint_every must be >= 0 (0: only at the end), got {self.checkpoint_every!r}")
+        _require(self.checkpoint_every >= 0,
+                 f"TrainConfig.checkpoint_every must be >= 0 (0: only at the end), got {self.checkpoint_every!r}")
         _require(self.weight_decay >= 0, f"TrainConfig.weight_decay must be >= 0, got {self.weight_decay!r}")
-        _require(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, f"TrainConfig.beta1/beta2 must be in [0, 1), got {self.beta1!r}, {self.beta2!r}")
+        _require(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1,
+                 f"TrainConfig.beta1/beta2 must be in [0, 1), got {self.beta1!r}, {self.beta2!r}")
         _require(self.eps > 0, f"TrainConfig.eps must be > 0, got {self.eps!r}")
-        _require(0 <= self.final_lr_frac <= 1, f"TrainConfig.final_lr_frac must be in [0, 1], got {self.final_lr_frac!r}")
+        _require(0 <= self.final_lr_frac <= 1,
+                 f"TrainConfig.final_lr_frac must be in [0, 1], got {self.final_lr_frac!r}")
         _require(self.sampling in ("random", "sequential"),
                  f"TrainConfig.sampling must be 'random' or 'sequential', got {self.sampling!r}")
         _require(self.grad_rms in ("clip", "normalize", "none"),
@@ -300,7 +338,8 @@ class PruneConfig(DictConfig):
                  f"PruneConfig.schedule must be 'linear' or 'constant', got {self.schedule!r}")
         _require(self.tiebreak in ("overshoot", "attribution", "none"),
                  f"PruneConfig.tiebreak must be 'overshoot', 'attribution' or 'none', got {self.tiebreak!r}")
-        _require(self.ablation in ("mean", "zero"), f"PruneConfig.ablation must be 'mean' or 'zero', got {self.ablation!r}")
+        _require(self.ablation in ("mean", "zero"),
+                 f"PruneConfig.ablation must be 'mean' or 'zero', got {self.ablation!r}")
         _require(self.val_pairs >= 0 and self.plateau_window > 0 and self.plateau_patience > 0,
                  "PruneConfig: val_pairs >= 0, plateau_window > 0 and plateau_patience > 0 are required")
         _require(all(0 < s <= self.steps for s in self.snapshots),
@@ -316,6 +355,11 @@ class RunConfig(DictConfig):
     train: TrainConfig = field(default_factory=TrainConfig)
     sparsity: SparsityConfig = field(default_factory=SparsityConfig)
     scale: str = "ci"
+
+    def __post_init__(self):
+        _require(not (self.model.data_version == "v1" and self.data.n_simple_tokens is not None),
+                 f"data.n_simple_tokens={self.data.n_simple_tokens} sizes data v2's program stream; this run's "
+                 "model.data_version is 'v1' (set model.data_version: v2, or data.n_simple for v1)")
 
     @property
     def is_sparse(self) -> bool:

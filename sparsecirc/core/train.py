@@ -213,8 +213,8 @@ def load_model(folder: str | Path, rebuild_hint: str = "") -> GPT:
 def _restore(out: Path, model: GPT, opt, cfg: RunConfig, hooks: TrainHooks) -> tuple[int, History]:
     """Load a checkpoint written by :func:`save_run` into the model, optimizer, RNG and recipe state."""
     manifest = artifacts.verify_folder(out, f"delete {out} and train again, or train without --resume")
-    saved = artifacts.read_json(out / "config.json")
-    if saved != json.loads(json.dumps(cfg.to_dict())):
+    saved = RunConfig.from_dict(artifacts.read_json(out / "config.json")).to_dict()  # absent keys = defaults
+    if json.loads(json.dumps(saved)) != json.loads(json.dumps(cfg.to_dict())):
         raise ValueError(f"{out}: checkpoint was written with a different config; use another --out or the same config")
     model.load_state_dict(artifacts.load_tensors(out / "model.safetensors"), strict=True)
     state = artifacts.load_tensors(out / "optimizer.safetensors")
@@ -354,10 +354,10 @@ def train(cfg: RunConfig, tokens: torch.Tensor, val_tokens: torch.Tensor, *, out
             _prepare_out(out, resume, overwrite)
         elif resume and rank == 0:
             raise FileNotFoundError("--resume needs --out, the folder holding the checkpoint")
+        every = cfg.train.checkpoint_every if checkpoint_every is None else checkpoint_every
         return _train_locked(cfg, tokens, val_tokens, out=out, resume=resume, progress=progress, hooks=hooks,
                              stop_after=stop_after, batch_fn=batch_fn, loss_mask=loss_mask, init_state=init_state,
-                             stop_when=stop_when, rank=rank, world=world,
-                             checkpoint_every=cfg.train.checkpoint_every if checkpoint_every is None else checkpoint_every)
+                             stop_when=stop_when, rank=rank, world=world, checkpoint_every=every)
 
 
 def _train_locked(cfg, tokens, val_tokens, *, out, resume, progress, hooks, stop_after, batch_fn, loss_mask,

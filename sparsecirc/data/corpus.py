@@ -190,6 +190,11 @@ def _verified_snapshot() -> tuple[Path, str]:
     return path, sha
 
 
+def snapshot_sha256() -> str:
+    """sha256 of the committed stdlib snapshot, after checking it against ``SOURCES.json`` (SnapshotError if not)."""
+    return _verified_snapshot()[1]
+
+
 def _read_stdlib() -> list[dict]:
     path, _ = _verified_snapshot()
     with lzma.open(path, "rt", encoding="utf-8") as fh:
@@ -302,6 +307,31 @@ def corpus_stats(tokenizer=None, *, n_simple: int = DEFAULT_N_SIMPLE, seed: int 
                 entry["tokens"] = sum(map(len, tokenizer.encode_batch(texts)))
             stats.setdefault(split, {})[part] = entry
     return stats
+
+
+class CorpusIndex:
+    """``prompt in index``: is ``prompt`` a substring of one of ``texts``? Exact; a line / line-pair set rules
+    most prompts out before the (slow) substring search over all documents."""
+
+    def __init__(self, texts):
+        texts = list(texts)
+        self.big = "\0".join(texts)  # \0 never occurs in a prompt: no match across documents
+        self.lines, self.line_pairs = set(), set()
+        for t in texts:
+            ls = t.split("\n")
+            self.lines.update(ls)
+            self.line_pairs.update(a + "\n" + b for a, b in zip(ls, ls[1:]))
+
+    def __call__(self, prompt: str) -> bool:
+        return prompt in self
+
+    def __contains__(self, prompt: str) -> bool:
+        full = prompt.split("\n")[1:-1]  # lines of the prompt that must be whole lines of a matching document
+        if any(a + "\n" + b not in self.line_pairs for a, b in zip(full, full[1:])):
+            return False
+        if any(line not in self.lines for line in full):
+            return False
+        return prompt in self.big
 
 
 def main(argv: list[str] | None = None) -> None:

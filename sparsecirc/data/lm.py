@@ -1,5 +1,9 @@
 """A language model's data and its standard measurements: token streams, validation loss, the 20 task metrics.
 
+The data version is the model's (``cfg.model.data_version``, ``sparsecirc.data.versions``): v1 reads the fixed
+corpus (``corpus.corpus_tokens``), v2 the streamed one (``corpus_v2.corpus_tokens_v2``, sized by
+``cfg.data.n_simple_tokens``), each with its own tokenizer; task metrics read the same version's task data.
+
 Example::
 
     tokens, val_tokens = lm_tokens(cfg)
@@ -10,16 +14,25 @@ from __future__ import annotations
 from sparsecirc.core.config import RunConfig
 from sparsecirc.core.train import eval_windows, evaluate
 from sparsecirc.data.corpus import corpus_tokens
+from sparsecirc.data.corpus_v2 import corpus_tokens_v2
 from sparsecirc.data.tasks import evaluate_all
 from sparsecirc.data.tokenizer import load_tokenizer
+from sparsecirc.data.versions import get_version
 
 
 def lm_tokens(cfg: RunConfig):
-    """Train and validation token streams (1-D) for a language-model config."""
-    tok = load_tokenizer()
+    """Train and validation token streams (1-D int32) for a language-model config, in its data version."""
+    version = get_version(cfg.model.data_version)
+    tok = load_tokenizer(version=version.name)
     if cfg.model.d_vocab < tok.vocab_size:
         raise ValueError(f"model.d_vocab {cfg.model.d_vocab} is smaller than the tokenizer's {tok.vocab_size} tokens; "
                          f"set model.d_vocab >= {tok.vocab_size}")
+    if version.streamed:
+        if cfg.data.n_simple_tokens is None:
+            raise ValueError(f"model.data_version {version.name!r} streams its programs: set data.n_simple_tokens "
+                             "(tokens of the generated part of the train stream, e.g. 60_000_000)")
+        kw = {"seed": cfg.data.seed, "parts": cfg.data.parts, "n_simple_tokens": cfg.data.n_simple_tokens}
+        return corpus_tokens_v2("train", tok, **kw), corpus_tokens_v2("val", tok, **kw)
     kw = {"seed": cfg.data.seed, "parts": cfg.data.parts}
     if cfg.data.n_simple is not None:
         kw["n_simple"] = cfg.data.n_simple
@@ -36,6 +49,7 @@ def lm_val_loss(model, cfg: RunConfig, val_tokens) -> tuple[float, int]:
 
 
 def lm_task_metrics(model) -> dict:
-    """Loss and accuracy on the test split of all 20 P1 tasks (recorded in every language model's metrics)."""
+    """Loss and accuracy on the test split of all 20 P1 tasks, in the model's data version (recorded in every
+    language model's metrics)."""
     return {t: {"loss": round(m["loss"], 5), "accuracy": round(m["accuracy"], 5)}
             for t, m in evaluate_all(model, "test").items()}

@@ -17,6 +17,7 @@ from sparsecirc.data import simple_python_v2_vocab as V
 from sparsecirc.data.simple_python_v2_exprs import ExprMaker
 
 MIN_LINES, MAX_LINES = 6, 60
+P_IDIOM_COMPOUND = 0.55  # share of a block's filler statements that are small compound idioms (``if x ==``, ...)
 ACC_NAMES = """seen result out acc unique collected buf text visited output found chars joined buffer names keys
 letters tags message words parts line summary pending done_set ids vals s res total_str""".split()
 
@@ -36,8 +37,9 @@ class ProgramMaker(ExprMaker):
 
     def body(self, lo: int = 1, hi: int = 3) -> list[str]:
         """``lo``..``hi`` simple statements, sometimes led by a comment (never only a comment)."""
-        out = [self.stmt() for _ in range(self.r.randint(lo, hi))]
-        return [self.comment()] + out if out and self.chance(0.08) else out
+        out = [self.idiom_compound() if self.chance(P_IDIOM_COMPOUND) else self.stmt()
+               for _ in range(self.r.randint(lo, hi))]
+        return [self.comment()] + out if out and self.chance(0.05) else out
 
     def fn_name(self) -> str:
         return f"{self.pick(V.VERBS)}_{self.pick(self.noun())}"
@@ -46,26 +48,29 @@ class ProgramMaker(ExprMaker):
     def blk_strings(self) -> list[str]:
         one, many = self.noun()
         out = []
+        forms = [  # only the drawn form is built
+            self.call_expr, self.call_expr, lambda: self.assign(self.ident(), self.s()),
+            lambda: f"raise {self.pick(V.EXCEPTIONS)}({self.s()})",
+            lambda: f"assert {self.cond()}, {self.s()}", lambda: f"{self.ident()} = {self.s()} + {self.ident()}",
+            lambda: f"print({self.s()} % {self.ident()})",
+            lambda: f"print({self.s()}, {self.s()}, sep={self.s(self.pick(V.SEPARATORS))})",
+            lambda: f"parser.add_argument({self.s('--' + one)}, help={self.s()})",
+            lambda: f"{many} = {self.seq([self.s(self.word()) for _ in range(self.r.randint(1, 6))])}",
+            lambda: f"{one}.{self.pick(['lower', 'strip', 'title'])}() == {self.s(self.word())}",
+            lambda: f"{self.ident()}[{self.s(self.word())}] = {self.s()}",
+            lambda: f"{self.ident()} = {self.s()}.strip()",
+        ]
         for _ in range(self.r.randint(1, 4)):
-            out.append(self.pick([
-                self.call_expr(), self.call_expr(), self.assign(self.ident(), self.s()),
-                f"{self.pick(['raise', 'raise'])} {self.pick(V.EXCEPTIONS)}({self.s()})",
-                f"assert {self.cond()}, {self.s()}", f"{self.ident()} = {self.s()} + {self.ident()}",
-                f"print({self.s()} % {self.ident()})",
-                f"print({self.s()}, {self.s()}, sep={self.s(self.pick(V.SEPARATORS))})",
-                f"parser.add_argument({self.s('--' + one)}, help={self.s()})",
-                f"{many} = {self.seq([self.s(self.word()) for _ in range(self.r.randint(1, 6))])}",
-                f"{one}.{self.pick(['lower', 'strip', 'title'])}() == {self.s(self.word())}",
-                f"{self.ident()}[{self.s(self.word())}] = {self.s()}",
-                f"{self.ident()} = {self.s()}.strip()",
-            ]))
+            out.append(self.pick(forms)())
         if self.chance(0.15):  # the first line of a real script often raises outside of any function
             out = [f"if {self.cond()}:", f"    raise {self.pick(V.EXCEPTIONS)}({self.s()})"] + out
         return out
 
     def blk_list(self) -> list[str]:
         name = self.pick([self.noun()[1], self.ident(), "values", "data", "items"])
-        lines = [self.assign(name, self.list_literal())]
+        long = self.chance(0.15)  # a long inline list (30-48 elements); rare elsewhere, they cost many tokens
+        lines = [self.assign(name, self.seq(self.elems(n=self.r.randint(30, 48)), multiline=False) if long
+                             else self.list_literal())]
         lines += self.pick([[], [], [f"{name}.append({self.atom(self.pick(['int', 'str', 'name']))})"],
                             [f"print({name}[{self.r.randint(-1, 3)}])"], [f"for x in {name}:", "    print(x)"],
                             [self.assign(self.ident(), f"{self.pick(['sorted', 'len', 'sum', 'set'])}({name})")]])
@@ -75,7 +80,7 @@ class ProgramMaker(ExprMaker):
         """Nested lists: depth 2-4, any element type, any spacing, inline or one row per line."""
         name = self.pick(["grid", "matrix", "board", "table", "rows", "data", "pairs", "values", "nested", "cube",
                           "tree", "layers", "points", "levels", self.ident(), self.noun()[1]])
-        depth = self.pick([2, 2, 2, 2, 3, 3, 4])
+        depth = self.pick([2, 2, 2, 2, 2, 2, 3, 3, 4])
         lit = self.nested(depth)
         r = self.r.random()
         if r < 0.65:  # odd spacing (`x =[[`, `x=[[`) more often here than in other assignments
@@ -99,7 +104,7 @@ class ProgramMaker(ExprMaker):
         """Dicts with string keys (``{"a":``) beside lists of strings (``["a",``) (task 7)."""
         name = self.pick(["config", "counts", "lookup", "mapping", "settings", "info", "options", "table", "colors",
                           "defaults", self.ident(), f"{self.noun()[0]}_map", f"{self.noun()[0]}_by_name"])
-        if self.chance(0.35):
+        if self.chance(0.3):
             lines = [self.assign(name, self.seq([self.s(self.word()) for _ in range(self.r.randint(1, 8))]))]
         else:
             lines = [self.assign(name, self.dict_literal())]
@@ -114,8 +119,8 @@ class ProgramMaker(ExprMaker):
     # --- accumulators: set() vs "" (tasks 3, 4) ------------------------------------------------------------
     def blk_accumulate(self) -> list[str]:
         one, many = self.noun()
-        var = "current" if self.chance(0.25) else self.pick(ACC_NAMES + [f"{one}_set", f"{many}_seen", f"all_{many}"])
-        kind = self.pick(["set", "set", "set", "str", "str", "str", "list", "int", "dict"])
+        var = "current" if self.chance(0.3) else self.pick(ACC_NAMES + [f"{one}_set", f"{many}_seen", f"all_{many}"])
+        kind = self.pick(["set", "set", "set", "str", "str", "str", "str", "list", "int", "dict"])
         init = {"set": "set()", "str": self.pick(['""', "''", '""']), "list": "[]", "int": "0", "dict": "{}"}[kind]
         item = self.pick([one, one, f"{one}.lower()", f"str({one})", f"{one}[0]", f"{one}.strip()",
                           f"{one}.{self.pick(['name', 'id', 'key'])}"])
@@ -146,14 +151,14 @@ class ProgramMaker(ExprMaker):
     # --- functions, classes (tasks 2, 5, 16) ---------------------------------------------------------------
     def signature(self, names: list[str]) -> str:
         """Positional parameters, then ones with defaults (mostly ``=None``), sometimes annotated, ``*args``."""
-        n_pos = self.r.randint(0, len(names))
+        n_pos = self.r.randint(0, len(names) - 1) if self.chance(0.7) else len(names)  # mostly some defaults
         parts = []
         for i, x in enumerate(names):
             ann = f": {self.pick(['int', 'str', 'float', 'list', 'dict', 'bool'])}" if self.chance(0.12) else ""
             if i < n_pos:
                 parts.append(x + ann)
             else:
-                d = self.pick(["None"] * 6 + [self.num(), self.s(), "True", "False", "()", "0", self.s(self.word())])
+                d = self.pick(["None"] * 9 + [self.num(), self.s(), "True", "False", "()", "0", self.s(self.word())])
                 parts.append(f"{x}{ann} = {d}" if ann else f"{x}={d}")
         free = [x for x in ("args", "rest", "extra", "kwargs", "options", "kw") if x not in names]
         if self.chance(0.1):
@@ -302,7 +307,7 @@ class ProgramMaker(ExprMaker):
                        self.noun()[1], self.pick(V.FLAGS)])
         i = self.pick(["i", "count", "n", "step", "attempts", "tries"])
         n = self.pick([self.num(), "len(items)", "limit"])
-        form = self.pick([0, 0, 0, 1, 2, 3, 4])
+        form = self.pick([0, 0, 0, 1, 2, 3, 3, 3, 4])
         if form == 0:
             return [self.assign(v, self.list_literal(n=self.r.randint(0, 4))), f"while {v}:",
                     f"    {self.ident()} = {v}.pop({self.pick(['', '0', '-1'])})"] + indent(self.body(0, 2))
@@ -373,7 +378,7 @@ class ProgramMaker(ExprMaker):
         init = self.pick([f"{a}, {b} = {self.num()}, {self.num()}", f"{a} = {self.value()}\n{b} = {self.value()}",
                           f"{a}, {b} = {self.ident()}, {self.ident()}"])
         swap = self.pick([f"{a}, {b} = {b}, {a}", f"{b}, {a} = {a}, {b}"])
-        lines = [init] + self.body(0, 2)
+        lines = [init] + self.body(0, 1)
         form = self.r.randint(0, 5)
         if form <= 2:
             lines.append(swap)
@@ -424,10 +429,12 @@ class ProgramMaker(ExprMaker):
                                                      f"{{{one}: {expr} for {one} in {many}{cond}}}",
                                                      f"sum({one} for {one} in {many}{cond})"]))]
 
-    BLOCKS = [("blk_strings", 7), ("blk_list", 3), ("blk_nested", 4), ("blk_dict", 3), ("blk_accumulate", 4),
-              ("blk_def", 2), ("blk_class", 2), ("blk_lambda", 1.5), ("blk_file", 4.5), ("blk_for", 3),
-              ("blk_while", 2.5), ("blk_if", 3), ("blk_ternary", 1.5), ("blk_flag", 1.5), ("blk_predicate", 2.5),
-              ("blk_swap", 2), ("blk_fstring", 3), ("blk_try", 1), ("blk_comp", 1)]
+    # relative block frequencies, fitted (version 3) so that every task idiom is at least as dense per token as in
+    # version 1's training corpus (see simple_python_v2's docstring)
+    BLOCKS = [("blk_strings", 2.2), ("blk_list", 2), ("blk_nested", 4.7), ("blk_dict", 7.5), ("blk_accumulate", 2.6),
+              ("blk_def", 4.5), ("blk_class", 1.2), ("blk_lambda", 1.5), ("blk_file", 3.2), ("blk_for", 4.3),
+              ("blk_while", 3.9), ("blk_if", 2.6), ("blk_ternary", 1.7), ("blk_flag", 2.7), ("blk_predicate", 2.4),
+              ("blk_swap", 4), ("blk_fstring", 2.1), ("blk_try", 0.6), ("blk_comp", 1.2)]
 
     def wrap(self, block: list[str]) -> list[str]:
         """``block`` nested in a function, loop, ``if``, ``with`` or method (the idiom, indented)."""
@@ -445,13 +452,13 @@ class ProgramMaker(ExprMaker):
 
     def header(self) -> list[str]:
         lines = []
-        if self.chance(0.12):
+        if self.chance(0.08):
             lines += [f'"""{self.pick(V.DOC_LINES).format(w=self.noun()[0], w2=self.noun()[0])}"""', ""]
-        if self.chance(0.35):
+        if self.chance(0.2):
             mods = self.r.sample(V.MODULES, self.r.randint(1, 3))
             lines += [f"import {m}" for m in sorted(mods)]
             lines += ([self.pick(V.FROM_IMPORTS)] if self.chance(0.3) else []) + [""]
-        if self.chance(0.15):
+        if self.chance(0.06):
             lines += [self.assign(self.ident().upper(), self.pick([self.num(), self.s()]))
                       for _ in range(self.r.randint(1, 3))] + [""]
         return lines
@@ -467,7 +474,7 @@ class ProgramMaker(ExprMaker):
             block = split(getattr(self, self.r.choices(names, weights)[0])())
             if self.chance(0.15):
                 block = self.wrap(block)
-            if self.chance(0.12):
+            if self.chance(0.06):
                 block = [self.comment()] + block
             sep = [""] if lines and lines[-1] and (block[0].startswith(("def ", "class ", "@")) or lines[-1][0] == " "
                                                   or self.chance(0.1)) else []

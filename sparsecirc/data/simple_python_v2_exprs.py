@@ -24,6 +24,12 @@ import random
 from sparsecirc.data import simple_python_v2_vocab as V
 
 CONSTS = ("True", "False", "None")
+EMPTY_STRINGS = ('""', "''")
+# relative frequency of the small compound idioms (``idiom_compound``), tuned so that every task idiom is at least
+# as dense per token as in version 1's corpus (see simple_python_v2's docstring)
+COMPOUND_WEIGHTS = {"if_eq": 3, "while_name": 1.2, "while_true": 1, "for": 2.6, "flag": 1, "accumulate": 1.5,
+                    "def": 2, "class": 0.8, "with_open": 1.3}
+P_IDIOM_STMT = 0.75  # share of filler statements that hold an idiom (raises idiom density per token to v1's)
 ELEM_KINDS = ("int", "int", "int", "float", "neg", "str", "str", "str", "name", "const", "mixed", "call", "tuple",
               "dict", "list")
 
@@ -33,8 +39,8 @@ class ExprMaker:
 
     def __init__(self, rng: random.Random):
         self.r = rng
-        self.p_double = rng.choice([0.1, 0.5, 0.9, 0.7, 0.3])
-        self.p_eq_odd = rng.choice([0.0, 0.0, 0.03, 0.1, 0.5])  # `x=[[`, `x =[[`, `x= [[`
+        self.p_double = rng.choice([0.1, 0.5, 0.9, 0.6, 0.3])
+        self.p_eq_odd = rng.choice([0.0, 0.0, 0.03, 0.1, 0.3])  # `x=[[`, `x =[[`, `x= [[`
         self.p_tight_comma = rng.choice([0.0, 0.0, 0.0, 0.05, 0.6])
         self.p_pad = rng.choice([0.0, 0.0, 0.03, 0.3])  # `[ 1, 2 ]`
         self.p_trailing = rng.choice([0.0, 0.05, 0.2])
@@ -100,7 +106,7 @@ class ExprMaker:
                 words[0] = self.pick(V.CAPS)
             t = " ".join(words)
             return t + self.pick([""] * 12 + [":", "!", ".", "...", "?", ",", ": "])
-        if r < 0.41:  # a longer sentence
+        if r < 0.39:  # a longer sentence
             words = [self.word() for _ in range(self.r.randint(5, 12))]
             return self.pick(V.CAPS) + " " + " ".join(words) + self.pick([".", "", "!"])
         if r < 0.55:
@@ -198,7 +204,10 @@ class ExprMaker:
 
     def elems(self, kind: str | None = None, n: int | None = None) -> list[str]:
         kind = kind or self.pick(ELEM_KINDS)
-        n = self.r.choice([0, 1, 2, 3, 3, 4, 5, 6, 8, 10, 16, 24, 40, 48]) if n is None else n
+        if n is None and self.chance(0.99):  # mostly short: a long list costs many tokens per idiom
+            n = self.r.choice([0, 1, 2, 2, 3, 3, 4, 4, 5, 6, 8, 10, 16])
+        elif n is None:
+            n = self.r.randint(24, 48)
         return [self.atom(kind) for _ in range(n)]
 
     def list_literal(self, kind: str | None = None, n: int | None = None) -> str:
@@ -208,10 +217,10 @@ class ExprMaker:
         """A list nested ``depth`` deep (1 = flat); rows may be ragged, empty, or spread over lines."""
         kind = kind or self.pick(ELEM_KINDS[:11])
         if depth <= 1:
-            return self.seq(self.elems(kind, self.r.choice([1, 2, 2, 3, 3, 4, 5, 7, 12])), multiline=False)
-        n = self.r.choice([1, 2, 2, 3, 3, 4, 5, 8]) if depth == 2 else self.r.randint(1, 3)
+            return self.seq(self.elems(kind, self.r.choice([1, 2, 2, 3, 3, 3, 4, 5, 7, 12])), multiline=False)
+        n = self.r.choice([1, 2, 2, 2, 3, 3, 4, 5, 8]) if depth == 2 else self.r.randint(1, 2)
         rows = [self.nested(depth - 1 if self.chance(0.93) else 1, kind) for _ in range(n)]
-        return self.seq(rows, multiline=depth == 2 and n > 2 and self.chance(self.p_multiline + 0.2))
+        return self.seq(rows, multiline=depth == 2 and n > 2 and self.chance(self.p_multiline + 0.35))
 
     def dict_literal(self, n: int | None = None, multiline: bool | None = None) -> str:
         n = self.r.choice([0, 1, 2, 3, 3, 4, 5, 6, 9]) if n is None else n
@@ -219,7 +228,7 @@ class ExprMaker:
         vk = self.pick(ELEM_KINDS)
         keys = [self.s(self.word()) if kk == "str" else self.atom(kk) for _ in range(n)]
         sep = self.pick([": "] * 12 + [":", " : "])
-        if multiline is None and n >= 3 and self.chance(0.3):
+        if multiline is None and n >= 3 and self.chance(0.5):
             multiline = True  # config-style dicts, one entry per line
         return self.seq([f"{k}{sep}{self.atom(vk)}" for k in keys], "{", "}", multiline)
 
@@ -265,18 +274,113 @@ class ExprMaker:
         return f"{fn}({self.args()})"
 
     def cond(self, x: str | None = None) -> str:
+        """A condition on ``x`` (a fresh name by default): comparisons (mostly ``==``), membership, ``None`` tests."""
         x = x or self.ident()
-        y = self.pick([self.num(), self.ident(), self.s(self.word()), "0", "None"])
-        c = self.pick([f"{x} > {y}", f"{x} == {y}", f"{x} == {y}", f"{x} == {y}",
-                       f"{x} != {y}", f"{x} < {y}", f"{x} >= {y}", f"{x} <= {y}",
-                       f"{x} % 2 == 0", f"not {x}", f"{x} is None", f"{x} is not None", f"{x} in {self.ident()}",
-                       f"{x} not in {self.ident()}", f"len({x}) > {self.num()}", f"{x}", f"isinstance({x}, str)",
-                       f"{x}.startswith({self.s(self.word())})", f"{x} == {y} and {self.ident()}",
-                       f"{x} < {y} or {x} > {self.num()}", f"0 <= {x} < {self.r.randint(1, 100)}"])
+        y = self.pick([self.num, self.ident, lambda: self.s(self.word()), lambda: "0", lambda: "None"])()
+        c = self.pick([  # only the drawn form is built
+            lambda: f"{x} > {y}", *[lambda: f"{x} == {y}"] * 5, lambda: f"{x} != {y}", lambda: f"{x} < {y}",
+            lambda: f"{x} >= {y}", lambda: f"{x} <= {y}", lambda: f"{x} % 2 == 0", lambda: f"not {x}",
+            lambda: f"{x} is None", lambda: f"{x} is not None", lambda: f"{x} in {self.ident()}",
+            lambda: f"{x} not in {self.ident()}", lambda: f"len({x}) > {self.num()}", lambda: f"{x}",
+            lambda: f"isinstance({x}, str)", lambda: f"{x}.startswith({self.s(self.word())})",
+            lambda: f"{x} == {y} and {self.ident()}", lambda: f"{x} < {y} or {x} > {self.num()}",
+            lambda: f"0 <= {x} < {self.r.randint(1, 100)}"])()
         return f"({c})" if self.chance(0.05) else c
 
+    def label(self) -> str:
+        """Short string content ending in a letter (``Done``, ``file not found``): the text of P1's quote idiom."""
+        words = [self.word() for _ in range(self.r.choice([1, 1, 2, 2, 3, 4]))]
+        return " ".join([self.pick(V.CAPS)] + words[1:] if self.chance(0.5) else words)
+
+    def call_name(self, x: str) -> str:
+        """A function or method that takes a string: ``print``, ``log``, ``words.append``, ``load_<x>``, ..."""
+        r = self.r.random()
+        if r < 0.55:
+            return self.pick(["print", "print", "print", "log", "logger.info", "self.log", "warnings.warn", "input"])
+        if r < 0.93:
+            one, many = self.noun()
+            return self.pick([f"{many}.append", f"{one}.startswith", f"{one}.split", f"{many}.count",
+                              f"{one}.endswith"])
+        return f"{self.pick(V.VERBS)}_{x}"
+
+    def idiom_stmt(self) -> str:
+        """A one-line statement holding a P1 idiom in one of its surface forms: a call whose only argument is a
+        string (``("...")``), a plain or f-string print, a nested list, ``open(...)``, a ternary, a flag, an
+        empty set or string, a list of strings or of numbers, a lambda, ``+=``. Only the drawn form is built."""
+        x, q = self.ident(), self.q()
+        call = lambda: f"{self.call_name(x)}({self.s(self.label())})"  # noqa: E731
+        forms = [
+            call, call,
+            lambda: f"{self.ident()}{self.eq()}{call()}", lambda: f"{self.ident()}{self.eq()}{call()}",
+            lambda: f"raise {self.pick(V.EXCEPTIONS)}({self.s(self.label())})",
+            lambda: f"print({q}{self.pick(V.CAPS)}{self.pick(['', ' ' + self.word()])}{q})",
+            lambda: f"{self.pick(['print', 'print', 'print', 'log', 'logger.info'])}({q}{self.pick(V.CAPS)}{q})",
+            lambda: f"print(f{q}{self.pick(V.CAPS)}{self.pick(['', ' ' + self.word(), ':'])} {{{x}}}{q})",
+            lambda: f"{self.ident()}{self.eq()}f{q}{{{x}}} {self.word()}{q}",
+            lambda: self.assign(x, self.nested(2, self.pick(["int", "int", "neg", "float", "str", "name", "const"]))),
+            lambda: self.assign(self.pick(["f", "fh", "fp", "handle"]),
+                                f"open({self.s(self.pick(V.READ_FILES) + '.txt')}, {q}{self.pick(['r', 'w'])}{q})"),
+            lambda: self.assign(x, f"{self.value()} if {self.cond()} else {self.value()}"),
+            lambda: self.assign(self.pick(V.FLAGS), self.pick(["True", "False"])),
+            lambda: self.assign(x, self.pick(["set()", '""', "''"])),
+            lambda: self.assign(x, self.seq([self.s(self.word()) for _ in range(self.r.randint(1, 5))])),
+            lambda: self.assign(x, self.seq([self.atom("int") for _ in range(self.r.randint(1, 6))])),
+            lambda: self.assign(self.pick(["f", "key_fn", "square", "double", "get_" + self.noun()[0]]),
+                                f"lambda {self.pick(['x', 'v', 'n', 's'])}: {self.pick(['x', 'v', 'n', 's'])} "
+                                f"{self.pick(['* 2', '+ 1', '** 2', '> 0'])}"),
+            lambda: f"{self.noun()[1]}.sort(key=lambda {self.pick(['x', 'v', 'p'])}: {self.pick(['x', 'v', 'p'])}[0])",
+            lambda: f"{x} += {self.pick([self.num(), self.ident(), self.s(self.word())])}",
+        ]
+        return self.pick(forms)()
+
+    def idiom_compound(self) -> str:
+        """A two-to-five-line compound statement holding a P1 idiom, drawn by :data:`COMPOUND_WEIGHTS`: ``if x ==``
+        (with or without ``else``), ``while name:``, ``while True:``, a ``for`` loop, a flag test, a set or string
+        accumulator, ``with open``, a ``def`` with defaults, a class whose ``__init__`` copies its parameters.
+        Continuation lines are indented relative to column 0."""
+        one, many = self.noun()
+        x, q = self.ident(), self.q()
+        form = self.r.choices(list(COMPOUND_WEIGHTS), list(COMPOUND_WEIGHTS.values()))[0]
+        if form == "if_eq":
+            out = f"if {x} == {self.pick([self.num(), self.ident(), self.s(self.word()), 'None'])}:\n    {self.stmt()}"
+            if self.chance(0.2):
+                out += f"\nelif {x} == {self.pick([self.num(), self.ident(), 'None'])}:\n    {self.stmt()}"
+            return out + (f"\nelse:\n    {self.stmt()}" if self.chance(0.5) else "")
+        if form == "while_name":
+            if self.chance(0.25):
+                op, bound = self.pick(["<", "<=", ">", "!="]), self.pick([self.num(), self.ident()])
+                return f"while {x} {op} {bound}:\n    {self.stmt()}"
+            return f"while {self.pick([many, self.pick(V.FLAGS), 'queue', 'stack', 'pending'])}:\n    {self.stmt()}"
+        if form == "while_true":
+            return f"while True:\n    {self.stmt()}\n    if {self.cond()}:\n        break"
+        if form == "for":
+            head = self.pick([f"for {one} in {many}:", f"for {self.pick(['i', 'j', 'k', 'n'])} in range({self.num()}):",
+                              f"for {self.pick(['i', 'idx'])}, {one} in enumerate({many}):"])
+            return f"{head}\n    {self.stmt()}"
+        if form == "flag":
+            return f"if {self.pick(V.FLAGS)} == {self.pick(['True', 'False'])}:\n    {self.stmt()}"
+        if form == "accumulate":
+            var = "current" if self.chance(0.3) else x
+            if self.chance(0.5):
+                return f"{self.assign(var, 'set()')}\n{var}.add({one})"
+            return f"{self.assign(var, self.pick(EMPTY_STRINGS))}\n{var} += {one}"
+        if form == "def":
+            ps = self.idents(self.r.randint(1, 4))
+            k = self.r.randint(0, len(ps) - 1) if self.chance(0.6) else len(ps)  # defaults from the k-th on
+            sig = ", ".join(ps[:k] + [f"{p}={self.pick(['None', 'None', 'None', self.num(), 'True'])}" for p in ps[k:]])
+            return f"def {self.pick(V.VERBS)}_{one}({sig}):\n    return {self.pick(ps)}"
+        if form == "class":
+            ps = self.idents(self.r.randint(1, 3))
+            lines = "".join(f"\n        self.{p} = {p}" for p in ps)
+            return f"class {self.pick(V.CLASSES)}:\n    def __init__(self, {', '.join(ps)}):{lines}"
+        mode, fv = self.pick(["r", "w"]), self.pick(["f", "fh", "fp"])
+        body = f"{fv}.read()" if mode == "r" else f"{fv}.write({self.s()})"
+        return f"with open({self.s(self.pick(V.READ_FILES) + '.txt')}, {q}{mode}{q}) as {fv}:\n    {body}"
+
     def stmt(self) -> str:
-        """One simple statement (a filler line between the idioms)."""
+        """One simple statement (a filler line between the idioms; a third of them hold an idiom themselves)."""
+        if self.chance(P_IDIOM_STMT):
+            return self.idiom_stmt()
         r = self.r.random()
         x = self.ident()
         if r < 0.3:

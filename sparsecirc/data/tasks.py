@@ -18,6 +18,14 @@ Task loss (P1 [C], digest §5): cross-entropy over the TWO candidates at the pro
 over the two prompts of a pair, i.e. twice this value; P1's target 0.15 is read per prompt. Accuracy is the
 fraction of prompts with ``logit_target > logit_distractor``.
 
+Data versions (``sparsecirc.data.versions``): every function takes ``version`` (default ``"v1"``, the committed
+``data/tasks``; ``evaluate_all`` / ``task_metrics`` default to the model's ``cfg.data_version``). Version 2's data
+live in ``data/tasks_v2`` (``python -m sparsecirc tasks --version v2``), are tokenised with its tokenizer, and their
+test prompts are checked against v2's training corpus: the stdlib TRAIN documents plus the first
+``N_CHECK_PROGRAMS_V2`` programs of the (endless) v2 train stream, a bounded sample. A task generator that accepts
+a ``version`` keyword (``pair_<task>(d, version=...)``) is passed the data version; one that does not writes the
+same text for every version (the manifest records which).
+
 Example:
     >>> import sparsecirc as sc, sparsecirc.data.tasks as tasks
     >>> model = sc.GPT(sc.ModelConfig(n_layer=2, d_model=128))
@@ -26,6 +34,8 @@ Example:
 """
 from __future__ import annotations
 
+import argparse
+import inspect
 import json
 import random
 import re
@@ -41,14 +51,18 @@ import torch
 import torch.nn.functional as F
 
 from sparsecirc.artifacts import sha256_file
-from sparsecirc.data import corpus
+from sparsecirc.data import corpus, corpus_v2
 from sparsecirc.data import task_generators as gen
+from sparsecirc.data.corpus import CorpusIndex
 from sparsecirc.data.tokenizer import CodeTokenizer, load_tokenizer
+from sparsecirc.data.versions import DATA_VERSIONS, DEFAULT_VERSION, get_version
 from sparsecirc.paths import DATA_DIR
 
 GENERATOR_VERSION = 1  # bump when any generator's output changes on purpose
-TASKS_DIR = DATA_DIR / "tasks"  # module attribute so tests can point it at a tmp copy
+TASKS_DIR = DATA_DIR / "tasks"  # v1's folder; module attribute so tests can point it at a tmp copy
+TASKS_DIRS = {name: DATA_DIR / v.tasks_dir for name, v in DATA_VERSIONS.items() if name != DEFAULT_VERSION}
 REBUILD_CMD = "python -m sparsecirc tasks"
+N_CHECK_PROGRAMS_V2 = 50_000  # v2 test prompts are checked against this many train-stream programs (~13 M tokens)
 SPLITS = ("train", "test")
 DEFAULT_N_TRAIN_PAIRS, DEFAULT_N_TEST_PAIRS, DEFAULT_SEED = 512, 128, 0
 MAX_TOKENS, MAX_TOKENS_BRACKETS = 100, 120
@@ -81,12 +95,16 @@ class Task:
     idioms: tuple[str, str]
     max_tokens: int = MAX_TOKENS
 
-    def make_pair(self, rng: random.Random, tok: CodeTokenizer | None = None) -> tuple[Example, Example]:
-        """Draw checked pairs from ``rng`` until one passes (see module docstring); returns (A, B)."""
-        tok = tok or task_tokenizer()
+    def make_pair(self, rng: random.Random, tok: CodeTokenizer | None = None,
+                  version: str = DEFAULT_VERSION) -> tuple[Example, Example]:
+        """Draw checked pairs from ``rng`` until one passes (see module docstring); returns (A, B). ``tok``
+        defaults to data version ``version``'s tokenizer; the generator gets ``version`` if it takes it."""
+        tok = tok or task_tokenizer(version)
         names = single_token_names(tok)
+        kw = {"version": version} if takes_version(self.generator) else {}
+        draw_kw = {"version": version} if takes_version(gen.Draw) else {}
         for _ in range(_MAX_TRIES):
-            (pa_, ta), (pb, tb) = self.generator(gen.Draw(rng, names))
+            (pa_, ta), (pb, tb) = self.generator(gen.Draw(rng, names, **draw_kw), **kw)
             if self.candidates is not None and (ta, tb) != self.candidates:
                 raise RuntimeError(f"{self.name}: generator returned candidates {(ta, tb)}, expected {self.candidates}")
             a, b = make_example(tok, pa_, ta, tb, self.max_tokens), make_example(tok, pb, tb, ta, self.max_tokens)
@@ -95,9 +113,30 @@ class Task:
         raise RuntimeError(f"{self.name}: no valid pair in {_MAX_TRIES} draws")
 
 
-@lru_cache(maxsize=1)
-def task_tokenizer() -> CodeTokenizer:
-    return load_tokenizer()
+@lru_cache(maxsize=len(DATA_VERSIONS))
+def task_tokenizer(version: str = DEFAULT_VERSION) -> CodeTokenizer:
+    """Data version ``version``'s committed tokenizer (loaded once), the one its task data are tokenised with."""
+    return load_tokenizer(version=get_version(version).name)
+
+
+def takes_version(fn: Callable) -> bool:
+    """Whether ``fn`` accepts a ``version`` keyword (task generators are being versioned; older ones are not)."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    return "version" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+def tasks_dir(version: str = DEFAULT_VERSION) -> Path:
+    """The folder of data version ``version``'s task sets (``TASKS_DIR`` for v1, ``TASKS_DIRS[version]`` else)."""
+    name = get_version(version).name
+    return TASKS_DIR if name == DEFAULT_VERSION else TASKS_DIRS[name]
+
+
+def rebuild_cmd(version: str = DEFAULT_VERSION) -> str:
+    """The command that regenerates data version ``version``'s task sets."""
+    return REBUILD_CMD if version == DEFAULT_VERSION else f"{REBUILD_CMD} --version {version}"
 
 
 @lru_cache(maxsize=4)
@@ -204,9 +243,10 @@ def _table(rows: list[tuple[int, Example]]) -> pa.Table:
 
 
 def _build_tables(name: str, n_train_pairs: int, n_test_pairs: int, seed: int,
-                  exclude: Callable[[str], bool] | None) -> tuple[dict[str, pa.Table], int]:
+                  exclude: Callable[[str], bool] | None,
+                  version: str = DEFAULT_VERSION) -> tuple[dict[str, pa.Table], int]:
     """The two split tables and the number of test pairs redrawn because ``exclude`` hit one of its prompts."""
-    task, tok = get_task(name), task_tokenizer()
+    task, tok = get_task(name), task_tokenizer(version)
     seen: set[str] = set()
     tables, n_excluded = {}, 0
     for split, n in (("train", n_train_pairs), ("test", n_test_pairs)):
@@ -215,7 +255,7 @@ def _build_tables(name: str, n_train_pairs: int, n_test_pairs: int, seed: int,
         for _ in range(20 * n + 100):
             if len(rows) == 2 * n:
                 break
-            a, b = task.make_pair(rng, tok)
+            a, b = task.make_pair(rng, tok, version)
             if a.prompt in seen or b.prompt in seen:
                 continue  # no duplicates within a split, no test prompt in train
             if split == "test" and exclude is not None and (exclude(a.prompt) or exclude(b.prompt)):
@@ -230,7 +270,8 @@ def _build_tables(name: str, n_train_pairs: int, n_test_pairs: int, seed: int,
 
 
 def build_task_dataset(name: str, n_train_pairs: int = DEFAULT_N_TRAIN_PAIRS, n_test_pairs: int = DEFAULT_N_TEST_PAIRS,
-                       seed: int = DEFAULT_SEED, exclude: Callable[[str], bool] | None = None) -> datasets.DatasetDict:
+                       seed: int = DEFAULT_SEED, exclude: Callable[[str], bool] | None = None, *,
+                       version: str = DEFAULT_VERSION) -> datasets.DatasetDict:
     """Generate train/test pairs of one task (deterministic in ``name``, counts, ``seed`` and ``exclude``).
 
     Args:
@@ -239,6 +280,7 @@ def build_task_dataset(name: str, n_train_pairs: int = DEFAULT_N_TRAIN_PAIRS, n_
         seed: seed of the two split streams (``random.Random("sparsecirc.tasks/<seed>/<name>/<split>")``).
         exclude: optional predicate; test pairs with a prompt for which it is true are skipped
             (``save_task_data`` passes ``CorpusIndex`` of the training corpus).
+        version: data version: its tokenizer tokenises the prompts, and generators that take it get it.
     Returns:
         ``DatasetDict`` with ``train`` / ``test`` columns pair_id, prompt, target, distractor, prompt_ids,
         target_id, distractor_id; no prompt occurs twice across both splits.
@@ -248,30 +290,42 @@ def build_task_dataset(name: str, n_train_pairs: int = DEFAULT_N_TRAIN_PAIRS, n_
         >>> dd["test"].num_rows
         8
     """
-    tables, _ = _build_tables(name, n_train_pairs, n_test_pairs, seed, exclude)
+    tables, _ = _build_tables(name, n_train_pairs, n_test_pairs, seed, exclude, version)
     return datasets.DatasetDict({s: datasets.Dataset(t) for s, t in tables.items()})
 
 
 def save_task_data(out_dir: str | Path | None = None, n_train_pairs: int = DEFAULT_N_TRAIN_PAIRS,
                    n_test_pairs: int = DEFAULT_N_TEST_PAIRS, seed: int = DEFAULT_SEED, *,
-                   names: tuple[str, ...] | None = None, check_corpus: bool = True) -> Path:
+                   names: tuple[str, ...] | None = None, check_corpus: bool = True, version: str = DEFAULT_VERSION,
+                   check_programs: int = N_CHECK_PROGRAMS_V2) -> Path:
     """Write ``<task>-<split>.parquet`` for every task and ``MANIFEST.json`` into ``out_dir`` (default
-    ``data/tasks``); ``python -m sparsecirc tasks``. Returns the manifest's path."""
+    ``tasks_dir(version)``: ``data/tasks``, ``data/tasks_v2``); ``python -m sparsecirc tasks [--version v2]``.
+    v2 test prompts are checked against the stdlib TRAIN documents and the first ``check_programs`` programs of the
+    v2 train stream (seed 0). Returns the manifest's path."""
 
-    out_dir = Path(out_dir) if out_dir is not None else TASKS_DIR
+    version = get_version(version).name
+    out_dir = Path(out_dir) if out_dir is not None else tasks_dir(version)
     out_dir.mkdir(parents=True, exist_ok=True)
-    exclude = CorpusIndex(corpus.load_corpus("train")["text"]) if check_corpus else None
-    manifest = {"made_by": REBUILD_CMD, "generator": "sparsecirc.tasks / sparsecirc.task_generators",
+    if version == DEFAULT_VERSION:
+        checked = {"split": "train", "n_simple": corpus.DEFAULT_N_SIMPLE, "seed": 0}
+        texts = corpus.load_corpus("train")["text"] if check_corpus else None
+    else:
+        checked = {"split": "train", "data_version": version, "stdlib": True, "programs": [0, check_programs],
+                   "seed": 0, "note": "a bounded sample of the endless train stream"}
+        texts = corpus_v2.load_corpus_v2("train", n_programs=check_programs)["text"] if check_corpus else None
+    exclude = CorpusIndex(texts) if check_corpus else None
+    manifest = {"made_by": rebuild_cmd(version), "generator": "sparsecirc.tasks / sparsecirc.task_generators",
                 "generator_version": GENERATOR_VERSION, "seed": seed, "n_train_pairs": n_train_pairs,
-                "n_test_pairs": n_test_pairs, "tokenizer_sha256": task_tokenizer().sha256,
-                "test_prompts_checked_against_corpus": ({"split": "train", "n_simple": corpus.DEFAULT_N_SIMPLE,
-                                                         "seed": 0} if check_corpus else None),
+                "n_test_pairs": n_test_pairs, "tokenizer_sha256": task_tokenizer(version).sha256,
+                "test_prompts_checked_against_corpus": checked if check_corpus else None,
                 "format": "parquet (zstd), one row per prompt; rows 2i and 2i+1 are pair i (variants A, B)",
                 "pyarrow": pa.__version__,  # the file bytes (not their content) depend on it
                 "tasks": {}}
+    if version != DEFAULT_VERSION:  # v1's manifest keeps its exact fields
+        manifest.update(data_version=version, tokenizer_file=get_version(version).tokenizer_file)
     for name in names or tuple(TASKS):
         task, files = get_task(name), {}
-        tables, n_excluded = _build_tables(name, n_train_pairs, n_test_pairs, seed, exclude)
+        tables, n_excluded = _build_tables(name, n_train_pairs, n_test_pairs, seed, exclude, version)
         for split, table in tables.items():
             path = out_dir / f"{name}-{split}.parquet"
             pq.write_table(table, path, compression="zstd", compression_level=19)
@@ -281,62 +335,41 @@ def save_task_data(out_dir: str | Path | None = None, n_train_pairs: int = DEFAU
                             "mean_prompt_tokens": round(sum(lengths) / len(lengths), 1)}
         manifest["tasks"][name] = {"description": task.description, "candidates": task.candidates,
                                    "test_pairs_redrawn_as_in_corpus": n_excluded, "files": files}
+        if version != DEFAULT_VERSION:
+            manifest["tasks"][name]["generator_takes_version"] = takes_version(task.generator)
     path = out_dir / "MANIFEST.json"
     path.write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n")
     return path
 
 
-def load_task(name: str, split: str = "test") -> datasets.Dataset:
-    """The committed ``split`` of task ``name``, after checking its sha256 and the tokenizer's against
-    ``data/tasks/MANIFEST.json``. Raises ValueError for unknown names/splits, TaskDataError otherwise."""
+def load_task(name: str, split: str = "test", version: str = DEFAULT_VERSION) -> datasets.Dataset:
+    """The committed ``split`` of task ``name`` in data version ``version`` (``tasks_dir(version)``), after
+    checking its sha256 and the tokenizer's against the folder's ``MANIFEST.json``. Raises ValueError for unknown
+    names/splits/versions, TaskDataError otherwise."""
     get_task(name)
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
-    manifest_path = TASKS_DIR / "MANIFEST.json"
+    folder, cmd, tok = tasks_dir(version), rebuild_cmd(version), task_tokenizer(version)
+    manifest_path = folder / "MANIFEST.json"
     if not manifest_path.exists():
-        raise TaskDataError(f"{manifest_path} is missing; rebuild with `{REBUILD_CMD}`")
+        raise TaskDataError(f"{manifest_path} is missing; rebuild with `{cmd}`")
     manifest = json.loads(manifest_path.read_text())
     entry = manifest.get("tasks", {}).get(name, {}).get("files", {}).get(split)
     if entry is None:
-        raise TaskDataError(f"{manifest_path} lists no {split} data for {name}; rebuild with `{REBUILD_CMD}`")
-    path = TASKS_DIR / entry["file"]
+        raise TaskDataError(f"{manifest_path} lists no {split} data for {name}; rebuild with `{cmd}`")
+    path = folder / entry["file"]
     if not path.exists():
-        raise TaskDataError(f"task file {path} is missing; rebuild with `{REBUILD_CMD}`")
+        raise TaskDataError(f"task file {path} is missing; rebuild with `{cmd}`")
     if (sha := sha256_file(path)) != entry["sha256"]:
         raise TaskDataError(f"task file {path} has sha256 {sha[:12]}..., the manifest pins {entry['sha256'][:12]}...; "
-                            f"restore it from git or rebuild with `{REBUILD_CMD}`")
-    if manifest["tokenizer_sha256"] != task_tokenizer().sha256:
+                            f"restore it from git or rebuild with `{cmd}`")
+    if manifest["tokenizer_sha256"] != tok.sha256:
         raise TaskDataError(f"task data was tokenized with tokenizer {manifest['tokenizer_sha256'][:12]}..., the "
-                            f"current one is {task_tokenizer().sha256[:12]}...; rebuild with `{REBUILD_CMD}`")
+                            f"current {version} one is {tok.sha256[:12]}...; rebuild with `{cmd}`")
     return datasets.Dataset(pq.read_table(path))
 
 
 # --- corpus overlap and idiom frequency -------------------------------------------------------------------------
-class CorpusIndex:
-    """``prompt in index``: is ``prompt`` a substring of one of ``texts``? Exact; a line / line-pair set rules
-    most prompts out before the (slow) substring search over all documents."""
-
-    def __init__(self, texts):
-        texts = list(texts)
-        self.big = "\0".join(texts)  # \0 never occurs in a prompt: no match across documents
-        self.lines, self.line_pairs = set(), set()
-        for t in texts:
-            ls = t.split("\n")
-            self.lines.update(ls)
-            self.line_pairs.update(a + "\n" + b for a, b in zip(ls, ls[1:]))
-
-    def __call__(self, prompt: str) -> bool:
-        return prompt in self
-
-    def __contains__(self, prompt: str) -> bool:
-        full = prompt.split("\n")[1:-1]  # lines of the prompt that must be whole lines of a matching document
-        if any(a + "\n" + b not in self.line_pairs for a, b in zip(full, full[1:])):
-            return False
-        if any(line not in self.lines for line in full):
-            return False
-        return prompt in self.big
-
-
 def corpus_idiom_counts(texts, sources) -> dict[str, dict[str, tuple[int, int]]]:
     """Rough frequency of each task's decision contexts: ``{task: {source: (count_A, count_B)}}`` where the counts
     are matches of ``Task.idioms`` in the documents of each source (e.g. ``"simple"``, ``"stdlib"``)."""
@@ -423,24 +456,35 @@ def task_accuracy(logits2: torch.Tensor) -> torch.Tensor:
     return (logits2[:, 0] > logits2[:, 1]).float()
 
 
-def task_metrics(model: torch.nn.Module, name: str, split: str = "test", max_examples: int | None = None) -> dict:
+def model_data_version(model: torch.nn.Module) -> str:
+    """The data version a model was trained on: ``model.cfg.data_version`` (``"v1"`` for a model without one)."""
+    return getattr(getattr(model, "cfg", None), "data_version", DEFAULT_VERSION)
+
+
+def task_metrics(model: torch.nn.Module, name: str, split: str = "test", max_examples: int | None = None,
+                 version: str | None = None) -> dict:
     """``{"loss", "accuracy", "n"}`` of ``model`` on the committed ``split`` of task ``name`` (first
-    ``max_examples`` prompts, rounded down to whole pairs)."""
-    ds = load_task(name, split)
+    ``max_examples`` prompts, rounded down to whole pairs), in data version ``version`` (None: the model's)."""
+    ds = load_task(name, split, model_data_version(model) if version is None else version)
     if max_examples is not None:
         ds = ds.select(range(min(ds.num_rows, max_examples - max_examples % 2)))
     lg = pair_logits(model, ds)
     return {"loss": float(task_loss(lg).mean()), "accuracy": float(task_accuracy(lg).mean()), "n": ds.num_rows}
 
 
-def evaluate_all(model: torch.nn.Module, split: str = "test", max_examples: int | None = None) -> dict[str, dict]:
-    """``task_metrics`` for all 20 tasks, ``{task name: {"loss", "accuracy", "n"}}`` in registry order."""
-    return {name: task_metrics(model, name, split, max_examples) for name in TASKS}
+def evaluate_all(model: torch.nn.Module, split: str = "test", max_examples: int | None = None,
+                 version: str | None = None) -> dict[str, dict]:
+    """``task_metrics`` for all 20 tasks, ``{task name: {"loss", "accuracy", "n"}}`` in registry order, in data
+    version ``version`` (None: the model's ``cfg.data_version``)."""
+    version = model_data_version(model) if version is None else version
+    return {name: task_metrics(model, name, split, max_examples, version) for name in TASKS}
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m sparsecirc tasks``: regenerate ``data/tasks`` and print its manifest summary."""
-    path = save_task_data()
+    """``python -m sparsecirc tasks [--version v2]``: regenerate a version's task data and print a summary."""
+    parser = argparse.ArgumentParser(prog="python -m sparsecirc tasks", description=main.__doc__)
+    parser.add_argument("--version", default=DEFAULT_VERSION, choices=list(DATA_VERSIONS))
+    path = save_task_data(version=parser.parse_args(argv).version)
     manifest = json.loads(path.read_text())
     total = sum(f["bytes"] for t in manifest["tasks"].values() for f in t["files"].values())
     print(f"wrote {path} ({len(manifest['tasks'])} tasks, {total} bytes of parquet)")
