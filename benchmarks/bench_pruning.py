@@ -4,7 +4,7 @@
                                                  [--tasks if_equals,var_if] [--threads 2] [--budgets 1000,3000]
 
 Uses a committed model and the book-scale settings of the converged study (32 pairs a step, held-out validation,
-the k_coef the study's search chose where it is built). Prints, side by side in one run:
+the lr and k_coef the study's search chose where it is built). Prints, side by side in one run:
 
 1. the mask step (forward and backward through the ablated model), in ms: the pruner's step (last block at the
    scored position only, ``last_only``; AbsTopK by a selection threshold) against the same step with the last
@@ -85,7 +85,7 @@ def main() -> None:
     chosen = {}
     if a.study in artifacts.load_registry():
         res = sc.get_or_compute(a.study, "book").results
-        chosen = {r["task"]: r["k_coef"] for r in res["runs"] if r["model"] == a.model}
+        chosen = {r["task"]: (r["lr"], r["k_coef"]) for r in res["runs"] if r["model"] == a.model}
     print(f"threads={n} model={a.model}, {base.batch_pairs} pairs a step, budgets {budgets}")
     names = a.tasks.split(",")
     data = PairData.from_dataset(tasks.load_task(names[0], "train"), rc.model.n_ctx)
@@ -100,13 +100,14 @@ def main() -> None:
     for t in names:
         ds = tasks.load_task(t, "train")
         for name, c in runs:
-            c = c.replace(k_coef=chosen.get(t, c.k_coef))
+            lr, k_coef = chosen.get(t, (c.lr, c.k_coef))
+            c = c.replace(lr=lr, k_coef=k_coef)
             t0 = time.perf_counter()
             r = prune_to_circuit(run.model, ds, means, c, task=t)
             s = time.perf_counter() - t0
             secs[name].append(s)
             circ = r.circuits.get(c.target_loss)
-            print(f"{t:18s} k_coef {c.k_coef:g} {name:22s} {s:6.1f} s ({r.history['steps_run']} steps, "
+            print(f"{t:18s} lr {c.lr:g} k_coef {c.k_coef:g} {name:22s} {s:6.1f} s ({r.history['steps_run']} steps, "
                   f"{circ.n_edges if circ else 'not reached'} edges): {s / TARGET_S:.2f}x the {TARGET_S:.0f} s target")
     for name, v in secs.items():
         m = sum(v) / len(v)
