@@ -138,3 +138,16 @@ def test_committed_v2_test_prompts_avoid_the_v2_training_corpus(monkeypatch):
         pytest.skip("data/tasks_v2 is not built yet (`python -m sparsecirc tasks --version v2`)")
     monkeypatch.setitem(tasks.TASKS_DIRS, "v2", DATA_DIR / "tasks_v2")
     _check_no_overlap(tasks.N_CHECK_PROGRAMS_V2)
+
+
+def test_model_task_reads_the_data_version_of_the_model():
+    from sparsecirc.core.config import ModelConfig
+    from sparsecirc.core.model import GPT
+    from sparsecirc.data import tasks
+
+    v1 = GPT(ModelConfig(n_layer=1, d_model=16, d_head=8, n_ctx=16, d_vocab=2048))
+    v2 = GPT(ModelConfig(n_layer=1, d_model=16, d_head=8, n_ctx=16, d_vocab=2048, data_version="v2"))
+    a, b = tasks.model_task(v1, "bracket_counting", "test"), tasks.model_task(v2, "bracket_counting", "test")
+    assert a["prompt"] == tasks.load_task("bracket_counting", "test")["prompt"]
+    assert b["prompt"] == tasks.load_task("bracket_counting", "test", version="v2")["prompt"]
+    assert a["prompt"] != b["prompt"]

@@ -461,6 +461,11 @@ def model_data_version(model: torch.nn.Module) -> str:
     return getattr(getattr(model, "cfg", None), "data_version", DEFAULT_VERSION)
 
 
+def model_task(model: torch.nn.Module, name: str, split: str = "test") -> datasets.Dataset:
+    """:func:`load_task` in the data version ``model`` was trained on (its tokenizer's ids)."""
+    return load_task(name, split, version=model_data_version(model))
+
+
 def task_metrics(model: torch.nn.Module, name: str, split: str = "test", max_examples: int | None = None,
                  version: str | None = None) -> dict:
     """``{"loss", "accuracy", "n"}`` of ``model`` on the committed ``split`` of task ``name`` (first

@@ -37,7 +37,7 @@ from sparsecirc import artifacts
 from sparsecirc.context import BuildContext
 from sparsecirc.core.config import PruneConfig
 from sparsecirc.data.lm import lm_tokens
-from sparsecirc.data.tasks import TASKS, evaluate_all, load_task
+from sparsecirc.data.tasks import TASKS, evaluate_all, model_task
 from sparsecirc.paths import cache_dir
 from sparsecirc.wst.circuit_study import random_init_like, swap_candidates
 from sparsecirc.wst.circuits import Circuit, residual_edges
@@ -222,7 +222,8 @@ def produce_prune_study(ctx: BuildContext) -> None:
             skey = search_key(results["models"][mid]["weights_sha256"], task, pcfg, targets, search)
             spath = cache / f"search__{mid}__{task}__{skey}.json"
             if not spath.exists():
-                artifacts.write_json(spath, run_search(model, means, load_task(task, "train"), pcfg, search, task))
+                found = run_search(model, means, model_task(model, task, "train"), pcfg, search, task)
+                artifacts.write_json(spath, found)
             found = json.loads(spath.read_text())
             jcfg = jcfg.replace(lr=found["lr"], k_coef=found["k_coef"])
         key = job_key(cond, results["models"][mid]["weights_sha256"], task, jcfg, targets,
@@ -237,7 +238,8 @@ def produce_prune_study(ctx: BuildContext) -> None:
             if collapsed(sum(tail) / len(tail), row["full_loss_val"], targets[0]):
                 row = None
         if row is None:
-            train_ds, test_ds, jm, jmeans = load_task(task, "train"), load_task(task, "test"), model, means
+            train_ds, test_ds = model_task(model, task, "train"), model_task(model, task, "test")
+            jm, jmeans = model, means
             if cond == "nonsense_rule":
                 train_ds, test_ds = nonsense_rule(train_ds), nonsense_rule(test_ds)
             if cond == "random_init":

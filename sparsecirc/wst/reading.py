@@ -19,7 +19,7 @@ from sparsecirc.core.model import GPT
 from sparsecirc.core.plotting import token_heatmap
 from sparsecirc.core.train import eval_windows
 from sparsecirc.data.lm import lm_tokens
-from sparsecirc.data.tasks import load_task, task_tokenizer
+from sparsecirc.data.tasks import model_task, task_tokenizer
 from sparsecirc.wst.ablation import compute_means
 from sparsecirc.wst.circuits import Circuit
 from sparsecirc.wst.prune import circuit_metrics, prune_to_circuit
@@ -72,7 +72,7 @@ def is_registered(model_id: str) -> bool:
 def prune_at_targets(model, means, task: str, pcfg: PruneConfig, targets: list[float]):
     """Prune and keep the circuit at the smallest reached target (P1: 0.15)."""
     targets = sorted(targets)
-    res = prune_to_circuit(model, load_task(task, "train"), means, pcfg.replace(target_loss=targets[0]),
+    res = prune_to_circuit(model, model_task(model, task, "train"), means, pcfg.replace(target_loss=targets[0]),
                            targets=tuple(targets[1:]), task=task)
     reached = {str(t): None if t not in res.circuits else
                {"nodes": res.circuits[t].n_nodes, "edges": res.circuits[t].n_edges, "loss": res.circuits[t].loss}
@@ -83,7 +83,7 @@ def prune_at_targets(model, means, task: str, pcfg: PruneConfig, targets: list[f
     if chosen is None:
         return info, None
     c = res.circuits[chosen]
-    test = load_task(task, "test")
+    test = model_task(model, task, "test")
     info.update(nodes=c.n_nodes, edges=c.n_edges, loss=c.loss, summary=c.summary(),
                 test=circuit_metrics(model, c, test, means),
                 inverse=circuit_metrics(model, c, test, means, invert=True))
