@@ -274,8 +274,7 @@ def corpus_tokens(split: str, tokenizer, *, n_simple: int = DEFAULT_N_SIMPLE, se
     _check_choice(split, SPLITS, "split")
     for part in parts:
         _check_choice(part, PARTS, "part")
-    path = cache_dir() / "tokens" / f"{_tokens_key(split, tokenizer, n_simple, seed, tuple(parts))}.npy"
-    if not path.exists():
+    def build() -> np.ndarray:
         texts = load_corpus(split, n_simple=n_simple, seed=seed, parts=parts)["text"]
         encoded = tokenizer.encode_batch(texts)
         arr = np.empty(sum(len(e) + 1 for e in encoded), dtype=np.uint16)  # vocab 2048 fits in uint16
@@ -284,11 +283,20 @@ def corpus_tokens(split: str, tokenizer, *, n_simple: int = DEFAULT_N_SIMPLE, se
             arr[pos:pos + len(ids)] = ids
             arr[pos + len(ids)] = tokenizer.eot_id
             pos += len(ids) + 1
+        return arr
+
+    return cached_tokens(_tokens_key(split, tokenizer, n_simple, seed, tuple(parts)), build)
+
+
+def cached_tokens(key: str, build) -> torch.Tensor:
+    """The token stream cached as ``cache_dir()/tokens/<key>.npy`` (uint16, written atomically by ``build()`` the
+    first time), as an int32 tensor."""
+    path = cache_dir() / "tokens" / f"{key}.npy"
+    if not path.exists():
         buf = io.BytesIO()
-        np.save(buf, arr, allow_pickle=False)
+        np.save(buf, build(), allow_pickle=False)
         atomic_write_bytes(path, buf.getvalue())
-    arr = np.load(path, allow_pickle=False)
-    return torch.from_numpy(arr.astype(np.int32))
+    return torch.from_numpy(np.load(path, allow_pickle=False).astype(np.int32))
 
 
 def corpus_stats(tokenizer=None, *, n_simple: int = DEFAULT_N_SIMPLE, seed: int = 0) -> dict:

@@ -26,7 +26,6 @@ Example:
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import sys
 import time
@@ -38,9 +37,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from sparsecirc.artifacts import atomic_write_bytes
 from sparsecirc.data import corpus, simple_python_v2
-from sparsecirc.paths import cache_dir
 
 VAL_START = 2 ** 40  # first program index of the validation stream
 VAL_PROGRAMS = 4_000  # validation programs (~1 M tokens)
@@ -214,12 +211,8 @@ def corpus_tokens_v2(split: str, tokenizer, *, n_simple_tokens: int | None = Non
     Example:
         >>> ids = corpus_tokens_v2("train", load_tokenizer(version="v2"), n_simple_tokens=60_000_000)
     """
-    key = tokens_key(split, tokenizer, n_simple_tokens, seed, tuple(parts))
-    path = cache_dir() / "tokens" / f"{key}.npy"
-    if not path.exists():
-        arr, _ = build_tokens_v2(split, tokenizer, n_simple_tokens=n_simple_tokens, seed=seed, parts=tuple(parts),
-                                 progress=progress)
-        buf = io.BytesIO()
-        np.save(buf, arr, allow_pickle=False)
-        atomic_write_bytes(path, buf.getvalue())
-    return torch.from_numpy(np.load(path, allow_pickle=False).astype(np.int32))
+    def build() -> np.ndarray:
+        return build_tokens_v2(split, tokenizer, n_simple_tokens=n_simple_tokens, seed=seed, parts=tuple(parts),
+                               progress=progress)[0]
+
+    return corpus.cached_tokens(tokens_key(split, tokenizer, n_simple_tokens, seed, tuple(parts)), build)
