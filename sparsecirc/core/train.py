@@ -389,6 +389,7 @@ def _train_locked(cfg, tokens, val_tokens, *, out, resume, progress, hooks, stop
             save_run(out, model, hist, cfg, opt=opt, step=step,
                      recipe_state=hooks.state() if hooks.state else None, **info)
 
+    draw = sequential_batch if t.sampling == "sequential" else sample_batch
     bar = tqdm(range(start, end), desc="train", disable=not progress or rank > 0, initial=start, total=end,
                leave=False)
     consistent = True  # False while a step is half applied: weights and history disagree
@@ -400,7 +401,6 @@ def _train_locked(cfg, tokens, val_tokens, *, out, resume, progress, hooks, stop
                 lr = lr_at(step, cfg) * (hooks.lr_factor(step) if hooks.lr_factor else 1.0)
                 for group in opt.param_groups:
                     group["lr"] = lr
-                draw = sequential_batch if t.sampling == "sequential" else sample_batch
                 batch = batch_fn(step) if batch_fn else draw(tokens, t.batch_size, m.n_ctx, t.seed, step)
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=t.bf16):
                     loss = net(batch[rows], loss_mask)

@@ -101,17 +101,18 @@ def run_job(model, means, train_ds, test_ds, pcfg: PruneConfig, targets: list[fl
     circuit or None)."""
     t0 = time.time()
     row = {"task": task}
-    res = prune_to_circuit(model, train_ds, means, pcfg, targets=tuple(targets[1:]), task=task, rankings=rankings)
-    tail = res.history["task_loss"][-pcfg.plateau_window:]
-    final = sum(tail) / len(tail)
+    def run(cfg: PruneConfig):
+        res = prune_to_circuit(model, train_ds, means, cfg, targets=tuple(targets[1:]), task=task, rankings=rankings)
+        tail = res.history["task_loss"][-cfg.plateau_window:]
+        return res, sum(tail) / len(tail)
+
+    res, final = run(pcfg)
     row["collapse"] = {"final_task_loss": final, "rerun": False}
     if collapsed(final, res.full_loss, targets[0]):
         pcfg = pcfg.replace(k_coef=pcfg.k_coef / COLLAPSE["k_coef_divisor"])
-        res = prune_to_circuit(model, train_ds, means, pcfg, targets=tuple(targets[1:]), task=task,
-                               rankings=rankings)
-        tail = res.history["task_loss"][-pcfg.plateau_window:]
-        row["collapse"] = {"first_final_task_loss": final, "rerun": True, "final_task_loss": sum(tail) / len(tail),
-                           "still_collapsed": collapsed(sum(tail) / len(tail), res.full_loss, targets[0])}
+        res, again = run(pcfg)
+        row["collapse"] = {"first_final_task_loss": final, "rerun": True, "final_task_loss": again,
+                           "still_collapsed": collapsed(again, res.full_loss, targets[0])}
     row["lr"], row["k_coef"] = pcfg.lr, pcfg.k_coef
     cands = _candidates(train_ds)
     every = max(1, len(res.history["kept"]) // 200)
@@ -222,8 +223,8 @@ def produce_prune_study(ctx: BuildContext) -> None:
             skey = search_key(results["models"][mid]["weights_sha256"], task, pcfg, targets, search)
             spath = cache / f"search__{mid}__{task}__{skey}.json"
             if not spath.exists():
-                found = run_search(model, means, model_task(model, task, "train"), pcfg, search, task)
-                artifacts.write_json(spath, found)
+                artifacts.write_json(spath, run_search(model, means, model_task(model, task, "train"), pcfg,
+                                                       search, task))
             found = json.loads(spath.read_text())
             jcfg = jcfg.replace(lr=found["lr"], k_coef=found["k_coef"])
         key = job_key(cond, results["models"][mid]["weights_sha256"], task, jcfg, targets,
