@@ -14,12 +14,16 @@ rounds (each round runs every variant in turn; the median round is reported):
 2. ``no NaN fill``: ``torch.utils.deterministic.fill_uninitialized_memory = False``;
 3. ``selection thresholds``: AbsTopK and the projection by a row-wise selection (``model.kth_largest``);
 4. ``sink via SDPA``: the sink attention through ``scaled_dot_product_attention`` (one extra key);
-5. ``fused AdamW``; 6. ``bf16 autocast`` (fp32 master weights; selections in fp32);
-7. with ``--official PATH``: the official ``circuit_sparsity/train.py`` step at the same shape (see
+5. ``fused AdamW``; 6. ``bf16 autocast`` (fp32 master weights; selections in fp32, the bf16 activations
+   converted to float32 for AbsTopK's selection; attention through SDPA in bf16);
+7. ``fp32 attention, bit selection``: attention through the fused kernel in float32 with the sink's gradient from
+   its log-sum-exp (``core.attention``), AbsTopK's selection on the bf16 bit patterns (no conversion);
+8. with ``--official PATH``: the official ``circuit_sparsity/train.py`` step at the same shape (see
    :func:`official_variant`), and the ratio of the fastest path to it.
 
-Steps 2-4 compute the same numbers as the reference (tests in ``tests/test_model.py``, ``tests/test_sparsity.py``);
-5-6 change them within floating-point tolerance. Never run beside another torch job on a 2-core machine.
+Steps 2-4 and 7 compute the same numbers as the step before them (tests in ``tests/test_model.py``,
+``tests/test_sparsity.py``, ``tests/test_attention.py``); 5-6 change them within floating-point tolerance.
+Never run beside another torch job on a 2-core machine.
 """
 from __future__ import annotations
 
@@ -32,8 +36,8 @@ import torch
 import torch.nn.functional as F
 
 from sparsecirc import build
+from sparsecirc.core import attention, sparsity
 from sparsecirc.core import model as model_module
-from sparsecirc.core import sparsity
 from sparsecirc.core.hooks import patch
 from sparsecirc.core.model import GPT
 from sparsecirc.core.repro import seconds_per_call, seed_everything, setup_threads
@@ -54,7 +58,17 @@ def kthvalue_threshold(a: torch.Tensor, k: int) -> torch.Tensor:
     return a.detach().kthvalue(a.shape[-1] - k + 1, dim=-1, keepdim=True).values
 
 
-VARIANTS = ["reference", "no NaN fill", "selection thresholds", "sink via SDPA", "fused AdamW", "bf16 autocast"]
+def abs_topk_via_float(x: torch.Tensor, frac: float) -> torch.Tensor:
+    """AbsTopK by a row-wise selection, bf16 activations converted to float32 for it (variants 3-6)."""
+    k = max(1, int(frac * x.shape[-1]))
+    if k >= x.shape[-1]:
+        return x
+    a = x.detach().abs()
+    return x * (a >= model_module.kth_largest(a, k))
+
+
+VARIANTS = ["reference", "no NaN fill", "selection thresholds", "sink via SDPA", "fused AdamW", "bf16 autocast",
+            "fp32 attention, bits"]
 
 
 def make_variant(config: str, level: int):
@@ -75,7 +89,8 @@ def make_variant(config: str, level: int):
 
     def activate() -> None:
         torch.utils.deterministic.fill_uninitialized_memory = level < 1
-        model_module.abs_topk = topk_scatter if level < 2 else FAST_ABS_TOPK
+        model_module.abs_topk = topk_scatter if level < 2 else abs_topk_via_float if level < 6 else FAST_ABS_TOPK
+        attention.USE_CPU_FLASH = level >= 6
         sparsity.kth_largest = kthvalue_threshold if level < 2 else FAST_KTH
 
     def step() -> None:

@@ -213,3 +213,18 @@ def test_kth_largest_of_bf16_rows_is_selected_exactly_and_keeps_the_dtype():
         want = a.float().sort(dim=-1, descending=True).values[..., 10:11].to(dtype)
         assert got.dtype == dtype and torch.equal(got, want)
         assert torch.equal(abs_topk(a, 0.25), a * (a.abs() >= kth_largest(a.abs(), 24)))
+
+
+def test_abs_topk_of_bf16_selects_on_bit_patterns_exactly_as_a_float32_selection():
+    g = torch.Generator().manual_seed(4)
+    for dtype in (torch.bfloat16, torch.float16):
+        x = torch.randn(6, 10, 64, generator=g).to(dtype)
+        x[0, 0, :50] = 0.0  # a row with fewer nonzeros than k: unchanged
+        x[0, 1, :40] = -0.0  # negative zeros count as zero
+        x[1, 0] = torch.tensor([1.5, -1.5] * 32, dtype=dtype)  # all magnitudes tied: all kept
+        x[1, 1, ::3] = torch.finfo(dtype).tiny  # subnormal-adjacent values order correctly
+        xf = x.float()
+        want = xf * (xf.abs() >= xf.abs().sort(-1, descending=True).values[..., 15:16])
+        got = abs_topk(x.clone().requires_grad_(), 0.25)
+        assert got.dtype == dtype and torch.equal(got.float(), want)
+        assert torch.equal(got[0, 0], x[0, 0]) and torch.equal(got[1, 0], x[1, 0])

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sparsecirc.core.attention import causal_attention, sink_sdpa
 from sparsecirc.core.config import ModelConfig
 from sparsecirc.core.gating import gate_mask
 from sparsecirc.core.hooks import HookPoint
@@ -29,12 +30,13 @@ def kth_largest(a: torch.Tensor, k: int) -> torch.Tensor:
 
     On CPU a row-wise selection (``numpy.partition``, introselect) is several times faster than ``torch.topk`` at
     our widths (128-512), which dominated the pruner's mask steps; elsewhere ``torch.topk``. bf16 / fp16 rows (under
-    autocast) are selected in float32, which holds them exactly, and the value is returned in their dtype."""
+    autocast) are selected in float32, which holds them exactly, and the value is returned in their dtype; integer
+    rows (int16 / int32) by the same selection."""
     a = a.detach()
     n = a.shape[-1]
     if a.device.type == "cpu" and a.dtype in (torch.bfloat16, torch.float16) and a.numel():
         return kth_largest(a.float(), k).to(a.dtype)
-    if a.device.type == "cpu" and a.dtype in (torch.float32, torch.float64) and a.numel():
+    if a.device.type == "cpu" and a.dtype in (torch.float32, torch.float64, torch.int16, torch.int32) and a.numel():
         rows = a.reshape(-1, n).numpy()
         thr = torch.from_numpy(np.partition(rows, n - k, axis=-1)[:, n - k:n - k + 1].copy())
         return thr.view(*a.shape[:-1], 1)
@@ -46,11 +48,15 @@ def abs_topk(x: torch.Tensor, frac: float) -> torch.Tensor:
 
     Implemented as ``x * (|x| >= k-th largest |x|)``: the gradient passes to kept entries only. Entries tied with the
     k-th largest magnitude are all kept: at zero (a row with fewer than k nonzero entries) that changes no value; at a
-    nonzero magnitude (improbable with float activations) the row keeps more than k entries."""
+    nonzero magnitude (improbable with float activations) the row keeps more than k entries. bf16 / fp16 input
+    (under autocast) is selected on the int16 bit patterns of |x|, which order like the values (|x| has no sign
+    bit), so the kept set is that of a float32 selection without converting the activations."""
     k = max(1, int(frac * x.shape[-1]))
     if k >= x.shape[-1]:
         return x
     a = x.detach().abs()
+    if a.device.type == "cpu" and a.dtype in (torch.bfloat16, torch.float16) and a.numel():
+        a = a.view(torch.int16)  # |x| >= 0: its bit pattern orders like its value, and selects without a cast
     return x * (a >= kth_largest(a, k))
 
 
@@ -59,23 +65,6 @@ def _visible(T: int, only: torch.Tensor | None = None, device=None) -> torch.Ten
     per row at positions ``only`` [B]."""
     keys = torch.arange(T, device=only.device if only is not None else device)
     return keys <= keys[:, None] if only is None else (keys <= only[:, None])[:, None, None]
-
-
-def _sink_sdpa(qh: torch.Tensor, kh: torch.Tensor, vh: torch.Tensor, sink_logit: torch.Tensor,
-               visible: torch.Tensor) -> torch.Tensor:
-    """Attention with P1's sink through the fused kernel: the same maths as softmax([q.k / sqrt(d), sink_logit])
-    with a zero-valued sink slot. The sink becomes one extra key whose score is exactly ``sink_logit[h]``: q gets
-    one extra coordinate 1, every real key a 0 there and the sink key ``sink_logit / scale`` (zeros elsewhere), so
-    q'.k_sink * scale = sink_logit; its value is zero. ``visible`` is the causal mask ([Tq, T] or [B, 1, 1, T])."""
-    B, H, Tq, D = qh.shape
-    T = kh.shape[2]
-    scale = 1.0 / math.sqrt(D)
-    q = torch.cat([qh, qh.new_ones(B, H, Tq, 1)], -1)
-    sink_key = torch.cat([kh.new_zeros(1, H, 1, D), (sink_logit.to(kh.dtype) / scale).view(1, H, 1, 1)], -1)
-    k = torch.cat([torch.cat([kh, kh.new_zeros(B, H, T, 1)], -1), sink_key.expand(B, H, 1, D + 1)], 2)
-    v = torch.cat([vh, vh.new_zeros(B, H, 1, vh.shape[-1])], 2)
-    mask = torch.cat([visible, visible.new_ones(*visible.shape[:-1], 1)], -1)  # the sink is always visible
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
 
 
 class RMSNorm(nn.Module):
@@ -146,10 +135,11 @@ class Attention(nn.Module):
                 raise ValueError("Attention: `only` is not supported with attn_gate")
             zh = self._gated(qh, kh, vh)
         elif self.sink_logit is None and not self.hook_pattern.hook_count():
-            zh = F.scaled_dot_product_attention(qh, kh, vh, is_causal=True) if only is None else \
+            zh = causal_attention(qh, kh, vh, None) if only is None else \
                 F.scaled_dot_product_attention(qh, kh, vh, attn_mask=_visible(T, only))  # fast path, same maths
-        elif not self.hook_pattern.hook_count():
-            zh = _sink_sdpa(qh, kh, vh, self.sink_logit, _visible(T, only, x.device))  # fast path, same maths
+        elif not self.hook_pattern.hook_count():  # fast paths, same maths
+            zh = causal_attention(qh, kh, vh, self.sink_logit) if only is None else \
+                sink_sdpa(qh, kh, vh, self.sink_logit, _visible(T, only, x.device))
         else:
             scores = qh @ kh.transpose(-1, -2) / math.sqrt(c.d_head)  # [B, n_head, Tq, T]
             scores = scores.masked_fill(~_visible(T, only, x.device), float("-inf"))
@@ -289,7 +279,8 @@ class GPT(nn.Module):
             logits = logits + self.bigram[tokens]  # [batch, pos, d_vocab]
         return logits[:, 0] if positions is not None else logits
 
-    def loss(self, tokens: torch.Tensor, reduction: str = "mean", loss_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def loss(self, tokens: torch.Tensor, reduction: str = "mean",
+             loss_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Next-token cross-entropy of ``tokens`` [batch, pos+1].
 
         ``reduction='none'`` gives [batch, pos]; ``'sum'`` the sum. ``loss_mask`` (bool, [pos] or [batch, pos])
