@@ -196,8 +196,9 @@ def evaluate_heldout(model: torch.nn.Module, task: str, tokenizer=None) -> dict:
     """A model on the committed test split and on the held-out set of ``task``: ``{"test": metrics,
     "heldout": metrics, "per_template": {template: metrics}}``, metrics ``{"loss", "accuracy", "n"}`` as in
     ``tasks.task_metrics`` (P1's two-candidate loss per prompt; accuracy = target logit above the distractor's).
-    ``tokenizer``: default ``tasks.task_tokenizer()`` (the committed test data's)."""
-    tokenizer = tokenizer or tasks.task_tokenizer()
+    ``tokenizer``: default the tokenizer of the model's data version (``tasks.model_data_version``), which is also
+    the version of the test split it is compared with."""
+    tokenizer = tokenizer or tasks.task_tokenizer(tasks.model_data_version(model))
     ds = heldout_pairs(task, tokenizer)
     tids = ds["template"]
     per = {t: _metrics(model, ds.select([i for i, x in enumerate(tids) if x == t])) for t in sorted(set(tids))}
