@@ -1,4 +1,5 @@
 import math
+import re
 
 import numpy as np
 import pytest
@@ -288,3 +289,93 @@ def test_prefixed_accuracy_and_distractor_claims():
     assert c["vartype-distractor-flips"] is True
     assert c["vartype-distractor-attack"] == "0.80 -> 0.10 of .add prompts right"
     assert c["vartype-distractor-transfers-to-dense"] == "dense-s0: no (0.90 -> 0.60)"
+
+
+# --- data version 2: the model's own bracket_counting form -----------------------------------------------------
+def _tiny_v2(n_ctx=128):
+    torch.manual_seed(0)
+    return GPT(ModelConfig(n_layer=1, d_model=16, d_head=8, n_ctx=n_ctx, attn_sink=True, data_version="v2")).eval()
+
+
+def _strings_out(text: str) -> str:
+    return re.sub(r"\"[^\"]*\"|'[^']*'", "S", text)
+
+
+def _head_form(line: str) -> str:
+    """The list line before its ``[[`` with strings -> S and names -> w (``    grid["a"] = `` -> ``    w[S] = ``)."""
+    return re.sub(r"[A-Za-z_]\w*", "w", _strings_out(line[:line.index("[[")]))
+
+
+def test_v2_prompts_have_the_form_of_the_v2_task():
+    from sparsecirc.data.tasks import load_task
+    tok2 = task_tokenizer("v2")
+    bases = attacks.draw_bases(24, [1, 3, 6], seed=0, n_ctx=128, version="v2")
+    assert all(b.version == "v2" for b in bases) and bases == attacks.draw_bases(24, [1, 3, 6], 0, version="v2")
+    rows = [load_task("bracket_counting", split, version="v2")[:] for split in ("train", "test")]
+    task = [p for r in rows for p, t in zip(r["prompt"], r["target"]) if t == "]]"]
+    single_line = [p.splitlines()[-1] for p in task if "[[" in p.splitlines()[-1]]
+    task_forms = {_head_form(line) for line in single_line}
+    for b in bases:
+        for n in (1, 3, 6):
+            nested, flat = attacks.list_example(b, n, True), attacks.list_example(b, n, False)
+            last = nested.prompt.splitlines()[-1]
+            assert _head_form(last) in task_forms  # one of the task's openers, at its indentation
+            assert flat.prompt == nested.prompt[:-len(last)] + last.replace("[[", "[", 1)  # only the opening differs
+            assert _strings_out(last).count(",") == n - 1
+            assert nested.prompt[-1] not in "\"')"  # never ends on a string (the task's rule)
+            for e in (nested, flat):  # v2 ids: decode with the v2 tokenizer, pass the v2 task's encode check
+                assert tok2.decode(list(e.prompt_ids)) == e.prompt
+                assert tok2.encode(e.prompt + e.target) == list(e.prompt_ids) + [e.target_id]
+                assert tok2.encode(e.prompt + e.distractor) == list(e.prompt_ids) + [e.distractor_id]
+    # the task's own single-line nested prompts have the same shape (a check on this test's form function)
+    assert len(single_line) > 300 and len(task_forms) >= 15
+
+
+def test_v2_candidates_are_single_tokens_and_the_opening_is_the_second_bracket():
+    tok1, tok2 = task_tokenizer(), task_tokenizer("v2")
+    assert tok2.single_token_id("]]") != tok2.single_token_id("]")  # both single tokens in v2
+    br = {tok2.single_token_id("["), tok2.single_token_id(" [")}
+    for b in attacks.draw_bases(12, [5], seed=1, version="v2"):
+        nested, flat = attacks.list_example(b, 5, True), attacks.list_example(b, 5, False)
+        assert (nested.target_id, flat.target_id) == (tok2.single_token_id("]]"), tok2.single_token_id("]"))
+        pos = attacks.opening_position(nested.prompt_ids, "v2")
+        # two consecutive single `[` tokens, the opening is the second; everything after it is the elements
+        assert nested.prompt_ids[pos] == tok2.single_token_id("[") and nested.prompt_ids[pos - 1] in br
+        assert "[" not in tok2.decode(list(nested.prompt_ids[pos + 1:]))
+        fpos = attacks.opening_position(flat.prompt_ids, "v2")
+        assert flat.prompt_ids[fpos] in br and flat.prompt_ids[fpos - 1] not in br
+        assert tok2.decode(list(flat.prompt_ids[fpos + 1:])) == tok2.decode(list(nested.prompt_ids[pos + 1:]))
+    v1 = attacks.list_example(attacks.draw_bases(1, [5], seed=1)[0], 5, True)  # v1 stays on the ` [[` token
+    assert v1.prompt_ids[attacks.opening_position(v1.prompt_ids)] == tok1.single_token_id(" [[")
+
+
+def test_sweep_and_distractor_read_the_models_data_version():
+    m1, m2 = _tiny(128), _tiny_v2(128)
+    sw2 = attacks.dilution_sweep(m2, lengths=[1, 4], n_prompts=4, seed=0, head=(0, 1))
+    bases2 = attacks.draw_bases(4, [1, 4], seed=0, n_ctx=128, version="v2")
+    assert sw2["n_tokens"] == [np.mean([len(attacks.list_example(b, n, True).prompt_ids) for b in bases2])
+                               for n in (1, 4)]
+    assert all(0 < p < 1 for k in ("nested", "flat") for p in sw2[k]["p_correct"])
+    assert all(0 < a < 1 for a in sw2["nested"]["attn_opening"])
+    sw1 = attacks.dilution_sweep(m1, lengths=[1, 4], n_prompts=4, seed=0)  # a v1 model still reads v1 prompts
+    bases1 = attacks.draw_bases(4, [1, 4], seed=0, n_ctx=128)
+    assert sw1["n_tokens"] == [np.mean([len(attacks.list_example(b, n, True).prompt_ids) for b in bases1])
+                               for n in (1, 4)]
+    with pytest.raises(ValueError, match="data version v2"):  # v1 prompts are refused by a v2 model
+        attacks.measure(m2, [attacks.list_example(b, 4, True) for b in bases1])
+    eff = attacks.distractor_effect(m2, n_prompts=4, seed=0)
+    assert 0 <= eff["p_nested_attack"] <= 1 and isinstance(eff["flips_majority"], bool)
+    tok2 = task_tokenizer("v2")
+    assert tok2.decode(tok2.encode(eff["examples"][0])) == eff["examples"][0]
+
+
+def test_v2_distractor_prompts_keep_the_comment_verbatim_and_are_seeded():
+    attack, ctrl = attacks.distractor_prompts(6, seed=0, n_ctx=128, version="v2")
+    assert [a.prompt for a in attack] == [a.prompt for a in attacks.distractor_prompts(6, 0, version="v2")[0]]
+    tok2 = task_tokenizer("v2")
+    for a, c in zip(attack, ctrl):
+        lines = a.prompt.splitlines()
+        assert lines[-2].strip() == attacks.DISTRACTOR_COMMENT and "[[" not in lines[-1]
+        assert a.prompt.replace(attacks.DISTRACTOR_COMMENT, attacks.CONTROL_COMMENT) == c.prompt
+        assert a.target == "]" and a.target_id == tok2.single_token_id("]")
+        assert 2 <= _strings_out(lines[-1]).count(",") + 1 <= 14  # the v2 task's 2-14 elements
