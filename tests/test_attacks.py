@@ -1,5 +1,7 @@
 import math
 import re
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -379,3 +381,85 @@ def test_v2_distractor_prompts_keep_the_comment_verbatim_and_are_seeded():
         assert a.prompt.replace(attacks.DISTRACTOR_COMMENT, attacks.CONTROL_COMMENT) == c.prompt
         assert a.target == "]" and a.target_id == tok2.single_token_id("]")
         assert 2 <= _strings_out(lines[-1]).count(",") + 1 <= 14  # the v2 task's 2-14 elements
+
+
+# --- the case studies on a v2 model: each reads its model's own data version -------------------------------------
+def test_key_positions_find_the_deciding_token_in_v2():
+    from sparsecirc.data.tasks import load_task
+    from sparsecirc.wst import contrast
+    tok2 = task_tokenizer("v2")
+    for row in load_task("single_double_quote", "test", version="v2"):  # every v2 opening form, the last quote
+        ids = row["prompt_ids"]
+        k = contrast.key_position("single_double_quote", ids, "v2")
+        assert set(tok2.decode([ids[k]])) & set("\"'") and not set(tok2.decode(ids[k + 1:])) & set("\"'")
+    for row in load_task("set_or_string_fixedvarname", "test", version="v2").select(range(8)):
+        ids = row["prompt_ids"]
+        k = contrast.key_position("set_or_string_fixedvarname", ids, "v2")
+        assert tok2.decode([ids[k]]) in (" set", ' ""', " ''") and tok2.decode(ids[k - 2:k]) == "current ="
+
+
+def test_contrast_reads_the_v2_models_task_data_and_token_ids():
+    from sparsecirc.data.tasks import load_task, model_task
+    from sparsecirc.wst import contrast
+    m2 = _tiny_v2(128)
+    ds = model_task(m2, "single_double_quote").select(range(8))
+    assert ds["prompt"] == load_task("single_double_quote", "test", version="v2")["prompt"][:8]
+    nodes = {"blocks.0.attn.hook_v": [1, 12], "blocks.0.hook_attn_out": [3]}
+    out = contrast.contrast(m2, ds, "single_double_quote", contrast.circuit_reads(nodes), [(0, 1)])
+    assert out["n_a"] == out["n_b"] == 4  # A prompts found through the v2 id of `")`
+    pa = contrast.patched_accuracy(m2, ds, "single_double_quote", ("blocks.0.hook_attn_out", 3), 0.0, 0.0)
+    assert 0 <= pa["patched_accuracy"] <= 1
+    pair = [ds[0], ds[1]]
+    fig = contrast.pair_heatmap(m2, "single_double_quote", pair, ("blocks.0.hook_attn_out", 0))
+    labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    tok2 = task_tokenizer("v2")
+    assert labels[:3] == [repr(tok2.decode([i]))[1:-1] for i in pair[0]["prompt_ids"][:3]]  # v2 token labels
+    v1 = contrast.contrast(_tiny(128), load_task("single_double_quote").select(range(8)), "single_double_quote",
+                           contrast.circuit_reads(nodes), [(0, 1)])
+    assert v1["n_a"] == 4  # a v1 model keeps v1 ids
+
+
+def test_vartype_reads_the_v2_models_data_and_refuses_another_versions():
+    from sparsecirc.data.tasks import load_task, model_task, task_metrics
+    from sparsecirc.wst import vartype
+    m1, m2 = _tiny(128), _tiny_v2(128)
+    task = "set_or_string_fixedvarname"
+    ds2 = model_task(m2, task).select(range(16))
+    plain = vartype.prefixed_accuracy(m2, ds2, task, "")
+    assert plain["accuracy"] == task_metrics(m2, task, max_examples=16)["accuracy"]  # v2 ids re-tokenize to v2 ids
+    assert plain["n"] == 16 and plain["accuracy"] == (plain["accuracy_a"] + plain["accuracy_b"]) / 2
+    with pytest.raises(ValueError, match="data version v2"):
+        vartype.prefixed_accuracy(m2, load_task(task).select(range(16)), task, "")
+    df = vartype.hop_attention(m2, ds2, task, ["L0H1"])
+    assert df.shape == (1, 5) and ((df.values >= 0) & (df.values <= 1)).all()
+    rows = vartype.distractor_rows({"v1": m1, "v2": m2}, None, task, ['x = ""\n'])  # None: each its own split
+    assert [r["n"] for r in rows] == [256] * 4
+    assert rows[0]["accuracy"] == task_metrics(m1, task)["accuracy"]
+    assert rows[2]["accuracy"] == task_metrics(m2, task)["accuracy"]
+
+
+def _study_ctx(spec, sspec, models):
+    return SimpleNamespace(spec=spec, folder=Path("unused"), dep=lambda mid: SimpleNamespace(model=models[mid]),
+                           overrides=lambda: sspec)
+
+
+def test_quote_study_scores_each_model_on_its_own_data_version(monkeypatch):
+    from sparsecirc.core.config import PruneConfig
+    from sparsecirc.data.tasks import model_data_version, task_metrics
+    from sparsecirc.wst import contrast, quote
+    models = {"s2": _tiny_v2(128), "d1": _tiny(128)}
+    seen = []
+    monkeypatch.setattr(quote, "study_model", lambda ctx, mid: (models[mid], None, None))
+    monkeypatch.setattr(quote, "mean_values", lambda *a: {})
+    monkeypatch.setattr(contrast, "prune_at_targets",  # no pruning: the contrast reads the whole model
+                        lambda model, means, task, pcfg, targets: (seen.append(model_data_version(model))
+                                                                   or {"target": None}, None))
+    spec = {"tasks": {"quote": "single_double_quote", "vartype": "set_or_string_fixedvarname"}, "model": "s2",
+            "targets": [0.15], "distractors": {"prefixes": ['x = ""\n'], "compare_models": ["d1"]}}
+    res, files = quote.quote_study(_study_ctx(spec, {}, models), {}, PruneConfig(), 0)
+    assert seen == ["v2", "v2"] and files == []
+    assert res["quote"]["task_metrics"] == task_metrics(models["s2"], "single_double_quote")
+    assert res["quote"]["contrast"]["n_a"] == res["quote"]["contrast"]["n_b"] == 128
+    d = res["vartype"]["distractor"]
+    assert [r["model"] for r in d] == ["s2", "s2", "d1", "d1"]
+    assert d[2]["accuracy"] == task_metrics(models["d1"], "set_or_string_fixedvarname")["accuracy"]
