@@ -463,3 +463,46 @@ def test_quote_study_scores_each_model_on_its_own_data_version(monkeypatch):
     d = res["vartype"]["distractor"]
     assert [r["model"] for r in d] == ["s2", "s2", "d1", "d1"]
     assert d[2]["accuracy"] == task_metrics(models["d1"], "set_or_string_fixedvarname")["accuracy"]
+
+
+def test_bracket_study_runs_each_model_on_its_own_data_version(monkeypatch):
+    from sparsecirc.core.config import PruneConfig
+    from sparsecirc.data.tasks import task_metrics
+    from sparsecirc.wst import bracket
+    from sparsecirc.wst.ablation import compute_means
+    models = {"s2": _tiny_v2(128), "d1": _tiny(128)}
+    windows = torch.randint(0, 2048, (4, 32), generator=torch.Generator().manual_seed(0))
+    monkeypatch.setattr(bracket, "study_model", lambda ctx, mid: (models[mid], None, None))
+    monkeypatch.setattr(bracket, "mean_values", lambda model, *a: compute_means(model, windows))
+    monkeypatch.setattr(bracket, "prune_at_targets", lambda *a: ({"target": None}, None))
+    spec = {"task": "bracket_counting", "model": "s2", "compare_models": ["d1"], "targets": [0.15],
+            "distractor_comments": {"p1": attacks.DISTRACTOR_COMMENT, "double": "# Don't get distracted: [["}}
+    sspec = {"n_prompts": 4, "distractor_prompts": 4, "lengths": [1, 4, 8]}
+    res, _ = bracket.bracket_study(_study_ctx(spec, sspec, models), sspec, PruneConfig(), 0)
+    assert res["models"]["s2"]["task_metrics"] == task_metrics(models["s2"], "bracket_counting")
+    for mid, version in (("s2", "v2"), ("d1", "v1")):  # each model's distractor prompts in its own version
+        assert res["models"][mid]["distractor"]["p1"]["examples"][0] == \
+            attacks.distractor_prompts(4, 0, version=version)[0][0].prompt
+    ablate = res["interventions"]["ablate"]  # on the v2 test split (and v2 list prompts, or measure would refuse)
+    assert ablate["full_accuracy"] == task_metrics(models["s2"], "bracket_counting")["accuracy"]
+    assert res["models"]["d1"]["dilution"]["n_tokens"] == attacks.dilution_sweep(
+        models["d1"], [1, 4, 8], 4, 0)["n_tokens"]  # the v1 model on v1 prompts
+
+
+def test_list_pair_and_heatmap_follow_the_data_version():
+    from sparsecirc.wst import bracket, case_plots
+    tok1, tok2 = task_tokenizer(), task_tokenizer("v2")
+    n1, f1 = bracket.list_pair(128, 5, 7)
+    assert len(n1.prompt_ids) == len(f1.prompt_ids) and tok1.single_token_id(" [[") in n1.prompt_ids
+    n2, f2 = bracket.list_pair(128, 5, 7, version="v2")
+    assert len(n2.prompt_ids) == len(f2.prompt_ids) + 1  # `[[` is two tokens in v2
+    pos = attacks.opening_position(n2.prompt_ids, "v2")
+    assert [tok2.decode([i]).strip() for i in n2.prompt_ids[pos - 1:pos + 1]] == ["[", "["]
+    fig = case_plots.list_heatmap(_tiny_v2(128), [n2, f2], head=(0, 1))
+    labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert len(labels) == len(n2.prompt_ids) and labels[pos].startswith("[|") and labels[pos - 1].endswith("|")
+    assert fig.axes[0].images[0].get_array().shape == (2, len(n2.prompt_ids))
+    fig1 = case_plots.list_heatmap(_tiny(128), [n1, f1], head=(0, 1))
+    assert " [[|[" in [t.get_text() for t in fig1.axes[0].get_xticklabels()]
+    with pytest.raises(ValueError, match="same base"):
+        case_plots.list_heatmap(_tiny_v2(128), [n2, bracket.list_pair(128, 6, 7, version="v2")[1]], head=(0, 1))
