@@ -333,7 +333,7 @@ def distractor_prompts(n_prompts: int, seed: int, *, n_ctx: int = 128, lengths: 
 
     Returns (with_distractor, control): two lists of Examples, row i of both from the same base.
     """
-    lengths = lengths or DISTRACTOR_LENGTHS[get_version(version).name]
+    lengths = DISTRACTOR_LENGTHS[get_version(version).name] if lengths is None else lengths
     tok = task_tokenizer(version)
     extra = max(len(tok.encode(c + "\n")) for c in (comment, control))  # the comment line's tokens
     hi = min(lengths[1], max_list_length(n_ctx - extra, seed + 1000, n_prompts, version))  # short contexts cap it
