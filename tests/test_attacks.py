@@ -1,4 +1,7 @@
 import math
+import re
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -288,3 +291,234 @@ def test_prefixed_accuracy_and_distractor_claims():
     assert c["vartype-distractor-flips"] is True
     assert c["vartype-distractor-attack"] == "0.80 -> 0.10 of .add prompts right"
     assert c["vartype-distractor-transfers-to-dense"] == "dense-s0: no (0.90 -> 0.60)"
+
+
+# --- data version 2: the model's own bracket_counting form -----------------------------------------------------
+def _tiny_v2(n_ctx=128):
+    torch.manual_seed(0)
+    return GPT(ModelConfig(n_layer=1, d_model=16, d_head=8, n_ctx=n_ctx, attn_sink=True, data_version="v2")).eval()
+
+
+def _strings_out(text: str) -> str:
+    return re.sub(r"\"[^\"]*\"|'[^']*'", "S", text)
+
+
+def _head_form(line: str) -> str:
+    """The list line before its ``[[`` with strings -> S and names -> w (``    grid["a"] = `` -> ``    w[S] = ``)."""
+    return re.sub(r"[A-Za-z_]\w*", "w", _strings_out(line[:line.index("[[")]))
+
+
+def test_v2_prompts_have_the_form_of_the_v2_task():
+    from sparsecirc.data.tasks import load_task
+    tok2 = task_tokenizer("v2")
+    bases = attacks.draw_bases(24, [1, 3, 6], seed=0, n_ctx=128, version="v2")
+    assert all(b.version == "v2" for b in bases) and bases == attacks.draw_bases(24, [1, 3, 6], 0, version="v2")
+    rows = [load_task("bracket_counting", split, version="v2")[:] for split in ("train", "test")]
+    task = [p for r in rows for p, t in zip(r["prompt"], r["target"]) if t == "]]"]
+    single_line = [p.splitlines()[-1] for p in task if "[[" in p.splitlines()[-1]]
+    task_forms = {_head_form(line) for line in single_line}
+    for b in bases:
+        for n in (1, 3, 6):
+            nested, flat = attacks.list_example(b, n, True), attacks.list_example(b, n, False)
+            last = nested.prompt.splitlines()[-1]
+            assert _head_form(last) in task_forms  # one of the task's openers, at its indentation
+            assert flat.prompt == nested.prompt[:-len(last)] + last.replace("[[", "[", 1)  # only the opening differs
+            assert _strings_out(last).count(",") == n - 1
+            assert nested.prompt[-1] not in "\"')"  # never ends on a string (the task's rule)
+            for e in (nested, flat):  # v2 ids: decode with the v2 tokenizer, pass the v2 task's encode check
+                assert tok2.decode(list(e.prompt_ids)) == e.prompt
+                assert tok2.encode(e.prompt + e.target) == list(e.prompt_ids) + [e.target_id]
+                assert tok2.encode(e.prompt + e.distractor) == list(e.prompt_ids) + [e.distractor_id]
+    # the task's own single-line nested prompts have the same shape (a check on this test's form function)
+    assert len(single_line) > 300 and len(task_forms) >= 15
+
+
+def test_v2_candidates_are_single_tokens_and_the_opening_is_the_second_bracket():
+    tok1, tok2 = task_tokenizer(), task_tokenizer("v2")
+    assert tok2.single_token_id("]]") != tok2.single_token_id("]")  # both single tokens in v2
+    br = {tok2.single_token_id("["), tok2.single_token_id(" [")}
+    for b in attacks.draw_bases(12, [5], seed=1, version="v2"):
+        nested, flat = attacks.list_example(b, 5, True), attacks.list_example(b, 5, False)
+        assert (nested.target_id, flat.target_id) == (tok2.single_token_id("]]"), tok2.single_token_id("]"))
+        pos = attacks.opening_position(nested.prompt_ids, "v2")
+        # two consecutive single `[` tokens, the opening is the second; everything after it is the elements
+        assert nested.prompt_ids[pos] == tok2.single_token_id("[") and nested.prompt_ids[pos - 1] in br
+        assert "[" not in tok2.decode(list(nested.prompt_ids[pos + 1:]))
+        fpos = attacks.opening_position(flat.prompt_ids, "v2")
+        assert flat.prompt_ids[fpos] in br and flat.prompt_ids[fpos - 1] not in br
+        assert tok2.decode(list(flat.prompt_ids[fpos + 1:])) == tok2.decode(list(nested.prompt_ids[pos + 1:]))
+    v1 = attacks.list_example(attacks.draw_bases(1, [5], seed=1)[0], 5, True)  # v1 stays on the ` [[` token
+    assert v1.prompt_ids[attacks.opening_position(v1.prompt_ids)] == tok1.single_token_id(" [[")
+
+
+def test_sweep_and_distractor_read_the_models_data_version():
+    m1, m2 = _tiny(128), _tiny_v2(128)
+    sw2 = attacks.dilution_sweep(m2, lengths=[1, 4], n_prompts=4, seed=0, head=(0, 1))
+    bases2 = attacks.draw_bases(4, [1, 4], seed=0, n_ctx=128, version="v2")
+    assert sw2["n_tokens"] == [np.mean([len(attacks.list_example(b, n, True).prompt_ids) for b in bases2])
+                               for n in (1, 4)]
+    assert all(0 < p < 1 for k in ("nested", "flat") for p in sw2[k]["p_correct"])
+    assert all(0 < a < 1 for a in sw2["nested"]["attn_opening"])
+    sw1 = attacks.dilution_sweep(m1, lengths=[1, 4], n_prompts=4, seed=0)  # a v1 model still reads v1 prompts
+    bases1 = attacks.draw_bases(4, [1, 4], seed=0, n_ctx=128)
+    assert sw1["n_tokens"] == [np.mean([len(attacks.list_example(b, n, True).prompt_ids) for b in bases1])
+                               for n in (1, 4)]
+    with pytest.raises(ValueError, match="data version v2"):  # v1 prompts are refused by a v2 model
+        attacks.measure(m2, [attacks.list_example(b, 4, True) for b in bases1])
+    eff = attacks.distractor_effect(m2, n_prompts=4, seed=0)
+    assert 0 <= eff["p_nested_attack"] <= 1 and isinstance(eff["flips_majority"], bool)
+    tok2 = task_tokenizer("v2")
+    assert tok2.decode(tok2.encode(eff["examples"][0])) == eff["examples"][0]
+
+
+def test_v2_distractor_prompts_keep_the_comment_verbatim_and_are_seeded():
+    attack, ctrl = attacks.distractor_prompts(6, seed=0, n_ctx=128, version="v2")
+    assert [a.prompt for a in attack] == [a.prompt for a in attacks.distractor_prompts(6, 0, version="v2")[0]]
+    tok2 = task_tokenizer("v2")
+    for a, c in zip(attack, ctrl):
+        lines = a.prompt.splitlines()
+        assert lines[-2].strip() == attacks.DISTRACTOR_COMMENT and "[[" not in lines[-1]
+        assert a.prompt.replace(attacks.DISTRACTOR_COMMENT, attacks.CONTROL_COMMENT) == c.prompt
+        assert a.target == "]" and a.target_id == tok2.single_token_id("]")
+        assert 2 <= _strings_out(lines[-1]).count(",") + 1 <= 14  # the v2 task's 2-14 elements
+
+
+# --- the case studies on a v2 model: each reads its model's own data version -------------------------------------
+def test_key_positions_find_the_deciding_token_in_v2():
+    from sparsecirc.data.tasks import load_task
+    from sparsecirc.wst import contrast
+    tok2 = task_tokenizer("v2")
+    for row in load_task("single_double_quote", "test", version="v2"):  # every v2 opening form, the last quote
+        ids = row["prompt_ids"]
+        k = contrast.key_position("single_double_quote", ids, "v2")
+        assert set(tok2.decode([ids[k]])) & set("\"'") and not set(tok2.decode(ids[k + 1:])) & set("\"'")
+    for row in load_task("set_or_string_fixedvarname", "test", version="v2").select(range(8)):
+        ids = row["prompt_ids"]
+        k = contrast.key_position("set_or_string_fixedvarname", ids, "v2")
+        assert tok2.decode([ids[k]]) in (" set", ' ""', " ''") and tok2.decode(ids[k - 2:k]) == "current ="
+
+
+def test_contrast_reads_the_v2_models_task_data_and_token_ids():
+    from sparsecirc.data.tasks import load_task, model_task
+    from sparsecirc.wst import contrast
+    m2 = _tiny_v2(128)
+    ds = model_task(m2, "single_double_quote").select(range(8))
+    assert ds["prompt"] == load_task("single_double_quote", "test", version="v2")["prompt"][:8]
+    nodes = {"blocks.0.attn.hook_v": [1, 12], "blocks.0.hook_attn_out": [3]}
+    out = contrast.contrast(m2, ds, "single_double_quote", contrast.circuit_reads(nodes), [(0, 1)])
+    assert out["n_a"] == out["n_b"] == 4  # A prompts found through the v2 id of `")`
+    pa = contrast.patched_accuracy(m2, ds, "single_double_quote", ("blocks.0.hook_attn_out", 3), 0.0, 0.0)
+    assert 0 <= pa["patched_accuracy"] <= 1
+    pair = [ds[0], ds[1]]
+    fig = contrast.pair_heatmap(m2, "single_double_quote", pair, ("blocks.0.hook_attn_out", 0))
+    labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    tok2 = task_tokenizer("v2")
+    assert labels[:3] == [repr(tok2.decode([i]))[1:-1] for i in pair[0]["prompt_ids"][:3]]  # v2 token labels
+    v1 = contrast.contrast(_tiny(128), load_task("single_double_quote").select(range(8)), "single_double_quote",
+                           contrast.circuit_reads(nodes), [(0, 1)])
+    assert v1["n_a"] == 4  # a v1 model keeps v1 ids
+
+
+def test_vartype_reads_the_v2_models_data_and_refuses_another_versions():
+    from sparsecirc.data.tasks import load_task, model_task, task_metrics
+    from sparsecirc.wst import vartype
+    m1, m2 = _tiny(128), _tiny_v2(128)
+    task = "set_or_string_fixedvarname"
+    ds2 = model_task(m2, task).select(range(16))
+    plain = vartype.prefixed_accuracy(m2, ds2, task, "")
+    assert plain["accuracy"] == task_metrics(m2, task, max_examples=16)["accuracy"]  # v2 ids re-tokenize to v2 ids
+    assert plain["n"] == 16 and plain["accuracy"] == (plain["accuracy_a"] + plain["accuracy_b"]) / 2
+    with pytest.raises(ValueError, match="data version v2"):
+        vartype.prefixed_accuracy(m2, load_task(task).select(range(16)), task, "")
+    df = vartype.hop_attention(m2, ds2, task, ["L0H1"])
+    assert df.shape == (1, 5) and ((df.values >= 0) & (df.values <= 1)).all()
+    rows = vartype.distractor_rows({"v1": m1, "v2": m2}, None, task, ['x = ""\n'])  # None: each its own split
+    assert [r["n"] for r in rows] == [256] * 4
+    assert rows[0]["accuracy"] == task_metrics(m1, task)["accuracy"]
+    assert rows[2]["accuracy"] == task_metrics(m2, task)["accuracy"]
+
+
+def _study_ctx(spec, sspec, models):
+    return SimpleNamespace(spec=spec, folder=Path("unused"), dep=lambda mid: SimpleNamespace(model=models[mid]),
+                           overrides=lambda: sspec)
+
+
+def test_quote_study_scores_each_model_on_its_own_data_version(monkeypatch):
+    from sparsecirc.core.config import PruneConfig
+    from sparsecirc.data.tasks import model_data_version, task_metrics
+    from sparsecirc.wst import contrast, quote
+    models = {"s2": _tiny_v2(128), "d1": _tiny(128)}
+    seen = []
+    monkeypatch.setattr(quote, "study_model", lambda ctx, mid: (models[mid], None, None))
+    monkeypatch.setattr(quote, "mean_values", lambda *a: {})
+    monkeypatch.setattr(contrast, "prune_at_targets",  # no pruning: the contrast reads the whole model
+                        lambda model, means, task, pcfg, targets: (seen.append(model_data_version(model))
+                                                                   or {"target": None}, None))
+    spec = {"tasks": {"quote": "single_double_quote", "vartype": "set_or_string_fixedvarname"}, "model": "s2",
+            "targets": [0.15], "distractors": {"prefixes": ['x = ""\n'], "compare_models": ["d1"]}}
+    res, files = quote.quote_study(_study_ctx(spec, {}, models), {}, PruneConfig(), 0)
+    assert seen == ["v2", "v2"] and files == []
+    assert res["quote"]["task_metrics"] == task_metrics(models["s2"], "single_double_quote")
+    assert res["quote"]["contrast"]["n_a"] == res["quote"]["contrast"]["n_b"] == 128
+    d = res["vartype"]["distractor"]
+    assert [r["model"] for r in d] == ["s2", "s2", "d1", "d1"]
+    assert d[2]["accuracy"] == task_metrics(models["d1"], "set_or_string_fixedvarname")["accuracy"]
+
+
+def test_bracket_study_runs_each_model_on_its_own_data_version(monkeypatch):
+    from sparsecirc.core.config import PruneConfig
+    from sparsecirc.data.tasks import task_metrics
+    from sparsecirc.wst import bracket
+    from sparsecirc.wst.ablation import compute_means
+    models = {"s2": _tiny_v2(128), "d1": _tiny(128)}
+    windows = torch.randint(0, 2048, (4, 32), generator=torch.Generator().manual_seed(0))
+    monkeypatch.setattr(bracket, "study_model", lambda ctx, mid: (models[mid], None, None))
+    monkeypatch.setattr(bracket, "mean_values", lambda model, *a: compute_means(model, windows))
+    monkeypatch.setattr(bracket, "prune_at_targets", lambda *a: ({"target": None}, None))
+    spec = {"task": "bracket_counting", "model": "s2", "compare_models": ["d1"], "targets": [0.15],
+            "distractor_comments": {"p1": attacks.DISTRACTOR_COMMENT, "double": "# Don't get distracted: [["}}
+    sspec = {"n_prompts": 4, "distractor_prompts": 4, "lengths": [1, 4, 8]}
+    res, _ = bracket.bracket_study(_study_ctx(spec, sspec, models), sspec, PruneConfig(), 0)
+    assert res["models"]["s2"]["task_metrics"] == task_metrics(models["s2"], "bracket_counting")
+    for mid, version in (("s2", "v2"), ("d1", "v1")):  # each model's distractor prompts in its own version
+        assert res["models"][mid]["distractor"]["p1"]["examples"][0] == \
+            attacks.distractor_prompts(4, 0, version=version)[0][0].prompt
+    ablate = res["interventions"]["ablate"]  # on the v2 test split (and v2 list prompts, or measure would refuse)
+    assert ablate["full_accuracy"] == task_metrics(models["s2"], "bracket_counting")["accuracy"]
+    assert res["models"]["d1"]["dilution"]["n_tokens"] == attacks.dilution_sweep(
+        models["d1"], [1, 4, 8], 4, 0)["n_tokens"]  # the v1 model on v1 prompts
+
+
+def test_list_pair_and_heatmap_follow_the_data_version():
+    from sparsecirc.wst import bracket, case_plots
+    tok1, tok2 = task_tokenizer(), task_tokenizer("v2")
+    n1, f1 = bracket.list_pair(128, 5, 7)
+    assert len(n1.prompt_ids) == len(f1.prompt_ids) and tok1.single_token_id(" [[") in n1.prompt_ids
+    n2, f2 = bracket.list_pair(128, 5, 7, version="v2")
+    assert len(n2.prompt_ids) == len(f2.prompt_ids) + 1  # `[[` is two tokens in v2
+    pos = attacks.opening_position(n2.prompt_ids, "v2")
+    assert [tok2.decode([i]).strip() for i in n2.prompt_ids[pos - 1:pos + 1]] == ["[", "["]
+    fig = case_plots.list_heatmap(_tiny_v2(128), [n2, f2], head=(0, 1))
+    labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert len(labels) == len(n2.prompt_ids) and labels[pos].startswith("[|") and labels[pos - 1].endswith("|")
+    assert fig.axes[0].images[0].get_array().shape == (2, len(n2.prompt_ids))
+    fig1 = case_plots.list_heatmap(_tiny(128), [n1, f1], head=(0, 1))
+    assert " [[|[" in [t.get_text() for t in fig1.axes[0].get_xticklabels()]
+    with pytest.raises(ValueError, match="same base"):
+        case_plots.list_heatmap(_tiny_v2(128), [n2, bracket.list_pair(128, 6, 7, version="v2")[1]], head=(0, 1))
+
+
+def test_reading_labels_tokens_in_the_models_data_version(monkeypatch):
+    from sparsecirc.core.config import make_config
+    from sparsecirc.wst import reading
+    tok1, tok2 = task_tokenizer(), task_tokenizer("v2")
+    snips = [[tok2.single_token_id(t) for t in (" [", "[", "1", "]]")]]
+    fig = reading.snippet_heatmap(_tiny_v2(128), snips, ("blocks.0.hook_attn_out", 0))
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == [" [", "[", "1", "]]"]
+    fig = reading.snippet_heatmap(_tiny(128), snips, ("blocks.0.hook_attn_out", 0))
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == [repr(tok1.decode([i]))[1:-1] for i in snips[0]]
+    stream = torch.tensor([5] * 10 + [tok2.single_token_id("]]")] + [5] * 20 + [tok1.single_token_id("]]")] + [5] * 20)
+    monkeypatch.setattr(reading, "lm_tokens", lambda cfg: (None, stream))
+    v2 = make_config("ci", model={"data_version": "v2"}, data={"n_simple_tokens": 60_000})
+    assert reading.corpus_snippets(v2, ("]]",), n=4, before=2, after=2) == [stream[8:13].tolist()]
+    assert reading.corpus_snippets(make_config("ci"), ("]]",), n=4, before=2, after=2) == [stream[29:34].tolist()]

@@ -205,3 +205,41 @@ def test_frontier_skips_models_without_edges():
     label = ax.get_legend().get_texts()[0].get_text()
     assert label.startswith("sparse (d128") and label.endswith("L0 1k)")
     matplotlib.pyplot.close(fig)
+
+
+# --- the circuit study on models of both data versions -------------------------------------------------------------
+def test_produce_circuits_prunes_each_model_on_its_own_data_version(tmp_path, monkeypatch):
+    from sparsecirc.core.config import make_config
+    from sparsecirc.data.tasks import load_task, model_data_version
+    tiny = dict(n_layer=1, d_model=16, d_head=8, n_ctx=128)
+    cfgs = {"s2": make_config("ci", model={**tiny, "data_version": "v2"}, data={"n_simple_tokens": 60_000}),
+            "d1": make_config("ci", model=tiny)}
+    models = {mid: GPT(cfg.model).eval() for mid, cfg in cfgs.items()}
+    seen = []
+
+    def fake_prune(model, train_ds, means, pcfg, targets, task):
+        seen.append((task, model_data_version(model), train_ds["prompt"][0]))
+        return SimpleNamespace(seconds=0.0, full_loss=0.0, history={"kept": [0]}, circuits={})
+    monkeypatch.setattr(cs, "study_model", lambda ctx, mid: (models[mid], cfgs[mid], None))
+    monkeypatch.setattr(cs, "mean_values", lambda *a: {})
+    monkeypatch.setattr(cs, "lm_tokens", lambda cfg: (None, None))
+    monkeypatch.setattr(cs, "prune_to_circuit", fake_prune)
+    spec = {"models": ["s2", "d1"], "targets": [0.15], "min_accuracy": 0.0,
+            "controls": {"model": "s2", "tasks": ["var_if"]}}
+    ctx = SimpleNamespace(spec=spec, folder=tmp_path, progress=False, overrides=lambda: {"tasks": ["var_if"]},
+                          manifest_info=lambda **kw: kw)
+    cs.produce_circuits(ctx)
+    first = {v: load_task("var_if", "train", version=v)["prompt"][0] for v in ("v1", "v2")}
+    # s2 and d1 on their own train splits, then the random-init copy of s2 and the nonsense task on s2: all v2
+    assert seen == [("var_if", "v2", first["v2"]), ("var_if", "v1", first["v1"]),
+                    ("var_if", "v2", first["v2"]), ("nonsense:var_if", "v2", first["v2"])]
+    (tmp_path / "circuits" / "s2__var_if.json").write_text("{}")
+    measured = []
+    monkeypatch.setattr(cs, "load_circuit", lambda path, model: None)
+    monkeypatch.setattr(cs, "circuit_faithfulness", lambda model, c, ds, means: measured.append(ds["prompt"]) or {
+        "full": {"loss": 0, "accuracy": 1}, "uncalibrated": {"loss": 0, "accuracy": 1},
+        "calibrated": {"loss": 0, "accuracy": 1}, "scale": 1, "bias": 0, "agreement": 1, "kl": 0,
+        "beats_full": False})
+    runs = {"runs": [{"model": "s2", "task": "var_if", "targets": {"0.15": {"edges": 1}}}]}
+    assert len(cs.circuit_faithfulness_table(runs, tmp_path, models, {"s2": {}}, 0.15)) == 1
+    assert measured == [load_task("var_if", "test", version="v2")["prompt"]]  # the v2 model's test split

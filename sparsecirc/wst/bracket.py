@@ -4,6 +4,10 @@ Prune ``bracket_counting`` on the weight-sparse model, look among the circuit's 
 that carries list depth, and run the two attacks P1 derives from the circuit (:mod:`sparsecirc.wst.attacks`) on the
 sparse model and on dense baselines, which P1 did not test. Stored in ``results.json`` with the claim values
 chapter 06 checks (:func:`claim_values`).
+
+Data versions: every model reads the task data and list prompts of its own data version (``cfg.data_version``;
+a v2 list opens with two single ``[`` tokens, see :mod:`sparsecirc.wst.attacks`); :func:`list_pair`, which takes no
+model, takes ``version`` (default ``"v1"``).
 """
 from __future__ import annotations
 
@@ -15,7 +19,16 @@ from sparsecirc.context import BuildContext
 from sparsecirc.core.config import PruneConfig
 from sparsecirc.core.hooks import patch
 from sparsecirc.core.model import GPT
-from sparsecirc.data.tasks import load_task, pad_batch, pair_logits, task_accuracy, task_loss, task_metrics
+from sparsecirc.data.tasks import (
+    model_data_version,
+    model_task,
+    pad_batch,
+    pair_logits,
+    task_accuracy,
+    task_loss,
+    task_metrics,
+)
+from sparsecirc.data.versions import DEFAULT_VERSION
 from sparsecirc.wst import attacks
 from sparsecirc.wst.ablation import ablate, gates_from_nodes
 from sparsecirc.wst.circuits import node_sites
@@ -94,13 +107,14 @@ def patched_p_nested(model: GPT, examples, read: tuple[str, int], value: float) 
 
 def interventions(model: GPT, depth: dict, means: dict, test_ds, n_prompts: int, length: int, seed: int) -> dict:
     """Mean-ablate the depth node (task loss on the test split should rise), and patch its last-position read with
-    the other list kind's mean (p(``]]``) should follow the patched value)."""
+    the other list kind's mean (p(``]]``) should follow the patched value). ``test_ds`` and the list prompts are in
+    the model's data version."""
     site = depth["site"]
     gates = {site[0]: gates_from_nodes(node_sites(model), {site[0]: [site[1]]}, invert=True)[site[0]]}
     full = pair_logits(model, test_ds)
     with ablate(model, gates, means):
         abl = pair_logits(model, test_ds)
-    bases = attacks.draw_bases(n_prompts, [length], seed, n_ctx=model.cfg.n_ctx)
+    bases = attacks.draw_bases(n_prompts, [length], seed, n_ctx=model.cfg.n_ctx, version=model_data_version(model))
     nested = [attacks.list_example(b, length, True, max_tokens=model.cfg.n_ctx) for b in bases]
     flat = [attacks.list_example(b, length, False, max_tokens=model.cfg.n_ctx) for b in bases]
     read = tuple(depth["read"])
@@ -126,7 +140,8 @@ def model_attacks(model, sweep_kw: dict, distractors: dict, n_distractor: int, s
 
 
 def bracket_study(ctx: BuildContext, sspec: dict, pcfg: PruneConfig, seed: int) -> tuple[dict, list[str]]:
-    """Prune the bracket task, find the depth node, run the attacks on every model: (results, circuit files)."""
+    """Prune the bracket task, find the depth node, run the attacks on every model: (results, circuit files).
+    Each model reads the task data and list prompts of its own data version."""
     spec = ctx.spec
     task = spec["task"]
     n_prompts, n_distractor = sspec["n_prompts"], sspec["distractor_prompts"]
@@ -164,7 +179,7 @@ def bracket_study(ctx: BuildContext, sspec: dict, pcfg: PruneConfig, seed: int) 
         results["models"][sparse_id]["dilution_flat_node"] = attacks.dilution_sweep(
             model, **kw, node=flat_node["read"], head=flat_node["head"])
     results["depth_fit"] = depth_fit(results["models"][sparse_id]["dilution"])
-    results["interventions"] = interventions(model, depth, means, load_task(task, "test"), n_prompts,
+    results["interventions"] = interventions(model, depth, means, model_task(model, task, "test"), n_prompts,
                                              min(8, max(scan["lengths"])), seed)
     results["claims"] = claim_values(results)
     return results, files
@@ -243,18 +258,20 @@ def candidate_table(results: dict, n: int = 6) -> pd.DataFrame:
     return cands[cols].head(n)
 
 
-def list_pair(n_ctx: int, length: int, seed: int) -> list:
+def list_pair(n_ctx: int, length: int, seed: int, version: str = DEFAULT_VERSION) -> list:
     """One nested and one flat list prompt of ``length`` elements on the same drawn base (for position heatmaps).
 
     Args:
         n_ctx: the model's context; the prompts fit in it.
         length: list elements.
         seed: the base's seed.
+        version: the data version (default v1; pass the model's, ``tasks.model_data_version(model)``). In v1 the
+            two prompts have the same token length; in v2 the nested one is one token longer (``[[`` is two).
 
     Returns:
         ``[nested example, flat example]`` (:class:`~sparsecirc.data.tasks.Example`).
     """
-    base = attacks.draw_bases(1, [length], seed, n_ctx=n_ctx)[0]
+    base = attacks.draw_bases(1, [length], seed, n_ctx=n_ctx, version=version)[0]
     return [attacks.list_example(base, length, nested, max_tokens=n_ctx) for nested in (True, False)]
 
 

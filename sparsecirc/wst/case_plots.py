@@ -4,6 +4,8 @@ Example::
 
     fig = dilution(run.results)                                   # three panels of the dilution attack
     fig = list_heatmap(model, bracket.list_pair(128, 8, 7), head=(1, 3))
+
+Token labels and the list's opening follow the model's data version (``tasks.model_data_version``).
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import numpy as np
 
 from sparsecirc.core.model import GPT
 from sparsecirc.core.plotting import token_heatmap
-from sparsecirc.data.tasks import task_tokenizer
+from sparsecirc.data.tasks import model_data_version, task_tokenizer
 from sparsecirc.wst.attacks import opening_position
 from sparsecirc.wst.bracket import short_name
 from sparsecirc.wst.reading import position_profile
@@ -94,11 +96,16 @@ def dilution(results: dict):
 def list_heatmap(model: GPT, examples: list, *, head: tuple[int, int] | None = None,
                  read: tuple[str, int] | None = None, title: str = ""):
     """A nested and a flat list prompt of the same length, position by position: the attention of ``head`` from
-    the last token (without ``read``) or the node ``read`` at every token. The opener column reads ``[[|[``.
+    the last token (without ``read``) or the node ``read`` at every token, in the model's data version.
+
+    v1: the opener column reads `` [[|[``. v2, where the nested list opens with two ``[`` tokens and the flat one
+    with one: the flat ``[`` shares the column of the nested list's second ``[`` (``[| [``), and the flat row
+    reads 0 under the nested list's first ``[`` (`` [|``).
 
     Args:
         model: the model to run.
-        examples: ``[nested, flat]`` prompts of equal token length (:func:`sparsecirc.wst.bracket.list_pair`).
+        examples: ``[nested, flat]`` prompts of the same base in the model's data version
+            (:func:`sparsecirc.wst.bracket.list_pair`): equal token length in v1, the flat one a token shorter in v2.
         head: (layer, head) whose attention is shown (when ``read`` is None).
         read: (hook, flat index) shown instead of the attention.
         title: the figure's title.
@@ -108,9 +115,18 @@ def list_heatmap(model: GPT, examples: list, *, head: tuple[int, int] | None = N
     """
     if (head is None) == (read is None):
         raise ValueError("list_heatmap needs exactly one of head= or read=")
-    tok = task_tokenizer()
-    toks = [tok.decode([i]) for i in examples[0].prompt_ids]
-    toks[opening_position(examples[0].prompt_ids)] = " [[|["
+    version = model_data_version(model)
+    tok = task_tokenizer(version)
+    nested, flat = (list(e.prompt_ids) for e in examples)
+    toks = [tok.decode([i]) for i in nested]
+    pos = opening_position(nested, version)
     key = "read" if read is not None else "attention"
-    prof = [position_profile(model, e.prompt_ids, None if read is None else tuple(read), head) for e in examples]
-    return token_heatmap(toks, np.stack([p[key] for p in prof]), ["nested", "flat"], title=title)
+    rows = [position_profile(model, ids, None if read is None else tuple(read), head)[key] for ids in (nested, flat)]
+    if len(flat) == len(nested):  # v1: ` [[` and ` [` are one token each
+        toks[pos] = " [[|["
+    elif nested[:pos] + nested[pos + 1:] == flat:  # v2: `[[` is two tokens, the flat list has the first
+        toks[pos - 1], toks[pos] = toks[pos - 1] + "|", "[|" + toks[pos - 1]
+        rows[1] = np.insert(rows[1], pos - 1, 0.0)
+    else:
+        raise ValueError("list_heatmap needs a nested and a flat prompt of the same base (bracket.list_pair)")
+    return token_heatmap(toks, np.stack(rows), ["nested", "flat"], title=title)

@@ -7,6 +7,9 @@ and a trained model on a nonsense task (labels flipped at random), as in Drori's
 
 Stored: ``results.json`` (metrics, counts, timings) and ``circuits/<model>__<task>.json`` (kept nodes at the
 headline target; edges are recomputed from the model's weights on load, see :func:`load_circuit`).
+
+Data versions: every model is evaluated and pruned on the task data of its own data version
+(``tasks.model_task``), controls included.
 """
 from __future__ import annotations
 
@@ -27,7 +30,7 @@ from sparsecirc.core.metrics import nonzero_table
 from sparsecirc.core.model import GPT
 from sparsecirc.core.sparsity import Projector
 from sparsecirc.data.lm import lm_tokens
-from sparsecirc.data.tasks import TASKS, evaluate_all, load_task
+from sparsecirc.data.tasks import TASKS, evaluate_all, model_task
 from sparsecirc.wst.circuits import Circuit, load_circuit
 from sparsecirc.wst.prune import circuit_faithfulness, circuit_metrics, prune_to_circuit
 from sparsecirc.wst.reading import mean_values, study_model
@@ -84,7 +87,8 @@ def _prune_one(model, means, train_ds, test_ds, pcfg, targets, task, *,
 
 
 def produce_circuits(ctx: BuildContext) -> None:
-    """Prune every (model, task) of a ``kind: circuits`` config at each target, plus the controls."""
+    """Prune every (model, task) of a ``kind: circuits`` config at each target, plus the controls, each model on
+    the task data of its own data version."""
     folder, progress = ctx.folder, ctx.progress
 
     spec = ctx.spec
@@ -110,7 +114,8 @@ def produce_circuits(ctx: BuildContext) -> None:
     jobs = [(mid, t) for mid in models for t in learned]
     for mid, task in tqdm(jobs, desc="prune", disable=not progress):
         model, cfg, means = models[mid]
-        row, head = _prune_one(model, means, load_task(task, "train"), load_task(task, "test"), pcfg, targets, task)
+        row, head = _prune_one(model, means, model_task(model, task, "train"), model_task(model, task, "test"), pcfg,
+                               targets, task)
         row["model"] = mid
         results["runs"].append(row)
         if head is not None:
@@ -136,11 +141,11 @@ def _controls(ctrl: dict | None, sspec: dict, models: dict, pcfg: PruneConfig, t
     fresh = random_init_like(model, cfg, seed=ctrl.get("seed", 0))
     fresh_means = mean_values(fresh, cfg, lm_tokens(cfg)[1], pcfg)
     for task in tasks:
-        row, _ = _prune_one(fresh, fresh_means, load_task(task, "train"), load_task(task, "test"), pcfg, targets,
-                            task, inverse=False)
+        row, _ = _prune_one(fresh, fresh_means, model_task(fresh, task, "train"), model_task(fresh, task, "test"),
+                            pcfg, targets, task, inverse=False)
         out["random_init"].append({**row, "model": f"random-init {mid}"})
-        ns_train = nonsense_labels(load_task(task, "train"), seed=1)
-        ns_test = nonsense_labels(load_task(task, "test"), seed=2)
+        ns_train = nonsense_labels(model_task(model, task, "train"), seed=1)
+        ns_test = nonsense_labels(model_task(model, task, "test"), seed=2)
         row, _ = _prune_one(model, means, ns_train, ns_test, pcfg, targets, f"nonsense:{task}", inverse=False)
         out["nonsense"].append({**row, "model": mid})
     return out
@@ -309,8 +314,8 @@ def faithfulness_table(results: dict, sparse: str) -> pd.DataFrame:
 
 def circuit_faithfulness_table(results: dict, folder: Path, models: dict[str, GPT], means: dict[str, dict],
                                target: float) -> pd.DataFrame:
-    """Every stored circuit of a study measured against its own full model on the task's test prompts
-    (:func:`sparsecirc.wst.prune.circuit_faithfulness`).
+    """Every stored circuit of a study measured against its own full model on the task's test prompts in the
+    model's data version (:func:`sparsecirc.wst.prune.circuit_faithfulness`).
 
     Args:
         results: the study's ``results.json``; ``folder``: its artifact folder (``circuits/`` inside).
@@ -328,7 +333,7 @@ def circuit_faithfulness_table(results: dict, folder: Path, models: dict[str, GP
         if r["model"] not in models or not path.exists() or r["targets"].get(str(float(target))) is None:
             continue
         f = circuit_faithfulness(models[r["model"]], load_circuit(path, models[r["model"]]),
-                                 load_task(r["task"], "test"), means[r["model"]])
+                                 model_task(models[r["model"]], r["task"], "test"), means[r["model"]])
         rows.append({"model": r["model"], "task": r["task"], "full loss": f["full"]["loss"],
                      "full acc": f["full"]["accuracy"], "circuit loss (raw)": f["uncalibrated"]["loss"],
                      "circuit acc (raw)": f["uncalibrated"]["accuracy"], "circuit loss": f["calibrated"]["loss"],

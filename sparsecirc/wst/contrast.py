@@ -3,6 +3,9 @@
 Every circuit node is read on the task's A prompts and B prompts (e.g. ``("`` vs ``('``); the node that best
 tells them apart at the last token is patched with the other kind's mean, and so is every circuit value channel
 of its head. Node roles (:func:`node_role`) name the nodes in P1's vocabulary.
+
+Data versions: a function given a model reads the task data and token ids of the model's data version
+(``tasks.model_data_version``); one without a model takes ``version`` (default ``"v1"``).
 """
 from __future__ import annotations
 
@@ -19,13 +22,15 @@ from sparsecirc.core.plotting import token_heatmap
 from sparsecirc.data.tasks import (
     columns,
     get_task,
-    load_task,
+    model_data_version,
+    model_task,
     pad_batch,
     pair_logits,
     task_accuracy,
     task_metrics,
     task_tokenizer,
 )
+from sparsecirc.data.versions import DEFAULT_VERSION, get_version
 from sparsecirc.wst import attacks
 from sparsecirc.wst.circuits import kind_of, node_sites
 from sparsecirc.wst.reading import (
@@ -36,12 +41,18 @@ from sparsecirc.wst.reading import (
 )
 
 
-def key_position(task: str, prompt_ids) -> int:
-    """The token a task's answer depends on: the opening quote (`` ("`` / `` ('``, the last one) for
+def key_position(task: str, prompt_ids, version: str = DEFAULT_VERSION) -> int:
+    """The token a task's answer depends on, in data version ``version`` (default v1): the opening quote for
     ``single_double_quote``; the initialisation (`` set`` / `` ""`` / `` ''``) after ``current =`` for
-    ``set_or_string_fixedvarname``."""
-    tok, ids = task_tokenizer(), list(prompt_ids)
+    ``set_or_string_fixedvarname``.
+
+    The opening quote is the last `` ("`` / `` ('`` token in v1; in v2, whose prompts also open the string after
+    an argument (`` "``), on a line of its own (``"``) or merged with its first letters (``'s``), it is the last
+    token holding a quote character (the string's words hold none)."""
+    tok, ids = task_tokenizer(version), list(prompt_ids)
     if task == "single_double_quote":
+        if get_version(version).name != DEFAULT_VERSION:
+            return max(i for i, t in enumerate(ids) if set(tok.decode([t])) & set("\"'"))
         opening = {tok.single_token_id('("'), tok.single_token_id("('")}
         return max(i for i, t in enumerate(ids) if t in opening)
     if task == "set_or_string_fixedvarname":
@@ -81,10 +92,12 @@ def contrast(model: GPT, ds, task: str, reads: list[dict], heads: list[tuple[int
     """Node reads and head attention on a task's A prompts (first candidate correct) vs B prompts.
 
     Per read: mean at the last position and at the key token (:func:`key_position`) for A and B, and their
-    :func:`separation`. Per head: attention from the last position to the key token, and to the sink.
+    :func:`separation`. Per head: attention from the last position to the key token, and to the sink. ``ds`` is
+    task data in the model's data version (``tasks.model_task``), whose token ids it reads.
     """
+    version = model_data_version(model)
     cols = columns(ds)
-    is_a = np.array([t == token_id(get_task(task).candidates[0]) for t in cols["target_id"]])
+    is_a = np.array([t == token_id(get_task(task).candidates[0], version) for t in cols["target_id"]])
     hooks = sorted({r["read"][0] for r in reads} | {f"blocks.{l}.attn.hook_pattern" for l, _ in heads})
     last_v, key_v, att, sink = [], [], [], []
     model.eval()
@@ -93,7 +106,7 @@ def contrast(model: GPT, ds, task: str, reads: list[dict], heads: list[tuple[int
         ids = cols["prompt_ids"][i:i + batch_size]
         tokens, last = pad_batch(ids, n_ctx)  # left-truncated to the context, as pair_logits does
         # key position inside the kept window (clamped to 0 if truncation cut it off: only small ci contexts)
-        key = torch.tensor([max(0, key_position(task, p) - max(0, len(p) - n_ctx)) for p in ids])
+        key = torch.tensor([max(0, key_position(task, p, version) - max(0, len(p) - n_ctx)) for p in ids])
         with record(model, hooks) as c:
             model(tokens)
         last_v.append(torch.stack([attacks.node_value(c[h], last, j) for h, j in (r["read"] for r in reads)], -1))
@@ -114,8 +127,9 @@ def contrast(model: GPT, ds, task: str, reads: list[dict], heads: list[tuple[int
             "n_a": int(is_a.sum()), "n_b": int((~is_a).sum())}
 
 
-def token_id(text: str) -> int:
-    return task_tokenizer().single_token_id(text)
+def token_id(text: str, version: str = DEFAULT_VERSION) -> int:
+    """The id of the single token ``text`` in data version ``version``'s tokenizer (default v1)."""
+    return task_tokenizer(version).single_token_id(text)
 
 
 @torch.no_grad()
@@ -124,14 +138,14 @@ def patched_accuracy(model: GPT, ds, task: str, read, value_a, value_b) -> dict:
     ``value_b``, B prompts ``value_a``): if the node carries the answer, accuracy should fall far below chance.
 
     ``read`` is one (hook, flat index) with float values, or a list of them with one value per read (e.g. all of a
-    head's value channels at once)."""
+    head's value channels at once). ``ds`` is task data in the model's data version (``tasks.model_task``)."""
     single = isinstance(read[0], str)
     reads = [tuple(read)] if single else [tuple(r) for r in read]
     va, vb = ([value_a], [value_b]) if single else (list(value_a), list(value_b))
     if not len(reads) == len(va) == len(vb):
         raise ValueError(f"{len(reads)} reads but {len(va)} / {len(vb)} values")
     cols = columns(ds)
-    a_id = token_id(get_task(task).candidates[0])
+    a_id = token_id(get_task(task).candidates[0], model_data_version(model))
     tokens, last = pad_batch(cols["prompt_ids"], model.cfg.n_ctx)
     is_a = torch.tensor([t == a_id for t in cols["target_id"]])
     cand = torch.tensor([cols["target_id"], cols["distractor_id"]]).T  # [n, 2]
@@ -166,7 +180,8 @@ def head_value_patch(model: GPT, ds, task: str, contrast_nodes: list[dict], read
 
 
 def contrast_task(model, means, task: str, pcfg: PruneConfig, targets, folder: Path, model_id: str):
-    """Prune one task, read every circuit node on A vs B test prompts, name the answer-carrying node, patch it."""
+    """Prune one task, read every circuit node on A vs B test prompts, name the answer-carrying node, patch it
+    (the task data of the model's data version throughout)."""
     info, circuit = prune_at_targets(model, means, task, pcfg, targets)
     out = {"task": task, "task_metrics": task_metrics(model, task), "prune": info}
     files = save_circuit(folder, circuit, model_id, task)
@@ -176,7 +191,7 @@ def contrast_task(model, means, task: str, pcfg: PruneConfig, targets, folder: P
     if not nodes:  # an empty circuit (barely trained ci models): read all attention channels instead
         nodes = {h: list(range(d)) for h, d in node_sites(model, ("v", "attn_write")).items()}
     heads = circuit_heads(model, nodes)
-    test = load_task(task, "test")
+    test = model_task(model, task, "test")
     hl = [(int(k[1:].split("H")[0]), int(k.split("H")[1])) for k in heads]
     out["contrast"] = contrast(model, test, task, circuit_reads(nodes), hl)
     carriers = [r for r in out["contrast"]["nodes"] if r["read"][0].endswith(("hook_attn_out", "hook_z"))]
@@ -253,8 +268,9 @@ def head_table(part: dict):
 def pair_heatmap(model: GPT, task: str, pair, read: tuple[str, int]):
     """Heatmap of ``read`` at every token of a task pair (rows: the two prompts, labelled by their targets). The
     prompts share a prefix and a suffix; the differing middle tokens (``("|('``, `` set()| ""``) share columns,
-    the shorter side padded with 0."""
-    tok = task_tokenizer()
+    the shorter side padded with 0. ``pair`` holds task rows of the model's data version, whose tokenizer labels
+    the columns."""
+    tok = task_tokenizer(model_data_version(model))
     ids = [list(r["prompt_ids"]) for r in pair]
     vals = [position_profile(model, i, tuple(read))["read"] for i in ids]
     n = min(map(len, ids))

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from sparsecirc.context import BuildContext
 from sparsecirc.core.config import PruneConfig
-from sparsecirc.data.tasks import load_task
 from sparsecirc.wst.contrast import contrast_task
 from sparsecirc.wst.reading import claim_arguments as reading_claim_arguments
 from sparsecirc.wst.reading import mean_values, study_model
@@ -16,7 +15,8 @@ from sparsecirc.wst.vartype import distractor_claims, distractor_rows
 
 def quote_study(ctx: BuildContext, sspec: dict, pcfg: PruneConfig, seed: int) -> tuple[dict, list[str]]:
     """Each task on its own model (``models: {name: id}``, default ``model``) and with its own target list
-    (``task_targets: {name: [...]}``, default ``targets``; a scale's ``targets`` overrides both)."""
+    (``task_targets: {name: [...]}``, default ``targets``; a scale's ``targets`` overrides both). Every model reads
+    the task data of its own data version (``cfg.data_version``)."""
     spec = ctx.spec
     results, files, loaded = {}, [], {}
     for name, task in spec["tasks"].items():
@@ -33,9 +33,8 @@ def quote_study(ctx: BuildContext, sspec: dict, pcfg: PruneConfig, seed: int) ->
         d = spec["distractors"]
         task = spec["tasks"]["vartype"]
         ids = [spec.get("models", {}).get("vartype", spec["model"])] + list(d.get("compare_models", []))
-        ds = load_task(task, "test")
-        results["vartype"]["distractor"] = distractor_rows(
-            {m: loaded[m][0] if m in loaded else ctx.dep(m).model for m in ids}, ds, task, d["prefixes"])
+        results["vartype"]["distractor"] = distractor_rows(  # each model on its own data version's test split
+            {m: loaded[m][0] if m in loaded else ctx.dep(m).model for m in ids}, None, task, d["prefixes"])
     results["claims"] = quote_claim_values(results)
     return results, files
 

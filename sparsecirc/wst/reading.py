@@ -19,7 +19,7 @@ from sparsecirc.core.model import GPT
 from sparsecirc.core.plotting import token_heatmap
 from sparsecirc.core.train import eval_windows
 from sparsecirc.data.lm import lm_tokens
-from sparsecirc.data.tasks import model_task, task_tokenizer
+from sparsecirc.data.tasks import model_data_version, model_task, task_tokenizer
 from sparsecirc.wst.ablation import compute_means
 from sparsecirc.wst.circuits import Circuit
 from sparsecirc.wst.prune import circuit_metrics, prune_to_circuit
@@ -141,17 +141,17 @@ def corpus_snippets(cfg: RunConfig, texts: tuple[str, ...], n: int = 4, before: 
                     seed: int = 0) -> list[list[int]]:
     """:func:`snippets_around` occurrences of the single tokens ``texts`` (e.g. ``('("', "('")``) in the
     *pretraining validation stream* of a model trained with ``cfg`` (``run.config``): for reading a node on
-    ordinary code rather than on task prompts."""
+    ordinary code rather than on task prompts. The tokens are looked up in the data version of ``cfg.model``."""
     val = lm_tokens(cfg)[1]
-    tok = task_tokenizer()
+    tok = task_tokenizer(cfg.model.data_version)
     return snippets_around(val, [tok.single_token_id(t) for t in texts], n, before, after, seed)
 
 
 def snippet_heatmap(model: GPT, snippets: list[list[int]], read: tuple[str, int], title: str = ""):
     """``read`` at every token of each snippet, one row per snippet on one colour scale (symmetric around 0),
-    each snippet run with only its own tokens as context."""
+    each snippet run with only its own tokens as context; token labels in the model's data version."""
 
-    tok = task_tokenizer()
+    tok = task_tokenizer(model_data_version(model))
     vals = [position_profile(model, s, tuple(read))["read"] for s in snippets]
     v = float(max(np.abs(x).max() for x in vals)) or 1.0
     width = max(map(len, snippets))

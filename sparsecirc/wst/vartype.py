@@ -3,6 +3,9 @@
 :func:`hop_attention` measures attention between named positions of the prompts (the initialisation, the name's
 later uses, the last token); :func:`prefixed_accuracy` / :func:`distractor_rows` put a line of code before every
 prompt, the attack the circuit predicts.
+
+Data versions: every function reads token ids in the data version of the model it is given
+(``tasks.model_data_version``); the task data passed in must be in that version (``tasks.model_task``).
 """
 from __future__ import annotations
 
@@ -13,15 +16,30 @@ import torch
 
 from sparsecirc.core.hooks import record
 from sparsecirc.core.model import GPT
-from sparsecirc.data.tasks import columns, get_task, pad_batch, pair_logits, task_accuracy, task_tokenizer
+from sparsecirc.data.tasks import (
+    columns,
+    get_task,
+    model_data_version,
+    model_task,
+    pad_batch,
+    pair_logits,
+    task_accuracy,
+    task_tokenizer,
+)
 from sparsecirc.wst.contrast import key_position, token_id
 
 
 def distractor_rows(models: dict[str, GPT], ds, task: str, prefixes: list[str]) -> list[dict]:
     """:func:`prefixed_accuracy` of every model with no prefix and with each of ``prefixes``: rows
-    ``{"model", "prefix", "accuracy", "accuracy_a", "accuracy_b", "n"}``, the unprefixed row first per model."""
-    return [{"model": mid, "prefix": pre, **prefixed_accuracy(m, ds, task, pre)}
-            for mid, m in models.items() for pre in ["", *prefixes]]
+    ``{"model", "prefix", "accuracy", "accuracy_a", "accuracy_b", "n"}``, the unprefixed row first per model.
+
+    ``ds``: the task data all models are scored on, or None for each model's own test split in its data version
+    (``tasks.model_task``; models of different versions need that)."""
+    rows = []
+    for mid, m in models.items():
+        data = model_task(m, task, "test") if ds is None else ds
+        rows += [{"model": mid, "prefix": pre, **prefixed_accuracy(m, data, task, pre)} for pre in ["", *prefixes]]
+    return rows
 
 
 def distractor_claims(rows: list[dict], attack: str) -> dict:
@@ -61,12 +79,14 @@ def hop_attention(model: GPT, ds, task: str, heads: list[str],
     test P1's two-hop variable-type circuit: the initialisation token looking back at the ``current`` it is
     assigned to (``key -> key-2``), and the final ``current`` looking at the initialisation (``last -> key``,
     ``key+1`` for the ``()`` of ``set()``) or straight at the earlier ``current``. ``heads``: names ``"L{l}H{h}"``
-    (the keys of :func:`circuit_heads`). Columns ``"q -> k"`` plus ``"last -> sink"``; rows the heads.
+    (the keys of :func:`circuit_heads`). Columns ``"q -> k"`` plus ``"last -> sink"``; rows the heads. ``ds``:
+    task data in the model's data version, whose tokenizer finds the key token.
     """
     parsed = [(int(n[1:].split("H")[0]), int(n.split("H")[1])) for n in heads]
     for l, h in parsed:
         if not (0 <= l < model.cfg.n_layer and 0 <= h < model.cfg.n_head):
             raise ValueError(f"head L{l}H{h} is not in a model with {model.cfg.n_layer} layers x {model.cfg.n_head} heads")
+    version = model_data_version(model)
     ids_all = columns(ds)["prompt_ids"]
     n_ctx = model.cfg.n_ctx
     sums = np.zeros((len(parsed), len(hops) + 1))
@@ -77,7 +97,7 @@ def hop_attention(model: GPT, ds, task: str, heads: list[str],
         with record(model, sorted({f"blocks.{l}.attn.hook_pattern" for l, _ in parsed})) as c:
             model(tokens)
         for b, p in enumerate(ids):
-            key = key_position(task, p) - max(0, len(p) - n_ctx)
+            key = key_position(task, p, version) - max(0, len(p) - n_ctx)
             pos = [(_named_position(q, key, int(last[b])), _named_position(k, key, int(last[b]))) for q, k in hops]
             for j, (l, h) in enumerate(parsed):
                 pat = c[f"blocks.{l}.attn.hook_pattern"][b, h]  # [T, T]
@@ -95,13 +115,20 @@ def prefixed_accuracy(model: GPT, ds, task: str, prefix: str) -> dict:
     Each prompt is re-tokenized as ``prefix + prompt``; A prompts (first candidate correct) and B prompts are
     scored apart, since a distractor aimed at one kind should only move that kind. Returns ``{"accuracy",
     "accuracy_a", "accuracy_b", "n"}``; with ``prefix=""`` this is the plain task accuracy.
+
+    ``ds`` must be task data in the model's data version (``tasks.model_task``), whose tokenizer re-tokenizes the
+    prompts; ValueError if its candidate ids are not that tokenizer's.
     """
-    tok = task_tokenizer()
+    version = model_data_version(model)
+    tok = task_tokenizer(version)
     rows = ds.with_format(None)[:] if hasattr(ds, "with_format") else ds
+    if any(tok.single_token_id(t) != i for t, i in zip(rows["target"], rows["target_id"])):
+        raise ValueError(f"prefixed_accuracy: the task data's token ids are not those of the model's data version "
+                         f"{version}; load it with tasks.model_task(model, ...)")
     ids = [tok.encode(prefix + p) for p in rows["prompt"]]
     data = {"prompt_ids": ids, "target_id": list(rows["target_id"]), "distractor_id": list(rows["distractor_id"])}
     ok = task_accuracy(pair_logits(model.eval(), data)).float().numpy()
-    is_a = np.array([t == token_id(get_task(task).candidates[0]) for t in rows["target_id"]])
+    is_a = np.array([t == token_id(get_task(task).candidates[0], version) for t in rows["target_id"]])
     return {"accuracy": float(ok.mean()), "accuracy_a": float(ok[is_a].mean()), "accuracy_b": float(ok[~is_a].mean()),
             "n": int(len(ok))}
 
