@@ -117,3 +117,23 @@ def test_evaluate_heldout_on_a_tiny_model():
     assert res["test"]["n"] == 256 and res["heldout"]["n"] == _ds("bracket_counting").num_rows
     assert sum(m["n"] for m in res["per_template"].values()) == res["heldout"]["n"]
     assert 0.0 <= res["heldout"]["accuracy"] <= 1.0
+
+
+def test_a_case_study_circuit_is_scored_on_the_held_out_prompts_in_the_models_data_version():
+    import torch
+
+    from sparsecirc.core.config import ModelConfig, PruneConfig
+    from sparsecirc.core.model import GPT
+    from sparsecirc.wst.ablation import compute_means
+    from sparsecirc.wst.reading import prune_at_targets
+
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(n_layer=1, d_model=16, d_head=8, n_ctx=128, data_version="v2")).eval()
+    means = compute_means(model, torch.randint(0, 2048, (4, 128)))
+    pcfg = PruneConfig(steps=3, batch_pairs=4, eval_pairs=8)
+    info, circuit = prune_at_targets(model, means, "single_double_quote", pcfg, [1.0])
+    assert circuit is not None  # an untrained model's two-candidate loss (~ln 2) is below the target 1.0
+    ho = info["heldout"]
+    want = heldout.heldout_pairs("single_double_quote", tasks.task_tokenizer("v2")).num_rows
+    assert ho["n"] == want > 0 and 0.0 <= ho["agreement"] <= 1.0
+    assert set(ho) >= {"full", "calibrated", "uncalibrated", "kl"}

@@ -18,11 +18,12 @@ from sparsecirc.core.hooks import record
 from sparsecirc.core.model import GPT
 from sparsecirc.core.plotting import token_heatmap
 from sparsecirc.core.train import eval_windows
+from sparsecirc.data import heldout
 from sparsecirc.data.lm import lm_tokens
 from sparsecirc.data.tasks import model_data_version, model_task, task_tokenizer
 from sparsecirc.wst.ablation import compute_means
 from sparsecirc.wst.circuits import Circuit
-from sparsecirc.wst.prune import circuit_metrics, prune_to_circuit
+from sparsecirc.wst.prune import circuit_faithfulness, circuit_metrics, prune_to_circuit
 
 
 def study_model(ctx: BuildContext, model_id: str) -> tuple[GPT, RunConfig, torch.Tensor]:
@@ -70,7 +71,8 @@ def is_registered(model_id: str) -> bool:
 
 
 def prune_at_targets(model, means, task: str, pcfg: PruneConfig, targets: list[float]):
-    """Prune and keep the circuit at the smallest reached target (P1: 0.15)."""
+    """Prune and keep the circuit at the smallest reached target (P1: 0.15); for a case-study task with a
+    held-out prompt set (``data.heldout``), the circuit's faithfulness there as well (``info["heldout"]``)."""
     targets = sorted(targets)
     res = prune_to_circuit(model, model_task(model, task, "train"), means, pcfg.replace(target_loss=targets[0]),
                            targets=tuple(targets[1:]), task=task)
@@ -87,6 +89,9 @@ def prune_at_targets(model, means, task: str, pcfg: PruneConfig, targets: list[f
     info.update(nodes=c.n_nodes, edges=c.n_edges, loss=c.loss, summary=c.summary(),
                 test=circuit_metrics(model, c, test, means),
                 inverse=circuit_metrics(model, c, test, means, invert=True))
+    if task in heldout.HELDOUT_TASKS:  # prompts written apart from the task generator, never fitted on
+        ho = heldout.heldout_pairs(task, task_tokenizer(model_data_version(model)))
+        info["heldout"] = circuit_faithfulness(model, c, ho, means, cfg=pcfg)
     return info, c
 
 
