@@ -2,7 +2,11 @@
 side by side in one run (tokens/s and ratios).
 
     .venv/bin/python benchmarks/bench_train_speed.py [--config wst-zoo-l2d128-sparse] [--threads 1] [--steps 4]
-                                                     [--rounds 5]
+                                                     [--rounds 5] [--official PATH] [--save FILE]
+
+``--save`` writes the table (tokens/s per variant, every round, the ratios) with the machine, thread count, torch
+version and commit to a JSON file; ``data/benchmarks/train_speed.json`` is the committed copy chapter 02 reads
+(``sparsecirc.core.train.speed_benchmark``).
 
 One full recipe step (forward, backward, gradient normalisation, AdamW, top-k projection of every sparse matrix)
 on a fixed random batch of the config's shape. Variants, each switched on on top of the previous one, timed in
@@ -29,13 +33,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import platform
 import statistics
+import sys
+import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from sparsecirc import build
+from sparsecirc import artifacts, build
 from sparsecirc.core import attention, sparsity
 from sparsecirc.core import model as model_module
 from sparsecirc.core.hooks import patch
@@ -169,12 +176,22 @@ def official_variant(path: str, config: str):
     return activate, step, t.batch_size * (m.n_ctx - 1)
 
 
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else the machine type."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), platform.machine())
+    except OSError:
+        return platform.machine()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--config", default="wst-zoo-l2d128-sparse")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--steps", type=int, default=4, help="timed steps of each variant per round")
     ap.add_argument("--rounds", type=int, default=5, help="rounds; each runs every variant in turn")
+    ap.add_argument("--save", default=None, metavar="FILE", help="write the results as JSON (with provenance)")
     ap.add_argument("--official", default=None, metavar="PATH",
                     help="a checkout of the official circuit_sparsity repository with circuit_sparsity/train.py: "
                          "its step is timed beside ours (not committed here; skipped when absent)")
@@ -196,15 +213,25 @@ def main() -> None:
             activate()
             out.append(seconds_per_call(step, a.steps))
     variants[len(VARIANTS) - 1][0]()  # leave the fast switches on
-    base = None
+    base, rows = None, {}
     for name, (_, _, tokens), s in zip(names, variants, secs):
         tps = tokens / statistics.median(s)
         base = base or tps
+        rows[name] = {"tokens_per_s": tps, "vs_reference": tps / base, "rounds": [tokens / x for x in s]}
         print(f"{name:22s} {tps:9.0f} tokens/s  {tps / base:5.2f}x the reference  "
               f"(rounds: {min(tokens / x for x in s):.0f}-{max(tokens / x for x in s):.0f})")
+    out = {"config": a.config, "threads": n, "steps": a.steps, "rounds": a.rounds, "variants": rows,
+           "fastest": VARIANTS[-1], "speedup": rows[VARIANTS[-1]]["vs_reference"]}
     if len(names) > len(VARIANTS):
         fast, off = (tokens / statistics.median(s) for (_, _, tokens), s in zip(variants[-2:], secs[-2:]))
+        out["vs_official"] = fast / off
         print(f"fastest path / official train.py: {fast / off:.2f}x")
+    if a.save:
+        out.update(environment=artifacts.environment(), cpu=cpu_name(),
+                   date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                   command="benchmarks/bench_train_speed.py " + " ".join(sys.argv[1:]))
+        artifacts.write_json(a.save, out)
+        print(f"wrote {a.save}")
 
 
 if __name__ == "__main__":

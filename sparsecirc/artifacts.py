@@ -261,6 +261,23 @@ def verify_folder(folder: str | os.PathLike, rebuild_hint: str = "") -> dict:
 
 
 # --- registry ---------------------------------------------------------------------------------------------------
+BENCHMARKS_DIR = DATA_DIR / "benchmarks"
+
+
+def benchmark_result(name: str) -> dict:
+    """A committed benchmark result, ``data/benchmarks/<name>.json`` (written by a script under ``benchmarks/``
+    with ``--save``; the file records the command, machine, thread count and commit that produced it).
+
+    Raises:
+        FileNotFoundError: naming the file and the script's ``command`` recorded for it, when it is absent.
+    """
+    path = BENCHMARKS_DIR / f"{name}.json"
+    if not path.exists():
+        raise FileNotFoundError(f"no committed benchmark result {path}; run the script under benchmarks/ that "
+                                f"writes it with --save {path}")
+    return read_json(path)
+
+
 def load_registry() -> dict[str, dict]:
     """The registry's entries by artifact id ({} when the file does not exist yet); a malformed file is an
     ArtifactError naming the file and the line."""

@@ -103,3 +103,21 @@ def test_ratio_spread_bootstraps_over_tasks():
     assert 10.0 <= sp["median"] <= 40.0
     assert size_ratio(res, "D", "S", 0.15) == pytest.approx(20.0)
     assert ratio_spread(res, "D", "S", 0.5) is None
+
+
+def test_speed_bars_draws_one_bar_per_variant_with_its_ratio_to_the_reference(tmp_path, monkeypatch):
+    from sparsecirc import artifacts
+    from sparsecirc.core.plotting import speed_bars
+    result = {"config": "c", "threads": 1, "variants": {
+        "reference": {"tokens_per_s": 100.0, "rounds": [90.0, 100.0, 110.0]},
+        "fast": {"tokens_per_s": 250.0, "rounds": [240.0, 250.0, 260.0]},
+        "official train.py": {"tokens_per_s": 120.0, "rounds": [120.0]}}}
+    fig = speed_bars(result)
+    ax = fig.axes[0]
+    assert [p.get_width() for p in ax.patches] == [100.0, 250.0, 120.0]
+    assert [t.get_text().strip() for t in ax.texts] == ["1.00x", "2.50x", "1.20x"]
+    monkeypatch.setattr(artifacts, "BENCHMARKS_DIR", tmp_path)
+    with pytest.raises(FileNotFoundError, match="--save"):
+        artifacts.benchmark_result("nothing")
+    artifacts.write_json(tmp_path / "x.json", result)
+    assert artifacts.benchmark_result("x")["variants"]["fast"]["tokens_per_s"] == 250.0

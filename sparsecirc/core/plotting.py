@@ -164,3 +164,23 @@ def loss_scatter_panels(panels: Sequence[tuple]):
     for ax, (a, b, xlabel, ylabel, title) in zip(axes[0], panels):
         loss_scatter(a, b, xlabel, ylabel, ax=ax, title=title)
     return fig
+
+
+def speed_bars(result: dict, *, ax=None, title: str = ""):
+    """Tokens/s of each variant of a training-speed benchmark result (``artifacts.benchmark_result``), one bar per
+    variant with its ratio to the first (the reference) and the spread over rounds as an error bar."""
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(7.2, 3.6))
+    names = list(result["variants"])
+    tps = np.array([result["variants"][n]["tokens_per_s"] for n in names])
+    lo = [tps[i] - min(result["variants"][n]["rounds"]) for i, n in enumerate(names)]
+    hi = [max(result["variants"][n]["rounds"]) - tps[i] for i, n in enumerate(names)]
+    colors = ["C7" if "official" in n else "C0" for n in names]
+    ax.barh(names, tps, xerr=[lo, hi], color=colors, capsize=3)
+    for i, v in enumerate(tps):
+        ax.text(v, i, f"  {v / tps[0]:.2f}x", va="center", fontsize=8)
+    ax.invert_yaxis()
+    ax.set(xlabel="training tokens / s (median round)",
+           title=title or f"{result['config']}, {result['threads']} thread(s)")
+    ax.grid(alpha=0.3, axis="x")
+    fig.tight_layout()
+    return fig
