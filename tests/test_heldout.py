@@ -137,3 +137,16 @@ def test_a_case_study_circuit_is_scored_on_the_held_out_prompts_in_the_models_da
     want = heldout.heldout_pairs("single_double_quote", tasks.task_tokenizer("v2")).num_rows
     assert ho["n"] == want > 0 and 0.0 <= ho["agreement"] <= 1.0
     assert set(ho) >= {"full", "calibrated", "uncalibrated", "kl"}
+
+
+def test_heldout_table_puts_each_models_test_and_heldout_accuracy_side_by_side():
+    torch.manual_seed(0)
+    m1 = GPT(ModelConfig(n_layer=1, d_model=16, d_head=8, n_ctx=128)).eval()
+    m2 = GPT(ModelConfig(n_layer=1, d_model=16, d_head=8, n_ctx=128, data_version="v2")).eval()
+    t = heldout.heldout_table({"a": m1, "b": m2}, task_names=("bracket_counting",))
+    assert list(t.index) == [("a", "bracket_counting"), ("b", "bracket_counting")]
+    for label, m in (("a", m1), ("b", m2)):
+        r = heldout.evaluate_heldout(m, "bracket_counting")
+        row = t.loc[(label, "bracket_counting")]
+        assert row["test"] == round(r["test"]["accuracy"], 3) and row["held-out"] == round(r["heldout"]["accuracy"], 3)
+        assert abs(row["held-out - test"] - (r["heldout"]["accuracy"] - r["test"]["accuracy"])) < 2e-3

@@ -20,7 +20,8 @@ Rows are text first (``heldout_text_pairs``: prompt, target, distractor, pair id
 ``seed``); ``heldout_pairs(task, tokenizer)`` tokenizes them into the columns of ``tasks.load_task`` plus
 ``template``, dropping pairs whose candidates are not single tokens or not the next token in that tokenizer, or
 whose prompt is longer than ``MAX_TOKENS`` (``drop_report`` counts them). ``evaluate_heldout`` reports a
-model's accuracy on the held-out set beside the committed test split.
+model's accuracy on the held-out set beside the committed test split; ``heldout_table`` tabulates it for several
+models (chapter 02).
 
 Example:
     >>> from sparsecirc.data.tokenizer import load_tokenizer
@@ -36,6 +37,7 @@ from collections import Counter
 from functools import lru_cache
 
 import datasets
+import pandas as pd
 import torch
 
 from sparsecirc.data import corpus, tasks
@@ -203,3 +205,26 @@ def evaluate_heldout(model: torch.nn.Module, task: str, tokenizer=None) -> dict:
     tids = ds["template"]
     per = {t: _metrics(model, ds.select([i for i, x in enumerate(tids) if x == t])) for t in sorted(set(tids))}
     return {"test": tasks.task_metrics(model, task, "test"), "heldout": _metrics(model, ds), "per_template": per}
+
+
+CASE_TASKS = ("single_double_quote", "bracket_counting", "set_or_string_fixedvarname")  # P1's three case studies
+
+
+def heldout_table(models: dict, task_names=CASE_TASKS):
+    """Test against held-out accuracy of each model on each task: a DataFrame indexed by (model, task) with
+    columns ``test``, ``held-out``, ``held-out - test`` and ``worst template`` (its held-out accuracy, and name).
+
+    Args:
+        models: ``{label: model}``; each is scored in its own data version.
+        task_names: tasks with a held-out set (default: P1's three case-study tasks).
+    """
+    rows = []
+    for label, model in models.items():
+        for task in task_names:
+            r = evaluate_heldout(model, task)
+            worst = min(r["per_template"].items(), key=lambda kv: kv[1]["accuracy"])
+            t, h = r["test"]["accuracy"], r["heldout"]["accuracy"]
+            rows.append({"model": label, "task": task, "test": round(t, 3), "held-out": round(h, 3),
+                         "held-out - test": round(h - t, 3),
+                         "worst template": f"{worst[0]} {worst[1]['accuracy']:.2f}"})
+    return pd.DataFrame(rows).set_index(["model", "task"])
