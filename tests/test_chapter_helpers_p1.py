@@ -101,7 +101,8 @@ def tiny_run(val_loss=None, steps=3, zero_rows=0):
     with torch.no_grad():
         model.blocks[0].attn.W_Q.weight[:zero_rows] = 0
     return SimpleNamespace(model=model, history=SimpleNamespace(step=list(range(steps))),
-                           metrics={"val_loss": val_loss})
+                           metrics={"val_loss": val_loss},
+                           config=SimpleNamespace(train=SimpleNamespace(batch_size=50_000), model=model.cfg))
 
 
 def test_frontier_table_and_trends():
@@ -136,7 +137,8 @@ def test_corpus_table_chars_per_token():
 def test_zoo_table_counts_nonzero_weights():
     runs = {"dense": tiny_run(steps=5), "sparse": tiny_run(steps=2, zero_rows=32)}
     t = metrics.zoo_table(runs, {"dense": 1.23456, "sparse": 2.0})
-    assert list(t.columns) == ["d_model", "nonzero weights", "of total", "steps", "val loss"]
+    assert list(t.columns) == ["layers", "d_model", "nonzero weights", "of total", "steps", "tokens (M)", "val loss"]
+    assert t.loc["dense", "tokens (M)"] == 4.0 and t.loc["sparse", "tokens (M)"] == 1.6  # steps x 50k x 16
     total = 2 * 40 * 32 + 4 * 32 * 32 + 2 * 128 * 32
     assert t.loc["dense", "nonzero weights"] == total and t.loc["dense", "of total"] == 1.0
     assert t.loc["sparse", "nonzero weights"] == total - 32 * 32

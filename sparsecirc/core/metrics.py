@@ -97,21 +97,25 @@ def zoo_table(runs: dict, val_loss: dict[str, float]) -> pd.DataFrame:
     """Size, sparsity, length of training and validation loss of a zoo of loaded runs.
 
     Args:
-        runs: ``{name: run}``, each run with ``.model`` (a :class:`GPT`) and ``.history`` (a ``History``).
+        runs: ``{name: run}``, each run with ``.model`` (a :class:`GPT`), ``.config`` (its ``RunConfig``) and
+            ``.history`` (a ``History``).
         val_loss: ``{name: validation loss}`` for the same names.
 
     Returns:
-        A DataFrame indexed by ``model`` with columns ``d_model``, ``nonzero weights``, ``of total`` (nonzero
-        fraction of the 2-d weights, 3 places), ``steps`` and ``val loss`` (3 places).
+        A DataFrame indexed by ``model`` with columns ``layers``, ``d_model``, ``nonzero weights``, ``of total``
+        (nonzero fraction of the 2-d weights, 3 places), ``steps``, ``tokens (M)`` (steps x batch x context, in
+        millions) and ``val loss`` (3 places).
     """
     rows = []
     for name, run in runs.items():
         table = nonzero_table(run.model)
         nz = sum(r["nonzero"] for r in table)
         total = sum(r["shape"][0] * r["shape"][1] for r in table)
-        rows.append({"model": name, "d_model": run.model.cfg.d_model, "nonzero weights": nz,
-                     "of total": round(nz / total, 3), "steps": len(run.history.step),
-                     "val loss": round(val_loss[name], 3)})
+        steps = len(run.history.step)
+        tokens = steps * run.config.train.batch_size * run.config.model.n_ctx
+        rows.append({"model": name, "layers": run.model.cfg.n_layer, "d_model": run.model.cfg.d_model,
+                     "nonzero weights": nz, "of total": round(nz / total, 3), "steps": steps,
+                     "tokens (M)": round(tokens / 1e6, 1), "val loss": round(val_loss[name], 3)})
     return pd.DataFrame(rows).set_index("model")
 
 
