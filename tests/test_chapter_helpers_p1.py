@@ -3,6 +3,7 @@ import math
 from types import SimpleNamespace
 
 import matplotlib
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -245,3 +246,13 @@ def test_produce_circuits_prunes_each_model_on_its_own_data_version(tmp_path, mo
     runs = {"runs": [{"model": "s2", "task": "var_if", "targets": {"0.15": {"edges": 1}}}]}
     assert len(cs.circuit_faithfulness_table(runs, tmp_path, models, {"s2": {}}, 0.15)) == 1
     assert measured == [load_task("var_if", "test", version="v2")["prompt"]]  # the v2 model's test split
+
+
+def test_curve_gap_compares_validation_curves_at_common_steps():
+    a = SimpleNamespace(val_step=[0, 10, 20], val_loss=[3.0, 2.5, 2.0], train_loss=[2.0, 2.2, 1.8, 2.0])
+    b = SimpleNamespace(val_step=[10, 20, 30], val_loss=[2.6, 1.9, 1.5], train_loss=[])
+    g = metrics.curve_gap(a, b, tail=4)
+    assert g["n"] == 2 and abs(g["final"] + 0.1) < 1e-12 and abs(g["max_abs"] - 0.1) < 1e-12
+    assert abs(g["noise"] - np.std([2.0, 2.2, 1.8, 2.0])) < 1e-12
+    with pytest.raises(ValueError, match="no validation step"):
+        metrics.curve_gap(a, SimpleNamespace(val_step=[5], val_loss=[1.0], train_loss=[]))

@@ -148,3 +148,27 @@ def activity_table(models: dict[str, GPT], windows: torch.Tensor) -> pd.DataFram
     rows = {name: {"dead neurons": float((neuron_activity(m, windows) == 0).float().mean()),
                    "resid kurtosis": residual_kurtosis(m, windows)} for name, m in models.items()}
     return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def curve_gap(a, b, tail: int = 100) -> dict:
+    """How far two training runs' validation curves lie apart, beside the noise of training.
+
+    Args:
+        a, b: ``History`` objects with ``val_step`` / ``val_loss`` (and ``a.train_loss``); compared at the steps
+            both evaluated.
+        tail: the noise is the standard deviation of ``a``'s train loss over its last ``tail`` steps.
+
+    Returns:
+        ``{"final": b - a at the last common evaluation, "max_abs": the largest |b - a|, "n": common evaluations,
+        "noise": the train-loss standard deviation}``.
+
+    Raises:
+        ValueError: when the runs share no evaluation step.
+    """
+    va, vb = dict(zip(a.val_step, a.val_loss)), dict(zip(b.val_step, b.val_loss))
+    common = sorted(set(va) & set(vb))
+    if not common:
+        raise ValueError("curve_gap: the two runs share no validation step")
+    d = np.array([vb[s] - va[s] for s in common])
+    return {"final": float(d[-1]), "max_abs": float(np.abs(d).max()), "n": len(common),
+            "noise": float(np.std(np.asarray(a.train_loss[-tail:], dtype=float)))}
