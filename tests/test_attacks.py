@@ -522,3 +522,30 @@ def test_reading_labels_tokens_in_the_models_data_version(monkeypatch):
     v2 = make_config("ci", model={"data_version": "v2"}, data={"n_simple_tokens": 60_000})
     assert reading.corpus_snippets(v2, ("]]",), n=4, before=2, after=2) == [stream[8:13].tolist()]
     assert reading.corpus_snippets(make_config("ci"), ("]]",), n=4, before=2, after=2) == [stream[29:34].tolist()]
+
+
+def test_attacks_study_runs_whole_models_and_feeds_the_tables_and_figure():
+    from sparsecirc.core.config import PruneConfig
+    from sparsecirc.data import heldout
+    from sparsecirc.data.tasks import task_metrics
+    from sparsecirc.wst import bracket, case_plots
+    models = {"s2": _tiny_v2(128), "d2": _tiny_v2(128)}
+    spec = {"task": "bracket_counting", "model": "s2", "compare_models": ["d2"],
+            "distractor_comments": {"p1": attacks.DISTRACTOR_COMMENT}}
+    sspec = {"n_prompts": 4, "distractor_prompts": 4, "lengths": [1, 4, 8]}
+    res, files = bracket.attacks_study(_study_ctx(spec, sspec, models), sspec, PruneConfig(), 0)
+    assert files == [] and list(res["models"]) == ["s2", "d2"]
+    r = res["models"]["s2"]
+    assert r["task_metrics"] == task_metrics(models["s2"], "bracket_counting")
+    assert r["heldout"] == heldout.evaluate_heldout(models["s2"], "bracket_counting")["heldout"]
+    assert r["dilution"]["lengths"] == [1, 4, 8] and set(r["failure_length"]) == {"nested", "flat"}
+    table = bracket.distractor_table(res)
+    assert list(table["model"]) == ["s2", "d2"] and list(table["comment"]) == [attacks.DISTRACTOR_COMMENT] * 2
+    fig = case_plots.dilution_accuracy(res, title="t")
+    assert len(fig.axes[0].lines) >= 4 and fig.axes[0].get_title() == "t"  # nested + flat for each model
+
+
+def test_short_name_strips_both_zoo_prefixes():
+    from sparsecirc.wst.bracket import short_name
+    assert short_name("wst-zoo-l2d128-dense-s0") == "dense-s0"
+    assert short_name("wst-zoo2-l4d128-sparse") == "v2 sparse"

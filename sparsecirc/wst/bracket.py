@@ -19,6 +19,7 @@ from sparsecirc.context import BuildContext
 from sparsecirc.core.config import PruneConfig
 from sparsecirc.core.hooks import patch
 from sparsecirc.core.model import GPT
+from sparsecirc.data import heldout
 from sparsecirc.data.tasks import (
     model_data_version,
     model_task,
@@ -185,6 +186,26 @@ def bracket_study(ctx: BuildContext, sspec: dict, pcfg: PruneConfig, seed: int) 
     return results, files
 
 
+def attacks_study(ctx: BuildContext, sspec: dict, pcfg: PruneConfig, seed: int) -> tuple[dict, list[str]]:
+    """``study: bracket_attacks``: the dilution sweep and the distractor attack on whole models, no circuit (for
+    models that have not learned the task well enough to prune: the question is then whether they track depth at
+    all). Each model reads the task data, held-out prompts and list prompts of its own data version. Results have
+    the layout of :func:`bracket_study`'s ``models`` part (``distractor_table`` and ``case_plots.dilution``'s
+    accuracy panel read it), plus each model's held-out accuracy; ``pcfg`` is unused."""
+    spec = ctx.spec
+    task = spec["task"]
+    models = [spec["model"]] + list(spec.get("compare_models", []))
+    kw = {"lengths": sspec.get("lengths"), "n_prompts": sspec["n_prompts"], "seed": seed}
+    results = {"task": task, "model": models[0], "compare_models": models[1:], "models": {}}
+    for mid in models:
+        m = ctx.dep(mid).model.eval()
+        results["models"][mid] = {"task_metrics": task_metrics(m, task),
+                                  "heldout": heldout.evaluate_heldout(m, task)["heldout"],
+                                  **model_attacks(m, kw, spec["distractor_comments"], sspec["distractor_prompts"],
+                                                  seed)}
+    return results, []
+
+
 def depth_fit(sw: dict) -> dict:
     fit = {}
     for xname, x in (("tokens", sw["n_tokens"]), ("elements", sw["lengths"])):
@@ -203,8 +224,9 @@ def failure_text(length: float | None, longest: int) -> str:
 
 
 def short_name(model_id: str) -> str:
-    """A zoo model's id without its ``wst-zoo-l2d128-`` prefix (legends, tables and claim lines)."""
-    return model_id.replace("wst-zoo-l2d128-", "")
+    """A zoo model's id without its ``wst-zoo-l2d128-`` / ``wst-zoo2-l4d128-`` prefix (legends, tables and claim
+    lines); zoo v2 models keep a ``v2 `` mark."""
+    return model_id.replace("wst-zoo-l2d128-", "").replace("wst-zoo2-l4d128-", "v2 ")
 
 
 def claim_values(results: dict) -> dict:

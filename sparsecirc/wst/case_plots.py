@@ -93,6 +93,17 @@ def dilution(results: dict):
     return fig
 
 
+def dilution_accuracy(results: dict, title: str = ""):
+    """One panel of :func:`dilution`: p(correct bracket) against list length, nested and flat, for every model of a
+    ``bracket`` or ``bracket_attacks`` study, with where each first drops below 1/2."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    _accuracy_panel(ax, results)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
 def list_heatmap(model: GPT, examples: list, *, head: tuple[int, int] | None = None,
                  read: tuple[str, int] | None = None, title: str = ""):
     """A nested and a flat list prompt of the same length, position by position: the attention of ``head`` from

@@ -1,6 +1,7 @@
 """The ``kind: case_study`` producer: run the study a config names (``study:``) and store it.
 
-Studies: ``bracket`` (:mod:`sparsecirc.wst.bracket`, chapter 06) and ``quote_and_type``
+Studies: ``bracket`` and ``bracket_attacks`` (whole models, no circuit; :mod:`sparsecirc.wst.bracket`, chapter
+06) and ``quote_and_type``
 (:mod:`sparsecirc.wst.quote`, chapter 05). Stored: ``results.json`` and ``circuits/<model>__<task>.json`` (kept
 nodes; edges are recomputed from the weights on load, :func:`sparsecirc.wst.circuits.load_circuit`). Run with
 ``python -m sparsecirc reproduce wst-bracket-circuit-l2d128``.
@@ -12,10 +13,10 @@ import time
 from sparsecirc import artifacts
 from sparsecirc.context import BuildContext
 from sparsecirc.core.config import PruneConfig
-from sparsecirc.wst.bracket import bracket_study
+from sparsecirc.wst.bracket import attacks_study, bracket_study
 from sparsecirc.wst.quote import quote_study
 
-STUDIES = {"bracket": bracket_study, "quote_and_type": quote_study}
+STUDIES = {"bracket": bracket_study, "bracket_attacks": attacks_study, "quote_and_type": quote_study}
 
 
 def produce_case_study(ctx: BuildContext) -> None:
