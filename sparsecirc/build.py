@@ -27,7 +27,7 @@ from sparsecirc.core.train import load_run, save_run, train
 from sparsecirc.data.lm import lm_task_metrics, lm_tokens, lm_val_loss
 from sparsecirc.paths import cache_dir
 from sparsecirc.spa import addition, code_posttrain
-from sparsecirc.wst import case_study, circuit_study, prune_study
+from sparsecirc.wst import case_study, circuit_study, prune_study, quote
 
 
 def read_spec(artifact_id: str) -> dict:
@@ -134,7 +134,8 @@ def refresh_lm_metrics(artifact_id: str) -> dict:
     metrics = run.metrics
     val_loss, _ = lm_val_loss(run.model, run.config, lm_tokens(run.config)[1])
     if abs(val_loss - metrics["val_loss"]) > 1e-4 * abs(metrics["val_loss"]):
-        raise ArtifactError(f"{artifact_id}: validation loss {val_loss} differs from the recorded {metrics['val_loss']}")
+        raise ArtifactError(f"{artifact_id}: validation loss {val_loss} differs from the recorded "
+                            f"{metrics['val_loss']}")
     metrics["tasks"] = lm_task_metrics(run.model)
     artifacts.write_json(folder / "metrics.json", metrics)
     keep = {k: v for k, v in manifest.items() if k not in ("files", "environment")}
@@ -143,6 +144,24 @@ def refresh_lm_metrics(artifact_id: str) -> dict:
     spec = read_spec(artifact_id)
     artifacts.register(artifact_id, folder, paper_ref=spec["paper_ref"], used_by=spec["used_by"])
     return metrics
+
+
+def refresh_case_claims(artifact_id: str) -> dict:
+    """Recompute a committed ``quote_and_type`` study's claim values from its stored results under its config as
+    it is now (which distractor prefix the claim grades); nothing is re-measured. Rewrites ``results.json``, the
+    manifest (the build's environment kept as ``built_environment``) and the registry entry; returns the claims."""
+    folder = artifacts.verify(artifact_id)
+    spec = read_spec(artifact_id)
+    if spec.get("study") != "quote_and_type":
+        raise ArtifactError(f"{artifact_id}: not a quote_and_type study")
+    results = quote.refresh_claims(artifacts.read_json(folder / "results.json"), spec)
+    artifacts.write_json(folder / "results.json", results)
+    manifest = artifacts.read_json(folder / "manifest.json")
+    keep = {k: v for k, v in manifest.items() if k not in ("files", "environment")}
+    keep.setdefault("built_environment", manifest["environment"])
+    artifacts.write_manifest(folder, [f["path"] for f in manifest["files"]], **keep)
+    artifacts.register(artifact_id, folder, paper_ref=spec["paper_ref"], used_by=spec["used_by"])
+    return results["claims"]
 
 
 # --- the producer table: config ``kind`` -> producer ----------------------------------------------------------

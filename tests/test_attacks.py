@@ -549,3 +549,35 @@ def test_short_name_strips_both_zoo_prefixes():
     from sparsecirc.wst.bracket import short_name
     assert short_name("wst-zoo-l2d128-dense-s0") == "dense-s0"
     assert short_name("wst-zoo2-l4d128-sparse") == "v2 sparse"
+
+
+def test_distractor_claims_grade_the_attacked_kind_of_prompt():
+    from sparsecirc.wst import vartype
+    rows = [{"model": "s", "prefix": "", "accuracy_a": 0.9, "accuracy_b": 0.9},
+            {"model": "s", "prefix": "p", "accuracy_a": 0.95, "accuracy_b": 0.1},
+            {"model": "wst-zoo2-l4d128-dense", "prefix": "", "accuracy_a": 0.5, "accuracy_b": 0.8},
+            {"model": "wst-zoo2-l4d128-dense", "prefix": "p", "accuracy_a": 0.5, "accuracy_b": 0.7}]
+    b = vartype.distractor_claims(rows, "p", "b")
+    assert b["vartype-distractor-attack"] == "0.90 -> 0.10 of += prompts right" and b["vartype-distractor-flips"]
+    assert b["vartype-distractor-transfers-to-dense"] == "v2 dense: no (0.80 -> 0.70)"
+    a = vartype.distractor_claims(rows, "p")
+    assert a["vartype-distractor-attack"] == "0.90 -> 0.95 of .add prompts right" and not a["vartype-distractor-flips"]
+    with pytest.raises(ValueError, match="attacked"):
+        vartype.distractor_claims(rows, "p", "c")
+
+
+def test_refresh_claims_regrades_the_configured_attack_without_remeasuring():
+    from sparsecirc.wst import quote
+    rows = [{"model": "s", "prefix": "", "accuracy_a": 0.9, "accuracy_b": 0.9},
+            {"model": "s", "prefix": "x", "accuracy_a": 0.95, "accuracy_b": 0.85},
+            {"model": "s", "prefix": "y", "accuracy_a": 0.9, "accuracy_b": 0.1}]
+    res = {"quote": {"prune": {"edges": 3, "nodes": 2, "target": 0.15}},
+           "vartype": {"prune": {"target": 0.15}, "heads": {"L0H1": {}}, "distractor": rows}}
+    spec = {"distractors": {"prefixes": ["x", "y"]}}
+    assert quote.refresh_claims(res, spec)["claims"]["vartype-distractor-attack"] == \
+        "0.90 -> 0.95 of .add prompts right"  # default: the first prefix, against the set() prompts
+    spec["distractors"].update(attack="y", attacked="b")
+    out = quote.refresh_claims(res, spec)
+    assert out["vartype"]["distractor_attack"] == {"prefix": "y", "attacked": "b"}
+    assert out["claims"]["vartype-distractor-attack"] == "0.90 -> 0.10 of += prompts right"
+    assert out["claims"]["vartype-distractor-flips"] is True and out["vartype"]["distractor"] is rows

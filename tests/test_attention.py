@@ -49,7 +49,7 @@ def test_the_sink_gradient_matches_finite_differences():
     q, k, v, s = (t.double() for t in _inputs(1, B=2, H=2, T=5, D=4))
     s = s.clone().requires_grad_()
     w = torch.randn(2, 2, 5, 4, dtype=torch.double, generator=torch.Generator().manual_seed(2))
-    attention_in_double = lambda s_: (attention._SinkFlash.apply(q, k, v, s_) * w).sum()  # noqa: E731
+    attention_in_double = lambda s_: (attention.SinkFlash.apply(q, k, v, s_) * w).sum()  # noqa: E731
     assert torch.autograd.gradcheck(attention_in_double, (s,), eps=1e-6, atol=1e-6)
 
 

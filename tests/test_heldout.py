@@ -150,3 +150,17 @@ def test_heldout_table_puts_each_models_test_and_heldout_accuracy_side_by_side()
         row = t.loc[(label, "bracket_counting")]
         assert row["test"] == round(r["test"]["accuracy"], 3) and row["held-out"] == round(r["heldout"]["accuracy"], 3)
         assert abs(row["held-out - test"] - (r["heldout"]["accuracy"] - r["test"]["accuracy"])) < 2e-3
+
+
+def test_prune_summary_names_targets_sizes_and_held_out_agreement():
+    from sparsecirc.wst.reading import prune_summary
+    r = {"task": "t", "model": "m", "task_metrics": {"accuracy": 0.5},
+         "prune": {"full_loss": 0.1, "reached": {"0.15": None, "0.2": {"nodes": 3, "edges": 2}}, "target": 0.2,
+                   "nodes": 3, "edges": 2, "heldout": {"n": 7, "full": {"accuracy": 0.9}, "agreement": 0.75,
+                                                       "calibrated": {"accuracy": 0.8},
+                                                       "uncalibrated": {"accuracy": 0.6}}}}
+    text = prune_summary(r)
+    assert "'0.15': 'not reached'" in text and "target 0.2 (P1: 0.15), 3 nodes, 2 edges" in text
+    assert "7 held-out prompts" in text and "circuit 0.80 (uncalibrated 0.60)" in text and "0.75" in text
+    del r["prune"]["heldout"]
+    assert "held-out" not in prune_summary(r)

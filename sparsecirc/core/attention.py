@@ -53,7 +53,7 @@ def sink_sdpa(qh: torch.Tensor, kh: torch.Tensor, vh: torch.Tensor, sink_logit: 
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
 
 
-class _SinkFlash(torch.autograd.Function):
+class SinkFlash(torch.autograd.Function):
     """Causal attention with a sink through the CPU fused kernel; the sink's gradient from the kernel's lse."""
 
     @staticmethod
@@ -96,5 +96,5 @@ def causal_attention(qh: torch.Tensor, kh: torch.Tensor, vh: torch.Tensor,
         if sink_logit is None:
             z = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         else:
-            z = _SinkFlash.apply(q, k, v, sink_logit.float())
+            z = SinkFlash.apply(q, k, v, sink_logit.float())
     return z.to(dtype)

@@ -36,3 +36,4 @@ def produce_case_study(ctx: BuildContext) -> None:
     artifacts.write_manifest(ctx.folder, ["results.json", *files], **ctx.manifest_info(
         kind="case_study", seed=seed, config={"spec": spec, "prune": pcfg.to_dict()},
         wall_time_s=results["wall_time_s"]))
+

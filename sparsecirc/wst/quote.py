@@ -35,8 +35,27 @@ def quote_study(ctx: BuildContext, sspec: dict, pcfg: PruneConfig, seed: int) ->
         ids = [spec.get("models", {}).get("vartype", spec["model"])] + list(d.get("compare_models", []))
         results["vartype"]["distractor"] = distractor_rows(  # each model on its own data version's test split
             {m: loaded[m][0] if m in loaded else ctx.dep(m).model for m in ids}, None, task, d["prefixes"])
+        results["vartype"]["distractor_attack"] = distractor_attack(spec)
     results["claims"] = quote_claim_values(results)
     return results, files
+
+
+def distractor_attack(spec: dict) -> dict | None:
+    """The distractor prefix a study's claim line grades and the prompts it aims at: the config's
+    ``distractors.attack`` / ``attacked`` (default: the first prefix, against the ``set()`` prompts, ``"a"``)."""
+    d = spec.get("distractors")
+    if not d:
+        return None
+    return {"prefix": d.get("attack", d["prefixes"][0]), "attacked": d.get("attacked", "a")}
+
+
+def refresh_claims(results: dict, spec: dict) -> dict:
+    """Stored results with the graded attack and the claim values recomputed under ``spec`` (the study's config),
+    without re-measuring anything (``build.refresh_case_claims`` writes them back)."""
+    if results["vartype"].get("distractor"):
+        results["vartype"]["distractor_attack"] = distractor_attack(spec)
+    results["claims"] = quote_claim_values(results)
+    return results
 
 
 def quote_claim_values(results: dict) -> dict:
@@ -47,7 +66,8 @@ def quote_claim_values(results: dict) -> dict:
            "set-or-string-circuit-target": v["target"]}
     d = results["vartype"].get("distractor")
     if d:
-        out.update(distractor_claims(d, next(r["prefix"] for r in d if r["prefix"])))
+        att = results["vartype"].get("distractor_attack") or {"prefix": next(r["prefix"] for r in d if r["prefix"])}
+        out.update(distractor_claims(d, att["prefix"], att.get("attacked", "a")))
     return out
 
 

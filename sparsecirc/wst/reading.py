@@ -95,6 +95,25 @@ def prune_at_targets(model, means, task: str, pcfg: PruneConfig, targets: list[f
     return info, c
 
 
+def prune_summary(r: dict) -> str:
+    """Lines that sum up one case-study task's pruning (``results[name]`` of a case study): the full model's test
+    accuracy and task loss, the circuit's (nodes, edges) at every target tried, the one read, and its accuracy and
+    agreement with the full model on the held-out prompts (the calibrated circuit's, when that set exists)."""
+    p = r["prune"]
+    lines = [f"{r['task']} on {r['model']}: full-model test accuracy {r['task_metrics']['accuracy']:.2f}, "
+             f"task loss {p['full_loss']:.3f}",
+             "   circuit (nodes, edges) at each target: " + str(
+                 {t: (v["nodes"], v["edges"]) if v else "not reached" for t, v in p["reached"].items()}),
+             f"   read below: target {p['target']}" + ("" if p["target"] in (None, 0.15) else " (P1: 0.15)")
+             + f", {p.get('nodes')} nodes, {p.get('edges')} edges"]
+    h = p.get("heldout")
+    if h:
+        lines.append(f"   on the {h['n']} held-out prompts: full model accuracy {h['full']['accuracy']:.2f}, circuit "
+                     f"{h['calibrated']['accuracy']:.2f} (uncalibrated {h['uncalibrated']['accuracy']:.2f}), "
+                     f"agreement with the full model {h['agreement']:.2f}")
+    return "\n".join(lines)
+
+
 def save_circuit(folder: Path, circuit: Circuit | None, model_id: str, task: str) -> list[str]:
     """Write ``circuits/<model>__<task>.json`` under ``folder``; returns the manifest entries ([] for None)."""
     if circuit is None:

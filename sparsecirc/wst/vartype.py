@@ -42,17 +42,24 @@ def distractor_rows(models: dict[str, GPT], ds, task: str, prefixes: list[str]) 
     return rows
 
 
-def distractor_claims(rows: list[dict], attack: str) -> dict:
-    """Claim values of a distractor prefix aimed at A prompts: for the first model (the one whose circuit predicts
-    the attack) its A accuracy without and with it, and for the others whether the attack also halves it."""
+def distractor_claims(rows: list[dict], attack: str, attacked: str = "a") -> dict:
+    """Claim values of a distractor prefix aimed at one kind of prompt (``attacked``: ``"a"``, the ``set()`` /
+    ``.add`` prompts, or ``"b"``, the empty-string / `` +=`` prompts): for the first model (the one whose circuit
+    predicts the attack) that kind's accuracy without and with it, and for the others whether the attack also
+    halves it."""
+    if attacked not in ("a", "b"):
+        raise ValueError(f"attacked must be 'a' or 'b', got {attacked!r}")
+    key, label = ("accuracy_a", ".add") if attacked == "a" else ("accuracy_b", "+=")
+
     def acc(mid, pre):
-        return next(r["accuracy_a"] for r in rows if r["model"] == mid and r["prefix"] == pre)
+        return next(r[key] for r in rows if r["model"] == mid and r["prefix"] == pre)
     ids = list(dict.fromkeys(r["model"] for r in rows))
     first = ids[0]
-    out = {"vartype-distractor-attack": f"{acc(first, ''):.2f} -> {acc(first, attack):.2f} of .add prompts right",
+    out = {"vartype-distractor-attack": f"{acc(first, ''):.2f} -> {acc(first, attack):.2f} of {label} prompts right",
            "vartype-distractor-flips": acc(first, attack) < 0.5}
     out["vartype-distractor-transfers-to-dense"] = "; ".join(
-        f"{m.replace('wst-zoo-l2d128-', '')}: {'yes' if acc(m, attack) < 0.5 * acc(m, '') else 'no'} "
+        f"{m.replace('wst-zoo-l2d128-', '').replace('wst-zoo2-l4d128-', 'v2 ')}: "
+        f"{'yes' if acc(m, attack) < 0.5 * acc(m, '') else 'no'} "
         f"({acc(m, ''):.2f} -> {acc(m, attack):.2f})" for m in ids[1:]) or "no dense model"
     return out
 
