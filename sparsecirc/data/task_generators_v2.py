@@ -96,17 +96,23 @@ def pair_single_double_quote(d):
     return (("\n".join(ctx + [f'{last}"{text}']), '")'), ("\n".join(ctx + [f"{last}'{text}"]), "')"))
 
 
-def pair_bracket_counting(d):
-    """Close a list at its depth (``]]`` vs ``]``); only the opening ``[[`` vs ``[`` differs."""
-    c = CodeDraw(d)
+def bracket_list_draws(c: CodeDraw, n: int | None = None, *, safe_ends: str = "last") -> dict:
+    """The draws of a ``bracket_counting`` prompt before its layout, in the task's order: the list's elements, its
+    name and opener, the context lines and the indent. ``n``: the element count (None: drawn from 2-14 at the
+    task's point in the order). A list cut after an element ending in ``"``, ``'`` or ``)`` would merge with the
+    closing bracket into one token, so ``safe_ends="last"`` (the task) replaces the last element by a name or
+    number, and ``"all"`` (the dilution sweep, which cuts a list anywhere) draws such a replacement for every
+    element (``ends``). Returns ``{"one", "many", "elements", "ends", "name", "opener", "ctx", "ind"}``."""
     one, many = c.noun()
     kind = c.pick(["int", "int", "num", "name", "const", "mixed", "str"])
-    n = c.randint(2, 14)
+    n = c.randint(2, 14) if n is None else n
     make = {"int": c.int_, "num": c.number, "name": c.var, "const": lambda: c.pick(["True", "False", "None"]),
             "mixed": lambda: c.pick([c.int_(), c.var(), "None", c.strlit()]), "str": c.strlit}[kind]
     elems = [make() for _ in range(n)]
-    if elems[-1][-1] in "\"')":  # `"]]` and `)]]` merge into one token: end on a name or number
-        elems[-1] = c.pick([c.int_(), c.var(), "None", "True"])
+    safe = lambda e: e if e[-1] not in "\"')" else c.pick([c.int_(), c.var(), "None", "True"])  # noqa: E731
+    ends = [safe(e) for e in elems] if safe_ends == "all" else None
+    if safe_ends == "last":
+        elems[-1] = safe(elems[-1])
     name = c.pick([many, "grid", "matrix", "rows", "table", "pairs", "layers", "board", c.var()])
     opener = c.pick([f"{name} = ", f"{name} = ", f"{name} =", f"{name}=", f"{c.attr()} = ", "return ",
                      f"{name} = {c.pick(['np.array', 'tuple', 'list', 'sorted'])}(", f"{c.pick(VERBS)}_{one}(",
@@ -116,6 +122,15 @@ def pair_bracket_counting(d):
         ctx += [f"def {c.pick(VERBS)}_{many}({c.var()}):"]
         ind = IND
         ctx += c.context(0, 1, IND, block_p=0)
+    return {"one": one, "many": many, "elements": elems, "ends": ends, "name": name, "opener": opener, "ctx": ctx,
+            "ind": ind}
+
+
+def pair_bracket_counting(d):
+    """Close a list at its depth (``]]`` vs ``]``); only the opening ``[[`` vs ``[`` differs."""
+    c = CodeDraw(d)
+    b = bracket_list_draws(c)
+    elems, opener, ctx, ind, n = b["elements"], b["opener"], b["ctx"], b["ind"], len(b["elements"])
     if c.chance(0.15):  # elements on the following lines
         k = c.randint(1, n - 1)
         tail = [f"{ind}{IND}{', '.join(elems[:k])},", f"{ind}{IND}{', '.join(elems[k:])}"]

@@ -40,8 +40,8 @@ import torch
 
 from sparsecirc.core.hooks import record
 from sparsecirc.data import task_generators as gen
-from sparsecirc.data.task_fragments_v2 import VERBS, CodeDraw
-from sparsecirc.data.task_generators_v2 import IND
+from sparsecirc.data.task_fragments_v2 import CodeDraw
+from sparsecirc.data.task_generators_v2 import bracket_list_draws
 from sparsecirc.data.tasks import (
     Example,
     make_example,
@@ -100,25 +100,12 @@ def draw_base(d: gen.Draw, n_elements: int, version: str = DEFAULT_VERSION) -> L
 
 
 def _draw_base_v2(c: CodeDraw, n_elements: int, version: str) -> ListBase:
-    """``task_generators_v2.pair_bracket_counting``'s draws in its order, with ``n_elements`` elements, one
-    replacement per element for a cut that would end on a string, and no multi-line form."""
-    one, many = c.noun()
-    kind = c.pick(["int", "int", "num", "name", "const", "mixed", "str"])
-    make = {"int": c.int_, "num": c.number, "name": c.var, "const": lambda: c.pick(["True", "False", "None"]),
-            "mixed": lambda: c.pick([c.int_(), c.var(), "None", c.strlit()]), "str": c.strlit}[kind]
-    elements = tuple(make() for _ in range(n_elements))
-    # the task's rule for its last element: `"]]` and `)]]` merge into one token, so end on a name or number
-    ends = tuple(e if e[-1] not in "\"')" else c.pick([c.int_(), c.var(), "None", "True"]) for e in elements)
-    name = c.pick([many, "grid", "matrix", "rows", "table", "pairs", "layers", "board", c.var()])
-    opener = c.pick([f"{name} = ", f"{name} = ", f"{name} =", f"{name}=", f"{c.attr()} = ", "return ",
-                     f"{name} = {c.pick(['np.array', 'tuple', 'list', 'sorted'])}(", f"{c.pick(VERBS)}_{one}(",
-                     f"{name}[{c.strlit()}] = ", f"for {one} in "])
-    ctx, ind = c.context(1, 3), ""
-    if opener == "return " or c.chance(0.2):
-        ctx += [f"def {c.pick(VERBS)}_{many}({c.var()}):"]
-        ind = IND
-        ctx += c.context(0, 1, IND, block_p=0)
-    return ListBase(tuple(ctx), name, elements, version, ind + opener, ends)
+    """``task_generators_v2.pair_bracket_counting``'s draws in its order (``bracket_list_draws``), with
+    ``n_elements`` elements, one replacement per element for a cut that would end on a string, and no multi-line
+    form."""
+    b = bracket_list_draws(c, n_elements, safe_ends="all")
+    return ListBase(tuple(b["ctx"]), b["name"], tuple(b["elements"]), version, b["ind"] + b["opener"],
+                    tuple(b["ends"]))
 
 
 def list_example(base: ListBase, n: int, nested: bool, *, comment: str | None = None,
