@@ -313,13 +313,26 @@ def register(artifact_id: str, folder: str | os.PathLike, *, paper_ref: str, use
              "config": f"data/configs/{artifact_id}.yaml", "seed": m.get("seed"), "scale": m.get("scale"),
              "commit": m["environment"].get("commit"), "torch": m["environment"].get("torch"),
              "wall_time_s": m.get("wall_time_s"), "paper_ref": paper_ref, "used_by": sorted(used_by)}
-    with folder_lock(REGISTRY_PATH, wait=True, what="the registry"):  # read-modify-write, one process at a time
+    _update_registry(lambda reg: reg.__setitem__(artifact_id, entry))
+    return entry
+
+
+def unregister(artifact_id: str) -> None:
+    """Drop ``artifact_id`` from the registry (its committed folder is the caller's to delete; its config stays,
+    so ``reproduce`` can rebuild it). Raises KeyError when it is not registered."""
+    if artifact_id not in load_registry():
+        raise KeyError(f"{artifact_id} is not in {REGISTRY_PATH}")
+    _update_registry(lambda reg: reg.pop(artifact_id))
+
+
+def _update_registry(change: Callable[[dict], Any]) -> None:
+    """Read the registry, apply ``change`` to its dict, write it back atomically, one process at a time."""
+    with folder_lock(REGISTRY_PATH, wait=True, what="the registry"):
         reg = load_registry()
-        reg[artifact_id] = entry
+        change(reg)
         text = "# Registry of committed artifacts: written by sparsecirc.artifacts.register; do not edit by hand.\n"
         text += yaml.safe_dump({"artifacts": dict(sorted(reg.items()))}, sort_keys=False, width=120)
         atomic_write_bytes(REGISTRY_PATH, text.encode())
-    return entry
 
 
 def verify_all(ids: list[str] | None = None) -> list[tuple[str, str | None]]:

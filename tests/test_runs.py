@@ -325,3 +325,14 @@ def test_loading_and_running_a_model_needs_no_network():
     r = subprocess.run(["unshare", "-rn", sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert 0.0 <= float(r.stdout.strip().splitlines()[-1]) <= 1.0
+
+
+def test_unregister_drops_one_entry_and_refuses_an_unknown_id(tmp_path, monkeypatch):
+    from sparsecirc import artifacts
+    reg = tmp_path / "registry.yaml"
+    monkeypatch.setattr(artifacts, "REGISTRY_PATH", reg)
+    reg.write_text("artifacts:\n  a: {used_by: []}\n  b: {used_by: []}\n")
+    artifacts.unregister("a")
+    assert list(artifacts.load_registry()) == ["b"]
+    with pytest.raises(KeyError, match="not in"):
+        artifacts.unregister("a")
