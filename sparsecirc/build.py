@@ -125,11 +125,20 @@ def _produce_lm_full_schedule(ctx: BuildContext) -> None:
              matched_target_val_loss=target, match_search=search, match_reached=val_loss <= target)
 
 
+def _rewrite_manifest(folder: Path, provenance_key: str) -> None:
+    """Rewrite a committed folder's manifest after some of its files were recomputed: the same files (hashed
+    anew) and fields, today's environment, and the environment of the original build kept under
+    ``provenance_key`` (the first time only)."""
+    manifest = artifacts.read_json(folder / "manifest.json")
+    keep = {k: v for k, v in manifest.items() if k not in ("files", "environment")}
+    keep.setdefault(provenance_key, manifest["environment"])
+    artifacts.write_manifest(folder, [f["path"] for f in manifest["files"]], **keep)
+
+
 def refresh_lm_metrics(artifact_id: str) -> dict:
     """Recompute a committed language model's metrics.json from its weights (what the producer writes after
     training), rewrite its manifest and registry entry. For artifacts built before a metric was added."""
     folder = artifacts.verify(artifact_id)
-    manifest = artifacts.read_json(folder / "manifest.json")
     run = load(artifact_id, folder, "book")
     metrics = run.metrics
     val_loss, _ = lm_val_loss(run.model, run.config, lm_tokens(run.config)[1])
@@ -138,9 +147,7 @@ def refresh_lm_metrics(artifact_id: str) -> dict:
                             f"{metrics['val_loss']}")
     metrics["tasks"] = lm_task_metrics(run.model)
     artifacts.write_json(folder / "metrics.json", metrics)
-    keep = {k: v for k, v in manifest.items() if k not in ("files", "environment")}
-    keep.setdefault("trained_environment", manifest["environment"])  # provenance of the weights themselves
-    artifacts.write_manifest(folder, [f["path"] for f in manifest["files"]], **keep)
+    _rewrite_manifest(folder, "trained_environment")  # provenance of the weights themselves
     spec = read_spec(artifact_id)
     artifacts.register(artifact_id, folder, paper_ref=spec["paper_ref"], used_by=spec["used_by"])
     return metrics
@@ -156,10 +163,7 @@ def refresh_case_claims(artifact_id: str) -> dict:
         raise ArtifactError(f"{artifact_id}: not a quote_and_type study")
     results = quote.refresh_claims(artifacts.read_json(folder / "results.json"), spec)
     artifacts.write_json(folder / "results.json", results)
-    manifest = artifacts.read_json(folder / "manifest.json")
-    keep = {k: v for k, v in manifest.items() if k not in ("files", "environment")}
-    keep.setdefault("built_environment", manifest["environment"])
-    artifacts.write_manifest(folder, [f["path"] for f in manifest["files"]], **keep)
+    _rewrite_manifest(folder, "built_environment")
     artifacts.register(artifact_id, folder, paper_ref=spec["paper_ref"], used_by=spec["used_by"])
     return results["claims"]
 

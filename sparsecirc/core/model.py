@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sparsecirc.core.attention import causal_attention, sink_sdpa
+from sparsecirc.core.attention import causal_attention, causal_mask, sink_sdpa
 from sparsecirc.core.config import ModelConfig
 from sparsecirc.core.gating import gate_mask
 from sparsecirc.core.hooks import HookPoint
@@ -63,8 +63,9 @@ def abs_topk(x: torch.Tensor, frac: float) -> torch.Tensor:
 def _visible(T: int, only: torch.Tensor | None = None, device=None) -> torch.Tensor:
     """Causal mask, True where a query may attend: [T, T] for every query position, or [B, 1, 1, T] for one query
     per row at positions ``only`` [B]."""
-    keys = torch.arange(T, device=only.device if only is not None else device)
-    return keys <= keys[:, None] if only is None else (keys <= only[:, None])[:, None, None]
+    if only is None:
+        return causal_mask(T, device)
+    return (torch.arange(T, device=only.device) <= only[:, None])[:, None, None]
 
 
 class RMSNorm(nn.Module):

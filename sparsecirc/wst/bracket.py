@@ -40,6 +40,7 @@ from sparsecirc.wst.reading import (
     node_label,
     prune_at_targets,
     save_circuit,
+    short_name,
     study_model,
     writing_head,
 )
@@ -199,8 +200,8 @@ def attacks_study(ctx: BuildContext, sspec: dict, pcfg: PruneConfig, seed: int) 
     results = {"task": task, "model": models[0], "compare_models": models[1:], "models": {}}
     for mid in models:
         m = ctx.dep(mid).model.eval()
-        results["models"][mid] = {"task_metrics": task_metrics(m, task),
-                                  "heldout": heldout.evaluate_heldout(m, task)["heldout"],
+        r = heldout.evaluate_heldout(m, task)  # the test split's metrics beside the held-out set's
+        results["models"][mid] = {"task_metrics": r["test"], "heldout": r["heldout"],
                                   **model_attacks(m, kw, spec["distractor_comments"], sspec["distractor_prompts"],
                                                   seed)}
     return results, []
@@ -221,12 +222,6 @@ def failure_text(length: float | None, longest: int) -> str:
     def el(n):
         return f"{n:.0f} element" + ("" if round(n) == 1 else "s")
     return f"none up to {el(longest)}" if length is None else el(length)
-
-
-def short_name(model_id: str) -> str:
-    """A zoo model's id without its ``wst-zoo-l2d128-`` / ``wst-zoo2-l4d128-`` prefix (legends, tables and claim
-    lines); zoo v2 models keep a ``v2 `` mark."""
-    return model_id.replace("wst-zoo-l2d128-", "").replace("wst-zoo2-l4d128-", "v2 ")
 
 
 def claim_values(results: dict) -> dict:

@@ -64,6 +64,12 @@ def position_profile(model: GPT, prompt_ids, read: tuple[str, int] | None = None
     return out
 
 
+def short_name(model_id: str) -> str:
+    """A zoo model's id without its ``wst-zoo-l2d128-`` / ``wst-zoo2-l4d128-`` prefix (legends, tables and claim
+    lines); zoo v2 models keep a ``v2 `` mark."""
+    return model_id.replace("wst-zoo-l2d128-", "").replace("wst-zoo2-l4d128-", "v2 ")
+
+
 def is_registered(model_id: str) -> bool:
     """Is an optional model's book artifact registered? Then it joins the study at both scales (at ci its small
     twin is trained into the cache if missing), so ci mirrors book; the study never trains a book model."""

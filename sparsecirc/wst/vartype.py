@@ -27,6 +27,7 @@ from sparsecirc.data.tasks import (
     task_tokenizer,
 )
 from sparsecirc.wst.contrast import key_position, token_id
+from sparsecirc.wst.reading import short_name
 
 
 def distractor_rows(models: dict[str, GPT], ds, task: str, prefixes: list[str]) -> list[dict]:
@@ -58,8 +59,7 @@ def distractor_claims(rows: list[dict], attack: str, attacked: str = "a") -> dic
     out = {"vartype-distractor-attack": f"{acc(first, ''):.2f} -> {acc(first, attack):.2f} of {label} prompts right",
            "vartype-distractor-flips": acc(first, attack) < 0.5}
     out["vartype-distractor-transfers-to-dense"] = "; ".join(
-        f"{m.replace('wst-zoo-l2d128-', '').replace('wst-zoo2-l4d128-', 'v2 ')}: "
-        f"{'yes' if acc(m, attack) < 0.5 * acc(m, '') else 'no'} "
+        f"{short_name(m)}: {'yes' if acc(m, attack) < 0.5 * acc(m, '') else 'no'} "
         f"({acc(m, ''):.2f} -> {acc(m, attack):.2f})" for m in ids[1:]) or "no dense model"
     return out
 
