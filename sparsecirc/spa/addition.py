@@ -57,7 +57,7 @@ def decode(tokens) -> str:
     return "".join(VOCAB[int(t)] for t in tokens)
 
 
-def _pairs_to_tokens(pairs: torch.Tensor) -> torch.Tensor:
+def pairs_to_tokens(pairs: torch.Tensor) -> torch.Tensor:
     """pairs [n] in [0, 10000) (a = p // 100, b = p % 100) -> examples [n, 11]."""
     a, b = pairs // 100, pairs % 100
     s = a + b
@@ -75,7 +75,7 @@ def split(seed: int = TEST_SEED) -> tuple[torch.Tensor, torch.Tensor]:
 
 def test_set(seed: int = TEST_SEED) -> torch.Tensor:
     """The fixed test examples [4096, 11]."""
-    return _pairs_to_tokens(split(seed)[1])
+    return pairs_to_tokens(split(seed)[1])
 
 
 def batch_fn(batch_size: int, seed: int = 0):
@@ -84,7 +84,7 @@ def batch_fn(batch_size: int, seed: int = 0):
 
     def fn(step: int) -> torch.Tensor:
         g = torch.Generator().manual_seed(seed * 1_000_003 + step)
-        return _pairs_to_tokens(train_ids[torch.randint(0, len(train_ids), (batch_size,), generator=g)])
+        return pairs_to_tokens(train_ids[torch.randint(0, len(train_ids), (batch_size,), generator=g)])
     return fn
 
 

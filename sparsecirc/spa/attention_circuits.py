@@ -1,0 +1,191 @@
+"""P2's circuit comparison (digest §6-§7): attribution patching on dense and attention-sparse models, one study.
+
+The producer of ``kind: attention_circuits`` artifacts. Its config lists comparisons, each a dense model, its
+post-trained sparse-attention partner and the prompt sets to patch (P1 tasks, the addition toy, induction)::
+
+    python -m sparsecirc reproduce spa-attention-circuits --scale book
+
+Per (comparison, prompt set, model) it records: the clean and corrupted metrics; EAP and EAP-IG scores of every
+component edge; exact patching of every component edge on a subset of prompts and of a sample of attention edges,
+with the rank correlations of EAP and EAP-IG against it; the explained-effect curves ranked by EAP-IG
+(:func:`circuit_curves.curves`; for the gated model also with frozen gates); the smallest edges / heads /
+attention edges reaching 0.9 and wall times. :func:`ratio_table` and :func:`summary` read the results.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+
+from sparsecirc import artifacts
+from sparsecirc.context import BuildContext
+from sparsecirc.spa import circuit_curves as cc
+from sparsecirc.spa.patching import (ComponentGraph, PatchPair, eap_scores, exact_scores, patched_metric, run_pair,
+                                     spearman)
+
+UNITS = ("edges", "heads", "attention_edges")
+
+
+def prompt_set(model, name: str, spec: dict, n: int, seed: int) -> tuple[PatchPair, dict]:
+    """The pairs of one prompt set: ``addition``, ``induction`` or a P1 task name."""
+    if name == "addition":
+        return cc.addition_pairs(n, seed)
+    if name == "induction":
+        ind = spec.get("induction", {})
+        return cc.induction_pairs(n, ind.get("length", 12), tuple(ind.get("vocab", (200, 2000))), seed)
+    return cc.task_pairs(model, name, "test", limit=n)
+
+
+@torch.no_grad()
+def attention_exact(model, pair: PatchPair, graph: ComponentGraph, attn_scores: list[torch.Tensor], *,
+                    prompts: int, per_prompt: int, seed: int) -> dict:
+    """Exact patching of single attention edges on the first ``prompts`` prompts: per prompt the ``per_prompt``
+    edges with the largest |score| and as many drawn at random among its causal pairs (query <= the scored
+    position). Returns the EAP-IG scores and the exact effects, pooled."""
+    g = torch.Generator().manual_seed(seed)
+    est, exact = [], []
+    for p in range(min(prompts, len(pair))):
+        one = PatchPair(pair.clean[p:p + 1], pair.corrupt[p:p + 1], pair.last[p:p + 1], pair.cand[p:p + 1])
+        runs = run_pair(model, one, graph)
+        base = float(runs[0].metric[0])
+        T = one.clean.shape[1]
+        flat = torch.cat([a[p:p + 1].reshape(-1) for a in attn_scores])
+        L, H = graph.n_layer, graph.n_head
+        idx = torch.arange(flat.numel()).view(L, H, T, T)
+        qpos = torch.arange(T).view(1, 1, T, 1).expand(L, H, T, T)
+        kpos = torch.arange(T).view(1, 1, 1, T).expand(L, H, T, T)
+        ok = (kpos <= qpos) & (qpos <= int(one.last[0]))
+        cand = idx[ok]
+        top = cand[flat[cand].abs().argsort(descending=True)[:per_prompt]]
+        rnd = cand[torch.randperm(len(cand), generator=g)[:per_prompt]]
+        for e in torch.unique(torch.cat([top, rnd])).tolist():
+            keep = [torch.ones(1, H, T, T, dtype=torch.bool) for _ in range(L)]
+            layer, rest = divmod(e, H * T * T)
+            keep[layer].view(-1)[rest] = False
+            exact.append(float(patched_metric(model, one, graph, keep_attn=keep, runs=runs)[0]) - base)
+            est.append(float(flat[e]))
+    return {"score": est, "exact": exact, "spearman": spearman(est, exact)}
+
+
+def analyse(model, pair: PatchPair, sspec: dict, seed: int) -> dict:
+    """Everything the study records for one model on one prompt set."""
+    graph = ComponentGraph(model.cfg, qkv=True)
+    out = {"n_edges": graph.n_edges, "seconds": {}}
+    t = time.time()
+    eap, _ = eap_scores(model, pair, graph, method="eap")
+    out["seconds"]["eap"] = round(time.time() - t, 2)
+    t = time.time()
+    ig, ig_attn = eap_scores(model, pair, graph, method="eap-ig", steps=sspec["ig_steps"])
+    out["seconds"]["eap_ig"] = round(time.time() - t, 2)
+    sub = pair.subset(torch.arange(min(sspec["exact_prompts"], len(pair))))
+    t = time.time()
+    ex = exact_scores(model, sub, graph)
+    out["seconds"]["exact"] = round(time.time() - t, 2)
+    v = graph.valid
+    out["spearman"] = {"eap": spearman(eap[v], ex[v]), "eap_ig": spearman(ig[v], ex[v])}
+    out["scores"] = {"edge_names": graph.edge_names(), "eap": eap[v].tolist(), "eap_ig": ig[v].tolist(),
+                     "exact": ex[v].tolist()}
+    out["attention_exact"] = attention_exact(model, pair, graph, ig_attn, prompts=sspec["attn_exact_prompts"],
+                                             per_prompt=sspec["attn_exact_per_prompt"], seed=seed)
+    t = time.time()
+    out["curves"] = {"recompute": cc.curves(model, pair, graph, ig, ig_attn, points=sspec["points"])}
+    if model.cfg.attn_gate:
+        out["curves"]["freeze"] = cc.curves(model, pair, graph, ig, ig_attn, gate="freeze", points=sspec["points"])
+    out["seconds"]["curves"] = round(time.time() - t, 2)
+    out["accuracy"] = float((run_pair(model, pair, graph)[0].metric > 0).float().mean())
+    out["smallest"] = {u: cc.smallest_k(out["curves"]["recompute"][u]) for u in UNITS}
+    return out
+
+
+def produce_attention_circuits(ctx: BuildContext) -> None:
+    """Run every comparison of the config and write ``results.json`` and the manifest."""
+    spec, sspec = ctx.spec, ctx.overrides()
+    seed = sspec.get("seed", 0)
+    t0 = time.time()
+    results = {"comparisons": {}, "level": cc.LEVEL, "settings": sspec}
+    for name, comp in spec["comparisons"].items():
+        models = {role: ctx.dep(comp[role]).model.eval() for role in ("dense", "sparse")}
+        sets = sspec.get("prompt_sets", {}).get(name, comp["prompt_sets"])
+        entry = {"dense": comp["dense"], "sparse": comp["sparse"], "sets": {}}
+        for ps in sets:
+            entry["sets"][ps] = {}
+            for role, m in models.items():
+                torch.manual_seed(seed)
+                pair, info = prompt_set(m, ps, comp, sspec["n_prompts"], seed)
+                entry["sets"][ps][role] = {"info": info, **analyse(m, pair, sspec, seed)}
+                if ctx.progress:
+                    print(f"{name} / {ps} / {role}: smallest {entry['sets'][ps][role]['smallest']}", flush=True)
+        results["comparisons"][name] = entry
+    results["wall_time_s"] = round(time.time() - t0, 1)
+    artifacts.write_json(ctx.folder / "results.json", results)
+    artifacts.write_manifest(ctx.folder, ["results.json"], **ctx.manifest_info(
+        kind="attention_circuits", seed=seed, config={"spec": spec}, wall_time_s=results["wall_time_s"]))
+
+
+def _ratio(d, s) -> float | None:
+    return None if d is None or s is None or s == 0 else d / s
+
+
+def ratio_table(results: dict) -> pd.DataFrame:
+    """One row per (comparison, prompt set): the smallest count reaching 0.9 per unit, dense and sparse, and the
+    ratio dense / sparse; the models' accuracy on the clean prompts."""
+    rows = []
+    for name, comp in results["comparisons"].items():
+        for ps, r in comp["sets"].items():
+            row = {"comparison": name, "prompts": ps, "accuracy dense": r["dense"]["accuracy"],
+                   "accuracy sparse": r["sparse"]["accuracy"]}
+            for u in UNITS:
+                d, s = r["dense"]["smallest"][u], r["sparse"]["smallest"][u]
+                row[f"{u} dense"], row[f"{u} sparse"], row[f"{u} ratio"] = d, s, _ratio(d, s)
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def geomean(xs) -> float | None:
+    xs = [x for x in xs if x is not None and x > 0]
+    return float(np.exp(np.mean(np.log(xs)))) if xs else None
+
+
+def summary(results: dict) -> dict:
+    """Geometric-mean ratios per comparison and unit, and the correlations of EAP / EAP-IG with exact patching
+    (median over models and prompt sets; component edges and attention edges)."""
+    tab = ratio_table(results)
+    out = {"ratios": {}, "spearman": {}}
+    for name, part in tab.groupby("comparison"):
+        out["ratios"][name] = {u: geomean(part[f"{u} ratio"].tolist()) for u in UNITS}
+    rho = {"eap": [], "eap_ig": [], "attention_eap_ig": []}
+    for comp in results["comparisons"].values():
+        for r in comp["sets"].values():
+            for role in ("dense", "sparse"):
+                rho["eap"].append(r[role]["spearman"]["eap"])
+                rho["eap_ig"].append(r[role]["spearman"]["eap_ig"])
+                rho["attention_eap_ig"].append(r[role]["attention_exact"]["spearman"])
+    out["spearman"] = {k: float(np.nanmedian(v)) for k, v in rho.items()}
+    return out
+
+
+def kept_attention_edges(model, pair: PatchPair, prompt: int, *, steps: int = 5, level: float = cc.LEVEL) -> dict:
+    """The attention-edge circuit of one prompt: its edges ranked by EAP-IG, the smallest k whose explained effect
+    on this prompt reaches ``level`` (and stays), and those k edges as (layer, head, query, key, score) plus the
+    graph [n_layer, T, T] (1 where any head keeps the edge), for drawing."""
+    one = PatchPair(pair.clean[prompt:prompt + 1], pair.corrupt[prompt:prompt + 1], pair.last[prompt:prompt + 1],
+                    pair.cand[prompt:prompt + 1])
+    T = int(one.last[0]) + 1
+    one = one.subset([0])
+    graph = ComponentGraph(model.cfg)
+    _, attn = eap_scores(model, one, graph, method="eap-ig", steps=steps)
+    runs = run_pair(model, one, graph)
+    clean, corr = float(runs[0].metric[0]), float(runs[1].metric[0])
+    possible = graph.n_layer * graph.n_head * T * (T + 1) // 2
+    ks = cc.grid(possible, 40)
+    eff = [(float(patched_metric(model, one, graph, keep_attn=cc.top_attention_edges(attn, k), runs=runs)[0]) - corr)
+           / (clean - corr) for k in ks]
+    k = cc.smallest_k({"k": ks, "effect": eff}, level)
+    keep = cc.top_attention_edges(attn, k if k is not None else possible)
+    edges = [(layer, int(h), int(q), int(kk), float(attn[layer][0, h, q, kk]))
+             for layer in range(graph.n_layer) for h, q, kk in torch.nonzero(keep[layer][0]).tolist()]
+    g = np.stack([keep[layer][0].any(0).float().numpy() for layer in range(graph.n_layer)])
+    return {"k": k, "possible": possible, "edges": edges, "graph": g, "curve": {"k": ks, "effect": eff},
+            "tokens": one.clean[0].tolist()}
