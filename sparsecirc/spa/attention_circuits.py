@@ -26,6 +26,7 @@ from sparsecirc.spa.patching import (ComponentGraph, PatchPair, eap_scores, exac
                                      spearman)
 
 UNITS = ("edges", "heads", "attention_edges")
+SOLVED = 0.9  # a prompt set counts in the geometric means when both models get at least this share of it right
 
 
 def prompt_set(model, name: str, spec: dict, n: int, seed: int) -> tuple[PatchPair, dict]:
@@ -135,7 +136,8 @@ def ratio_table(results: dict) -> pd.DataFrame:
     for name, comp in results["comparisons"].items():
         for ps, r in comp["sets"].items():
             row = {"comparison": name, "prompts": ps, "accuracy dense": r["dense"]["accuracy"],
-                   "accuracy sparse": r["sparse"]["accuracy"]}
+                   "accuracy sparse": r["sparse"]["accuracy"],
+                   "both solve": min(r["dense"]["accuracy"], r["sparse"]["accuracy"]) >= SOLVED}
             for u in UNITS:
                 d, s = r["dense"]["smallest"][u], r["sparse"]["smallest"][u]
                 row[f"{u} dense"], row[f"{u} sparse"], row[f"{u} ratio"] = d, s, _ratio(d, s)
@@ -149,11 +151,12 @@ def geomean(xs) -> float | None:
 
 
 def summary(results: dict) -> dict:
-    """Geometric-mean ratios per comparison and unit, and the correlations of EAP / EAP-IG with exact patching
-    (median over models and prompt sets; component edges and attention edges)."""
+    """Geometric-mean ratios per comparison and unit over the prompt sets both models solve (a set neither model
+    solves has no circuit to find; those left out are listed), and the correlations of EAP / EAP-IG with exact
+    patching (median over models and prompt sets; component edges and attention edges)."""
     tab = ratio_table(results)
-    out = {"ratios": {}, "spearman": {}}
-    for name, part in tab.groupby("comparison"):
+    out = {"ratios": {}, "spearman": {}, "left_out": tab.loc[~tab["both solve"], "prompts"].tolist()}
+    for name, part in tab[tab["both solve"]].groupby("comparison"):
         out["ratios"][name] = {u: geomean(part[f"{u} ratio"].tolist()) for u in UNITS}
     rho = {"eap": [], "eap_ig": [], "attention_eap_ig": []}
     for comp in results["comparisons"].values():
@@ -189,3 +192,78 @@ def kept_attention_edges(model, pair: PatchPair, prompt: int, *, steps: int = 5,
     g = np.stack([keep[layer][0].any(0).float().numpy() for layer in range(graph.n_layer)])
     return {"k": k, "possible": possible, "edges": edges, "graph": g, "curve": {"k": ks, "effect": eff},
             "tokens": one.clean[0].tolist()}
+
+
+def correlation_table(results: dict) -> pd.DataFrame:
+    """Spearman's rho of EAP and EAP-IG against exact patching, per (comparison, prompt set, model): component
+    edges (every edge, on the exact-patching prompts) and the attention-edge sample (EAP-IG)."""
+    rows = []
+    for name, comp in results["comparisons"].items():
+        for ps, r in comp["sets"].items():
+            for role in ("dense", "sparse"):
+                x = r[role]
+                rows.append({"comparison": name, "prompts": ps, "model": role, "rho EAP": x["spearman"]["eap"],
+                             "rho EAP-IG": x["spearman"]["eap_ig"],
+                             "rho EAP-IG, attention edges": x["attention_exact"]["spearman"],
+                             "attention edges patched": len(x["attention_exact"]["exact"])})
+    return pd.DataFrame(rows)
+
+
+def gate_modes_table(results: dict) -> pd.DataFrame:
+    """The gated models' smallest counts reaching the 0.9 line with gates recomputed in the patched run and with
+    the clean run's gates frozen."""
+    rows = []
+    for name, comp in results["comparisons"].items():
+        for ps, r in comp["sets"].items():
+            cur = r["sparse"]["curves"]
+            row = {"comparison": name, "prompts": ps}
+            for mode in ("recompute", "freeze"):
+                for u in UNITS:
+                    row[f"{u} ({mode})"] = cc.smallest_k(cur[mode][u]) if mode in cur else None
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+@torch.no_grad()
+def induction_keys_per_query(model, pair: PatchPair, head: str, copied_from: int) -> dict:
+    """Keys one head reads per query over the second copy of induction prompts (positions ``copied_from`` on):
+    open gates for a gated model, every causal key for a dense one; and the share of those queries whose
+    open keys include the induction target (the token after the current token's first occurrence)."""
+    layer, h = (int(x) for x in head[1:].split("H"))
+    graph = ComponentGraph(model.cfg)
+    run = run_pair(model, pair, graph)[0]
+    w = run.w[layer][:, h]  # [n, T, T] softmax weight x gate
+    n, T, _ = w.shape
+    q = torch.arange(copied_from, T)
+    open_ = (w[:, q] > 0) if model.cfg.attn_gate else torch.ones(n, len(q), T, dtype=torch.bool).tril(copied_from)
+    target = q - copied_from + 1  # the first copy's next token
+    hit = open_[:, torch.arange(len(q)), target]
+    return {"head": head, "keys_per_query": float(open_.sum(-1).float().mean()),
+            "target_open": float(hit.float().mean()),
+            "weight_on_target": float(w[:, q, :][:, torch.arange(len(q)), target].mean())}
+
+
+def kept_edges_table(circuits: dict, tokens: list[str]) -> pd.DataFrame:
+    """The kept attention edges of :func:`kept_attention_edges` per model: layer, head, query and key positions
+    with their tokens, and the EAP-IG score."""
+    rows = [{"model": name, "layer": layer, "head": h, "query": q, "query token": tokens[q], "key": k,
+             "key token": tokens[k], "EAP-IG score": s}
+            for name, c in circuits.items() for layer, h, q, k, s in c["edges"]]
+    return pd.DataFrame(rows).round(3)
+
+
+def curve_ends_ok(results: dict, atol: float = 1e-3) -> bool:
+    """Consistency of every stored curve, what patching must give whatever the model (a broken patch or metric
+    fails it): explained effect 0 with no component edge kept (the corrupted run), 1 with every component edge kept
+    and 1 with every head kept. (With no head or no attention edge kept the MLPs still read the clean tokens at
+    their own positions, so those ends need not be 0.)"""
+    for comp in results["comparisons"].values():
+        for r in comp["sets"].values():
+            for role in ("dense", "sparse"):
+                for curves in r[role]["curves"].values():
+                    e, h = curves["edges"], curves["heads"]
+                    if e["k"][0] != 0 or abs(e["effect"][0]) > atol or e["k"][-1] != r[role]["n_edges"]:
+                        return False
+                    if abs(e["effect"][-1] - 1) > atol or abs(h["effect"][-1] - 1) > atol:
+                        return False
+    return True

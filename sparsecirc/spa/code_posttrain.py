@@ -59,9 +59,12 @@ def tiled_windows(tokens: torch.Tensor, n_ctx: int) -> torch.Tensor:
 
 
 def with_context(model, n_ctx: int):
-    """A copy of a position-embedding-free GPT that accepts sequences up to ``n_ctx`` (same weights, strict)."""
+    """A copy of a position-embedding-free GPT that accepts sequences up to ``n_ctx`` (same weights, strict); a
+    model with learned positions is returned itself for lengths up to its own context."""
     if model.cfg.pos_embed:
-        raise ValueError("with_context needs a model without positional embeddings (its length is fixed)")
+        if n_ctx > model.cfg.n_ctx:
+            raise ValueError(f"a model with learned positions runs up to its context ({model.cfg.n_ctx}), not {n_ctx}")
+        return model
     other = GPT(dataclasses.replace(model.cfg, n_ctx=int(n_ctx)))
     other.load_state_dict(model.state_dict(), strict=True)
     return other.train(model.training)
@@ -170,7 +173,8 @@ def produce_gated_lm(ctx: BuildContext) -> None:
     wall = time.time() - t0
     val, _ = lm_val_loss(model, cfg, val_tokens)
     st = edge_stats(model, validation_windows(cfg, val_tokens))
-    sweep_lengths = [T for T in SWEEP_LENGTHS if T <= 8 * cfg.model.n_ctx]
+    longest = cfg.model.n_ctx if cfg.model.pos_embed else 8 * cfg.model.n_ctx  # learned positions end at n_ctx
+    sweep_lengths = [T for T in SWEEP_LENGTHS if T <= longest]
     metrics = {"val_loss": val, "dense_val_loss": dense_val, "val_windows": n_windows, "tau_val": tau_val,
                "within_tau": bool(val <= tau_val), "dense_train_windows_loss": dense_train, "tau_train": geco.tau,
                "geco": geco.state(), "edges": st,
