@@ -131,7 +131,8 @@ def _ratio(d, s) -> float | None:
 
 def ratio_table(results: dict) -> pd.DataFrame:
     """One row per (comparison, prompt set): the smallest count reaching 0.9 per unit, dense and sparse, and the
-    ratio dense / sparse; the models' accuracy on the clean prompts."""
+    ratio dense / sparse; the models' accuracy on the clean prompts; the dense circuit's share of the component
+    graph (a ratio k_dense / k_sparse cannot exceed the graph's size over k_sparse)."""
     rows = []
     for name, comp in results["comparisons"].items():
         for ps, r in comp["sets"].items():
@@ -141,6 +142,8 @@ def ratio_table(results: dict) -> pd.DataFrame:
             for u in UNITS:
                 d, s = r["dense"]["smallest"][u], r["sparse"]["smallest"][u]
                 row[f"{u} dense"], row[f"{u} sparse"], row[f"{u} ratio"] = d, s, _ratio(d, s)
+            d = r["dense"]["smallest"]["edges"]
+            row["dense circuit / graph"] = None if d is None else d / r["dense"]["n_edges"]
             rows.append(row)
     return pd.DataFrame(rows)
 
