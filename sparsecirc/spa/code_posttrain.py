@@ -29,7 +29,7 @@ from sparsecirc.artifacts import model_sha256
 from sparsecirc.context import BuildContext
 from sparsecirc.core.model import GPT
 from sparsecirc.core.recipe import compose_hooks
-from sparsecirc.core.train import eval_windows, evaluate, sample_batch, save_run, train
+from sparsecirc.core.train import eval_windows, evaluate, sample_batch, save_run, sequential_batch, train
 from sparsecirc.data.lm import lm_task_metrics, lm_tokens, lm_val_loss
 from sparsecirc.data.tokenizer import load_tokenizer
 from sparsecirc.spa.attention_edges import attention_graph, causal_pairs, edge_stats, eval_record
@@ -156,10 +156,20 @@ def produce_gated_lm(ctx: BuildContext) -> None:
     # below the dense model's own). The stream mixes kinds of code whose CEs differ by ~1.6 nats, so even 8192
     # random windows estimate its mean only to ~0.02 nats, as much as the slack: the reference is the dense CE on
     # the whole training stream (tiled windows, ~2 CPU minutes). "Within τ" is then checked on validation.
-    dense_train = evaluate(dense.model, tiled_windows(tokens, cfg.model.n_ctx), batch_size=64)
+    # ``train_context`` (optional, models with learned positions): post-train on windows shorter than the model's
+    # context (the gated attention is quadratic in it); τ then comes from the dense CE at that length, and the
+    # density trajectory is measured there too. The final statistics are measured at the model's full context.
+    tc = spec.get("train_context", cfg.model.n_ctx)
+    T_train = int(tc.get(ctx.scale, cfg.model.n_ctx) if isinstance(tc, dict) else tc)  # per scale, or one value
+    if T_train > cfg.model.n_ctx:
+        raise artifacts.ArtifactError(f"{ctx.artifact_id}: train_context {T_train} exceeds n_ctx {cfg.model.n_ctx}")
+    dense_train = evaluate(dense.model, tiled_windows(tokens, T_train), batch_size=64)
     geco = GECO(GECOConfig.from_dict(geco_over), reference_ce=dense_train)
     tau_val = dense_val + (geco.tau - dense_train)
-    probe = eval_windows(val_tokens, 32, cfg.model.n_ctx, seed=4242)[:, :-1]  # density trajectory windows
+    probe = eval_windows(val_tokens, 32, T_train, seed=4242)[:, :-1]  # density trajectory windows
+    draw = sequential_batch if cfg.train.sampling == "sequential" else sample_batch
+    batch_fn = None if T_train == cfg.model.n_ctx else \
+        (lambda step: draw(tokens, cfg.train.batch_size, T_train, cfg.train.seed, step))
     traj: dict = {}
 
     def measure(model):
@@ -169,7 +179,7 @@ def produce_gated_lm(ctx: BuildContext) -> None:
     hooks = compose_hooks(geco.train_hooks(), trajectory_hooks(measure, cfg.train.eval_every, traj, first_step=True))
     t0 = time.time()
     model, hist = train(cfg, tokens, val_tokens, init_state=dense.model.state_dict(), hooks=hooks,
-                        progress=ctx.progress)
+                        progress=ctx.progress, batch_fn=batch_fn)
     wall = time.time() - t0
     val, _ = lm_val_loss(model, cfg, val_tokens)
     st = edge_stats(model, validation_windows(cfg, val_tokens))
@@ -182,7 +192,7 @@ def produce_gated_lm(ctx: BuildContext) -> None:
                "dense_density_vs_context": density_vs_context(dense.model, val_tokens, sweep_lengths[:1]),
                "trajectory": traj, "n_params": model.n_params(), "train_seconds": hist.train_seconds,
                "seconds_per_step": hist.train_seconds / max(len(hist.step), 1),
-               "tokens_seen": hist.tokens_seen, "tasks": lm_task_metrics(model),
+               "tokens_seen": hist.tokens_seen, "tasks": lm_task_metrics(model), "train_context": T_train,
                "dense_tasks": dense.metrics.get("tasks")}
     save_run(ctx.folder, model, hist, cfg, metrics=metrics, **ctx.manifest_info(
         kind="lm_gated", precision="fp32", wall_time_s=round(wall, 1), geco=geco_over,
