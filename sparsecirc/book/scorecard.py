@@ -84,7 +84,7 @@ HEADLINE_CLAIMS: list[tuple[str, tuple[str, ...]]] = [
     ("P1: an unmatched [ in an earlier comment flips flat lists", ("distractor-attack",)),
     ("P1: bridges let a sparse model read and steer a dense one", ()),
     ("P2: about 0.3 % of attention edges survive at unchanged loss", ("code-model-edge-density",)),
-    ("P2: attention circuits need up to ~100x fewer edges", ()),
+    ("P2: attention circuits need up to ~100x fewer edges", ("attention-circuit-edge-ratio",)),
 ]
 HEADLINE_SLUGS = {slug for _, slugs in HEADLINE_CLAIMS for slug in slugs}
 NOT_MEASURED = "not measured"

@@ -227,6 +227,13 @@ def gate_modes_table(results: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def top_head(set_results: dict, role: str = "sparse", min_layer: int = 1) -> str:
+    """The head EAP-IG ranks first among layers >= ``min_layer`` for one model on one prompt set (an induction
+    head needs a layer before it to find the previous token)."""
+    order = set_results[role]["curves"]["recompute"]["heads"]["order"]
+    return next(h for h in order if int(h[1:].split("H")[0]) >= min_layer)
+
+
 @torch.no_grad()
 def induction_keys_per_query(model, pair: PatchPair, head: str, copied_from: int) -> dict:
     """Keys one head reads per query over the second copy of induction prompts (positions ``copied_from`` on):

@@ -73,7 +73,8 @@ def ratio_bars(table: pd.DataFrame, units=("edges", "heads", "attention_edges"),
     w = 0.8 / len(units)
     for i, u in enumerate(units):
         vals = table[f"{u} ratio"].astype(float).to_numpy()
-        ax.bar(x + (i - (len(units) - 1) / 2) * w, np.nan_to_num(vals, nan=0.0), w, label=u.replace("_", " "))
+        h = np.nan_to_num(vals, nan=1.0) - 1  # bars from 1: below 1 the sparse model needs more
+        ax.bar(x + (i - (len(units) - 1) / 2) * w, h, w, bottom=1, label=u.replace("_", " "))
     ax.axhline(1, color="k", lw=0.8)
     for j, (name, v) in enumerate((paper or {}).items()):
         ax.axhline(v, color="C3", lw=0.8, ls="--")
