@@ -4,24 +4,11 @@ import copy
 import pytest
 import torch
 
-from sparsecirc.core.config import ModelConfig
-from sparsecirc.core.model import GPT
 from sparsecirc.spa import attention_circuits as ac
 from sparsecirc.spa import patching as P
 from sparsecirc.spa import topk_finetune
 
 SSPEC = {"ig_steps": 2, "exact_prompts": 3, "attn_exact_prompts": 1, "attn_exact_per_prompt": 3, "points": 6}
-
-
-def tiny(gate: bool, seed: int = 0):
-    torch.manual_seed(seed)
-    cfg = ModelConfig(n_layer=2, d_model=16, n_head=2, d_head=8, d_mlp=32, d_vocab=30, n_ctx=12, attn_gate=gate,
-                      attn_gate_bias=0.3 if gate else 0.0)
-    m = GPT(cfg).eval()
-    with torch.no_grad():
-        for p in m.parameters():
-            p.mul_(4.0)
-    return m
 
 
 def tiny_pair(n=4, T=8, seed=0):
@@ -32,12 +19,13 @@ def tiny_pair(n=4, T=8, seed=0):
     return P.PatchPair(tok, corr, torch.full((n,), T - 1), torch.randint(0, 30, (n, 2), generator=g))
 
 
-@pytest.fixture(scope="module")
-def results():
+@pytest.fixture
+def results(patching_model):
     comp = {"dense": "d", "sparse": "s", "sets": {"a": {}, "b": {}}}
     for name in comp["sets"]:
         for role, gate in (("dense", False), ("sparse", True)):
-            comp["sets"][name][role] = {"info": {}, **ac.analyse(tiny(gate), tiny_pair(), SSPEC, seed=0)}
+            comp["sets"][name][role] = {"info": {}, **ac.analyse(patching_model(attn_gate=gate, attn_gate_bias=0.3 * gate),
+                                                             tiny_pair(), SSPEC, seed=0)}
     return {"comparisons": {"toy": comp}, "level": 0.9, "settings": SSPEC}
 
 
@@ -75,8 +63,8 @@ def test_gate_modes_and_correlation_tables(results):
     assert len(c) == 4 and c["rho EAP-IG"].between(-1, 1).all()
 
 
-def test_kept_attention_edges_reach_the_level_on_their_prompt():
-    m = tiny(False, seed=2)
+def test_kept_attention_edges_reach_the_level_on_their_prompt(patching_model):
+    m = patching_model(seed=2)
     pair = tiny_pair(seed=2)
     c = ac.kept_attention_edges(m, pair, 0, steps=2)
     assert c["k"] is not None and len(c["edges"]) == c["k"] and c["graph"].shape == (2, 8, 8)

@@ -3,22 +3,11 @@ import pytest
 import torch
 
 from sparsecirc.core.config import ModelConfig
-from sparsecirc.core.model import GPT
 from sparsecirc.spa import circuit_curves as cc
 from sparsecirc.spa import patching as P
 
 VARIANTS = [dict(), dict(attn_gate=True, attn_gate_bias=0.5), dict(attn_sink=True, pos_embed=True),
             dict(bigram_table=True, use_bias=False)]
-
-
-def small(seed=0, **kw):
-    torch.manual_seed(seed)
-    cfg = ModelConfig(n_layer=2, d_model=32, n_head=4, d_head=8, d_mlp=64, d_vocab=50, n_ctx=16, **kw)
-    m = GPT(cfg).eval()
-    with torch.no_grad():  # larger weights than init, so heads matter and gates vary
-        for p in m.parameters():
-            p.mul_(4.0)
-    return m
 
 
 def pair_for(seed=0, n=6, T=10):
@@ -32,16 +21,16 @@ def pair_for(seed=0, n=6, T=10):
 
 
 @pytest.mark.parametrize("kw", VARIANTS)
-def test_forward_equals_model(kw):
-    m, pair = small(**kw), pair_for()
+def test_forward_equals_model(kw, patching_model):
+    m, pair = patching_model(**kw), pair_for()
     g = P.ComponentGraph(m.cfg)
     ref = m(pair.clean)[torch.arange(len(pair)), pair.last].gather(1, pair.cand)
     assert torch.allclose(P.forward(m, pair.clean, pair.last, pair.cand, g).metric, ref[:, 0] - ref[:, 1], atol=1e-5)
 
 
 @pytest.mark.parametrize("kw", VARIANTS)
-def test_keep_all_is_clean_and_keep_none_is_corrupt(kw):
-    m, pair = small(**kw), pair_for()
+def test_keep_all_is_clean_and_keep_none_is_corrupt(kw, patching_model):
+    m, pair = patching_model(**kw), pair_for()
     g = P.ComponentGraph(m.cfg)
     clean, corr = P.run_pair(m, pair, g)
     assert torch.allclose(P.patched_metric(m, pair, g, keep=g.valid.clone()), clean.metric, atol=1e-5)
@@ -62,9 +51,9 @@ def test_graph_counts_match_eap_ig_convention():
 
 
 @pytest.mark.parametrize("kw", VARIANTS[:3])
-def test_eap_scores_are_the_derivative_of_partial_patching(kw):
+def test_eap_scores_are_the_derivative_of_partial_patching(kw, patching_model):
     """EAP's score of an edge is d m / d(fraction of the edge patched) at 0: check against finite differences."""
-    m, pair = small(**kw), pair_for()
+    m, pair = patching_model(**kw), pair_for()
     g = P.ComponentGraph(m.cfg)
     scores, attn = P.eap_scores(m, pair, g, method="eap")
     clean, corr = P.run_pair(m, pair, g)
@@ -87,8 +76,8 @@ def test_eap_scores_are_the_derivative_of_partial_patching(kw):
         assert fd == pytest.approx(float(attn[layer][0, h, q, k]), abs=2e-3 + 2e-2 * abs(fd))
 
 
-def test_eap_ig_tracks_exact_patching_better_than_chance():
-    m, pair = small(seed=3), pair_for(seed=3)
+def test_eap_ig_tracks_exact_patching_better_than_chance(patching_model):
+    m, pair = patching_model(seed=3), pair_for(seed=3)
     g = P.ComponentGraph(m.cfg)
     ex = P.exact_scores(m, pair, g)
     ig, _ = P.eap_scores(m, pair, g, method="eap-ig", steps=8)
@@ -97,9 +86,9 @@ def test_eap_ig_tracks_exact_patching_better_than_chance():
     assert abs(P.spearman(shuffled, ex[g.valid])) < 0.3
 
 
-def test_frozen_and_recomputed_gates_differ_only_for_gated_models():
+def test_frozen_and_recomputed_gates_differ_only_for_gated_models(patching_model):
     for kw, differ in ((dict(attn_gate=True, attn_gate_bias=0.0), True), (dict(), False)):
-        m, pair = small(seed=5, **kw), pair_for(seed=5)
+        m, pair = patching_model(seed=5, **kw), pair_for(seed=5)
         g = P.ComponentGraph(m.cfg)
         keep = g.valid.clone()
         keep[0, g.down_attn[1]] = False  # layer 1's heads read the corrupted input, and run live on it
@@ -110,8 +99,8 @@ def test_frozen_and_recomputed_gates_differ_only_for_gated_models():
         P.patched_metric(m, pair, g, keep=keep, gate="open")
 
 
-def test_abstopk_models_are_refused_and_bad_pairs_raise():
-    m = small(act_keep_frac=0.25)
+def test_abstopk_models_are_refused_and_bad_pairs_raise(patching_model):
+    m = patching_model(act_keep_frac=0.25)
     with pytest.raises(ValueError, match="AbsTopK"):
         P.forward(m, torch.zeros(1, 4, dtype=torch.long), torch.tensor([3]), torch.tensor([[1, 2]]),
                   P.ComponentGraph(m.cfg))
