@@ -183,7 +183,8 @@ PRODUCERS = {
 RESUMABLE_KINDS = ("lm",)  # producers that continue an interrupted build from its checkpoint
 # manifest kinds whose folder is a run folder (core.train.save_run with metrics), loaded by load_run
 GPT_FOLDER_KINDS = ("lm", "addition_dense", "addition_sparse", "lm_gated")
-STUDY_KINDS = ("circuits", "case_study", "prune_study", "attention_circuits", "addition_topk")  # results.json (+ circuits/)
+# kinds whose folder holds results.json (+ circuits/)
+STUDY_KINDS = ("circuits", "case_study", "prune_study", "attention_circuits", "addition_topk")
 
 
 def produce(artifact_id: str, scale: str, folder: Path | None = None, *, progress: bool = True,

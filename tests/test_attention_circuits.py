@@ -24,8 +24,8 @@ def results(patching_model):
     comp = {"dense": "d", "sparse": "s", "sets": {"a": {}, "b": {}}}
     for name in comp["sets"]:
         for role, gate in (("dense", False), ("sparse", True)):
-            comp["sets"][name][role] = {"info": {}, **ac.analyse(patching_model(attn_gate=gate, attn_gate_bias=0.3 * gate),
-                                                             tiny_pair(), SSPEC, seed=0)}
+            model = patching_model(attn_gate=gate, attn_gate_bias=0.3 * gate)
+            comp["sets"][name][role] = {"info": {}, **ac.analyse(model, tiny_pair(), SSPEC, seed=0)}
     return {"comparisons": {"toy": comp}, "level": 0.9, "settings": SSPEC}
 
 

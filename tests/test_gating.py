@@ -286,8 +286,10 @@ def test_with_context_keeps_the_function_and_lifts_the_length_limit():
     assert long(torch.randint(0, 20, (1, 40))).shape == (1, 40, 20)
     with pytest.raises(ValueError, match="exceeds n_ctx"):
         model(torch.randint(0, 20, (1, 13)))
-    with pytest.raises(ValueError, match="positional"):
-        with_context(GPT(ModelConfig(**TINY)), 40)
+    positioned = GPT(ModelConfig(**TINY))  # learned positions: itself up to its context, an error beyond
+    assert with_context(positioned, positioned.cfg.n_ctx) is positioned
+    with pytest.raises(ValueError, match="learned positions runs up to its context"):
+        with_context(positioned, positioned.cfg.n_ctx + 1)
 
 
 def test_density_vs_context_dense_model_is_fully_open_and_gate_closes_edges():

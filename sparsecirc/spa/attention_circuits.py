@@ -22,8 +22,15 @@ import torch
 from sparsecirc import artifacts
 from sparsecirc.context import BuildContext
 from sparsecirc.spa import circuit_curves as cc
-from sparsecirc.spa.patching import (ComponentGraph, PatchPair, eap_scores, exact_scores, patched_metric, run_pair,
-                                     spearman)
+from sparsecirc.spa.patching import (
+    ComponentGraph,
+    PatchPair,
+    eap_scores,
+    exact_scores,
+    patched_metric,
+    run_pair,
+    spearman,
+)
 
 UNITS = ("edges", "heads", "attention_edges")
 SOLVED = 0.9  # a prompt set counts in the geometric means when both models get at least this share of it right

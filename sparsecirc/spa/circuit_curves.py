@@ -27,8 +27,7 @@ import torch
 
 from sparsecirc.data.tasks import columns, model_task, pad_batch
 from sparsecirc.spa import addition
-from sparsecirc.spa.patching import (ComponentGraph, PatchPair, patched_metric, run_pair, top_attention_edges,
-                                     top_edges)
+from sparsecirc.spa.patching import ComponentGraph, PatchPair, patched_metric, run_pair, top_attention_edges, top_edges
 
 LEVEL = 0.9  # P2's dashed line
 
@@ -126,8 +125,8 @@ def curves(model, pair: PatchPair, graph: ComponentGraph, scores: torch.Tensor, 
             head_score[lh] = scores[u].nan_to_num(0.0).sum()
     order = [divmod(int(i), graph.n_head) for i in head_score.abs().flatten().argsort(descending=True)]
     hk = list(range(graph.n_layer * graph.n_head + 1))
-    out["heads"] = {"k": hk, "effect": [_effect(patched_metric(model, pair, graph, keep=graph.head_edges(set(order[:k])),
-                                                               gate=gate, runs=runs), clean, corrupt) for k in hk],
+    out["heads"] = {"k": hk, "effect": [_effect(patched_metric(
+        model, pair, graph, keep=graph.head_edges(set(order[:k])), gate=gate, runs=runs), clean, corrupt) for k in hk],
                     "order": [f"L{a}H{b}" for a, b in order]}
     T = pair.clean.shape[1]
     possible = float(((pair.last + 1) * (pair.last + 2) / 2).float().mean()) * graph.n_layer * graph.n_head

@@ -85,7 +85,8 @@ class ComponentGraph:
         avail = []  # per downstream input: how many upstream nodes precede it (they come first in ``up``)
         for layer in range(cfg.n_layer):
             n_before = len(self.up)
-            names = [f"a{layer}.h{h}" + (f".{s}" if qkv else "") for h in range(H) for s in (("q", "k", "v") if qkv else ("",))]
+            parts = ("q", "k", "v") if qkv else ("",)
+            names = [f"a{layer}.h{h}" + (f".{s}" if qkv else "") for h in range(H) for s in parts]
             self.down_attn.append(slice(len(self.down), len(self.down) + len(names)))
             self.down += [n.rstrip(".") for n in names]
             avail += [n_before] * len(names)
@@ -295,7 +296,8 @@ def eap_scores(model, pair: PatchPair, graph: ComponentGraph, method: str = "eap
     attn = []
     for layer in range(graph.n_layer):
         g = g_z[layer].transpose(1, 2)  # [n, H, T, dh]
-        s = corr.w[layer] * (g @ corr.v[layer].transpose(-1, -2)) - clean.w[layer] * (g @ clean.v[layer].transpose(-1, -2))
+        s = (corr.w[layer] * (g @ corr.v[layer].transpose(-1, -2))
+             - clean.w[layer] * (g @ clean.v[layer].transpose(-1, -2)))
         attn.append(s.detach())
     return scores, attn
 
