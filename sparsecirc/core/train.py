@@ -96,6 +96,12 @@ def sequential_batch(tokens: torch.Tensor, batch_size: int, n_ctx: int, seed: in
     return torch.stack(out).long()
 
 
+def window_sampler(sampling: str) -> Callable[..., torch.Tensor]:
+    """The window-drawing function of ``train.sampling``: :func:`sequential_batch` or :func:`sample_batch`, both
+    ``(tokens, batch_size, n_ctx, seed, step) -> [batch, n_ctx + 1]``."""
+    return sequential_batch if sampling == "sequential" else sample_batch
+
+
 def eval_windows(tokens: torch.Tensor, n: int, n_ctx: int, seed: int = 12345) -> torch.Tensor:
     """A fixed set of ``n`` validation windows [n, n_ctx + 1] (a 2-D tensor is taken as the windows)."""
     if tokens.dim() == 2:
@@ -389,7 +395,7 @@ def _train_locked(cfg, tokens, val_tokens, *, out, resume, progress, hooks, stop
             save_run(out, model, hist, cfg, opt=opt, step=step,
                      recipe_state=hooks.state() if hooks.state else None, **info)
 
-    draw = sequential_batch if t.sampling == "sequential" else sample_batch
+    draw = window_sampler(t.sampling)
     bar = tqdm(range(start, end), desc="train", disable=not progress or rank > 0, initial=start, total=end,
                leave=False)
     consistent = True  # False while a step is half applied: weights and history disagree

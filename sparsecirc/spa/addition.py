@@ -26,7 +26,7 @@ from sparsecirc.artifacts import model_sha256
 from sparsecirc.context import BuildContext
 from sparsecirc.core.model import GPT
 from sparsecirc.core.train import compose_hooks, save_run, train
-from sparsecirc.spa.attention_edges import edge_masks, edge_stats, topk_attention, topk_edges_per_example
+from sparsecirc.spa.attention_edges import causal_pairs, edge_masks, edge_stats, topk_attention, topk_edges_per_example
 from sparsecirc.spa.geco import GECO, GECOConfig, log_point, trajectory_hooks
 
 VOCAB = list("0123456789+=")
@@ -122,8 +122,9 @@ def evaluate_addition(model, tokens: torch.Tensor, batch_size: int = 1024) -> di
 
 
 # --- artifacts ----------------------------------------------------------------------------------------------
-def _val_subset(test: torch.Tensor, n: int = 1024) -> torch.Tensor:
-    return test[:n]  # the in-training validation curve uses the first n test examples (eval mode)
+def val_subset(test: torch.Tensor, n: int = 1024) -> torch.Tensor:
+    """The in-training validation examples: the first ``n`` test examples (eval mode)."""
+    return test[:n]
 
 
 def produce_dense(ctx: BuildContext) -> None:
@@ -132,7 +133,7 @@ def produce_dense(ctx: BuildContext) -> None:
     progress = ctx.progress
     test = test_set()
     t0 = time.time()
-    model, hist = train(cfg, None, _val_subset(test), batch_fn=batch_fn(cfg.train.batch_size, cfg.train.seed),
+    model, hist = train(cfg, None, val_subset(test), batch_fn=batch_fn(cfg.train.batch_size, cfg.train.seed),
                         loss_mask=LOSS_MASK, progress=progress)  # tokens=None: batches come from batch_fn
     wall = time.time() - t0
     metrics = {"test": evaluate_addition(model, test), "n_params": model.n_params(), "train_seconds": hist.train_seconds,
@@ -204,7 +205,7 @@ def post_train(cfg, geco_cfg, dense_model, dense_ce: float, progress: bool = Fal
     Returns ``(model, history, geco, trajectory)``; the trajectory has the deterministic-gate exact match, CE and
     edge density on 1024 test problems every ``cfg.train.eval_every`` steps (and at step 0), with wall seconds.
     """
-    val = _val_subset(test_set())
+    val = val_subset(test_set())
     geco = GECO(geco_cfg, reference_ce=dense_ce)
     traj: dict = {}
     log_point(traj, 0, trajectory_values(gated_copy(cfg.model, dense_model), val), 0.0)  # before post-training
@@ -247,7 +248,7 @@ def topk_baseline(dense_model, test: torch.Tensor, sparse_edges_per_layer: list[
     """
     c = dense_model.cfg
     T = SEQ_LEN - 1
-    possible = c.n_layer * c.n_head * T * (T + 1) // 2
+    possible = c.n_layer * c.n_head * causal_pairs(T)
     budget = [max(1, round(e)) for e in sparse_edges_per_layer]
     rows = []
     for renorm in (False, True):

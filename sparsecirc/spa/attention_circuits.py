@@ -22,6 +22,7 @@ import torch
 from sparsecirc import artifacts
 from sparsecirc.context import BuildContext
 from sparsecirc.spa import circuit_curves as cc
+from sparsecirc.spa.attention_edges import causal_pairs
 from sparsecirc.spa.patching import (
     ComponentGraph,
     PatchPair,
@@ -55,7 +56,7 @@ def attention_exact(model, pair: PatchPair, graph: ComponentGraph, attn_scores: 
     g = torch.Generator().manual_seed(seed)
     est, exact = [], []
     for p in range(min(prompts, len(pair))):
-        one = PatchPair(pair.clean[p:p + 1], pair.corrupt[p:p + 1], pair.last[p:p + 1], pair.cand[p:p + 1])
+        one = pair.prompt(p)
         runs = run_pair(model, one, graph)
         base = float(runs[0].metric[0])
         T = one.clean.shape[1]
@@ -183,18 +184,16 @@ def kept_attention_edges(model, pair: PatchPair, prompt: int, *, steps: int = 5,
     """The attention-edge circuit of one prompt: its edges ranked by EAP-IG, the smallest k whose explained effect
     on this prompt reaches ``level`` (and stays), and those k edges as (layer, head, query, key, score) plus the
     graph [n_layer, T, T] (1 where any head keeps the edge), for drawing."""
-    one = PatchPair(pair.clean[prompt:prompt + 1], pair.corrupt[prompt:prompt + 1], pair.last[prompt:prompt + 1],
-                    pair.cand[prompt:prompt + 1])
+    one = pair.subset([prompt])  # trimmed to this prompt's own length
     T = int(one.last[0]) + 1
-    one = one.subset([0])
     graph = ComponentGraph(model.cfg)
     _, attn = eap_scores(model, one, graph, method="eap-ig", steps=steps)
     runs = run_pair(model, one, graph)
     clean, corr = float(runs[0].metric[0]), float(runs[1].metric[0])
-    possible = graph.n_layer * graph.n_head * T * (T + 1) // 2
+    possible = graph.n_layer * graph.n_head * causal_pairs(T)
     ks = cc.grid(possible, 40)
-    eff = [(float(patched_metric(model, one, graph, keep_attn=cc.top_attention_edges(attn, k), runs=runs)[0]) - corr)
-           / (clean - corr) for k in ks]
+    eff = [cc.explained_effect(patched_metric(model, one, graph, keep_attn=cc.top_attention_edges(attn, k),
+                                              runs=runs), clean, corr) for k in ks]
     k = cc.smallest_k({"k": ks, "effect": eff}, level)
     keep = cc.top_attention_edges(attn, k if k is not None else possible)
     edges = [(layer, int(h), int(q), int(kk), float(attn[layer][0, h, q, kk]))
@@ -234,11 +233,17 @@ def gate_modes_table(results: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def parse_head(name: str) -> tuple[int, int]:
+    """``"L1H7"`` (the curves' head names) -> (1, 7)."""
+    layer, head = name[1:].split("H")
+    return int(layer), int(head)
+
+
 def top_head(set_results: dict, role: str = "sparse", min_layer: int = 1) -> str:
     """The head EAP-IG ranks first among layers >= ``min_layer`` for one model on one prompt set (an induction
     head needs a layer before it to find the previous token)."""
     order = set_results[role]["curves"]["recompute"]["heads"]["order"]
-    return next(h for h in order if int(h[1:].split("H")[0]) >= min_layer)
+    return next(h for h in order if parse_head(h)[0] >= min_layer)
 
 
 @torch.no_grad()
@@ -246,7 +251,7 @@ def induction_keys_per_query(model, pair: PatchPair, head: str, copied_from: int
     """Keys one head reads per query over the second copy of induction prompts (positions ``copied_from`` on):
     open gates for a gated model, every causal key for a dense one; and the share of those queries whose
     open keys include the induction target (the token after the current token's first occurrence)."""
-    layer, h = (int(x) for x in head[1:].split("H"))
+    layer, h = parse_head(head)
     graph = ComponentGraph(model.cfg)
     run = run_pair(model, pair, graph)[0]
     w = run.w[layer][:, h]  # [n, T, T] softmax weight x gate

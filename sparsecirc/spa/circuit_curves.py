@@ -27,6 +27,7 @@ import torch
 
 from sparsecirc.data.tasks import columns, model_task, pad_batch
 from sparsecirc.spa import addition
+from sparsecirc.spa.attention_edges import causal_pairs
 from sparsecirc.spa.patching import ComponentGraph, PatchPair, patched_metric, run_pair, top_attention_edges, top_edges
 
 LEVEL = 0.9  # P2's dashed line
@@ -101,7 +102,8 @@ def grid(n_max: int, points: int = 28) -> list[int]:
     return [0] + [int(k) for k in ks if k <= n_max]
 
 
-def _effect(m: torch.Tensor, clean: float, corrupt: float) -> float:
+def explained_effect(m: torch.Tensor, clean: float, corrupt: float) -> float:
+    """(mean m - corrupt) / (clean - corrupt): the share of the clean-vs-corrupted metric gap that ``m`` keeps."""
     return float((m.mean() - corrupt) / (clean - corrupt))
 
 
@@ -117,21 +119,21 @@ def curves(model, pair: PatchPair, graph: ComponentGraph, scores: torch.Tensor, 
     clean, corrupt = float(runs[0].metric.mean()), float(runs[1].metric.mean())
     out = {"m_clean": clean, "m_corrupt": corrupt}
     ks = grid(graph.n_edges, points)
-    out["edges"] = {"k": ks, "effect": [_effect(patched_metric(model, pair, graph, keep=top_edges(scores, k),
-                                                               gate=gate, runs=runs), clean, corrupt) for k in ks]}
+    out["edges"] = {"k": ks, "effect": [explained_effect(patched_metric(
+        model, pair, graph, keep=top_edges(scores, k), gate=gate, runs=runs), clean, corrupt) for k in ks]}
     head_score = torch.zeros(graph.n_layer, graph.n_head)
     for u, lh in enumerate(graph.head_of_up):
         if lh is not None:
             head_score[lh] = scores[u].nan_to_num(0.0).sum()
     order = [divmod(int(i), graph.n_head) for i in head_score.abs().flatten().argsort(descending=True)]
     hk = list(range(graph.n_layer * graph.n_head + 1))
-    out["heads"] = {"k": hk, "effect": [_effect(patched_metric(
+    out["heads"] = {"k": hk, "effect": [explained_effect(patched_metric(
         model, pair, graph, keep=graph.head_edges(set(order[:k])), gate=gate, runs=runs), clean, corrupt) for k in hk],
                     "order": [f"L{a}H{b}" for a, b in order]}
     T = pair.clean.shape[1]
-    possible = float(((pair.last + 1) * (pair.last + 2) / 2).float().mean()) * graph.n_layer * graph.n_head
+    possible = sum(causal_pairs(int(t) + 1) for t in pair.last) / len(pair) * graph.n_layer * graph.n_head
     ak = grid(int(round(possible)), points)
-    out["attention_edges"] = {"k": ak, "effect": [_effect(patched_metric(
+    out["attention_edges"] = {"k": ak, "effect": [explained_effect(patched_metric(
         model, pair, graph, keep_attn=top_attention_edges(attn_scores, k), gate=gate, runs=runs), clean, corrupt)
         for k in ak]}
     out["attn_possible"] = possible

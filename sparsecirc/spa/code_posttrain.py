@@ -29,7 +29,7 @@ from sparsecirc.artifacts import model_sha256
 from sparsecirc.context import BuildContext
 from sparsecirc.core.model import GPT
 from sparsecirc.core.recipe import compose_hooks
-from sparsecirc.core.train import eval_windows, evaluate, sample_batch, save_run, sequential_batch, train
+from sparsecirc.core.train import eval_windows, evaluate, sample_batch, save_run, train, window_sampler
 from sparsecirc.data.lm import lm_task_metrics, lm_tokens, lm_val_loss
 from sparsecirc.data.tokenizer import load_tokenizer
 from sparsecirc.spa.attention_edges import attention_graph, causal_pairs, edge_stats, eval_record
@@ -167,7 +167,7 @@ def produce_gated_lm(ctx: BuildContext) -> None:
     geco = GECO(GECOConfig.from_dict(geco_over), reference_ce=dense_train)
     tau_val = dense_val + (geco.tau - dense_train)
     probe = eval_windows(val_tokens, 32, T_train, seed=4242)[:, :-1]  # density trajectory windows
-    draw = sequential_batch if cfg.train.sampling == "sequential" else sample_batch
+    draw = window_sampler(cfg.train.sampling)
     batch_fn = None if T_train == cfg.model.n_ctx else \
         (lambda step: draw(tokens, cfg.train.batch_size, T_train, cfg.train.seed, step))
     traj: dict = {}

@@ -63,6 +63,10 @@ class PatchPair:
     def __len__(self) -> int:
         return len(self.last)
 
+    def prompt(self, i: int) -> "PatchPair":
+        """Prompt ``i`` alone, at the full width ``T`` (per-prompt scores of the whole pair index into it)."""
+        return PatchPair(self.clean[i:i + 1], self.corrupt[i:i + 1], self.last[i:i + 1], self.cand[i:i + 1])
+
     def subset(self, idx) -> "PatchPair":
         idx = torch.as_tensor(idx)
         T = int(self.last[idx].max()) + 1
@@ -85,10 +89,10 @@ class ComponentGraph:
         avail = []  # per downstream input: how many upstream nodes precede it (they come first in ``up``)
         for layer in range(cfg.n_layer):
             n_before = len(self.up)
-            parts = ("q", "k", "v") if qkv else ("",)
-            names = [f"a{layer}.h{h}" + (f".{s}" if qkv else "") for h in range(H) for s in parts]
+            parts = (".q", ".k", ".v") if qkv else ("",)
+            names = [f"a{layer}.h{h}{s}" for h in range(H) for s in parts]
             self.down_attn.append(slice(len(self.down), len(self.down) + len(names)))
-            self.down += [n.rstrip(".") for n in names]
+            self.down += names
             avail += [n_before] * len(names)
             self.up_start.append(len(self.up))
             self.up += [f"a{layer}.h{h}" for h in range(H)]
@@ -129,11 +133,6 @@ def check_model(model) -> None:
     if c.act_keep_frac is not None:
         raise ValueError("attribution patching here needs a model without AbsTopK activations (act_keep_frac is "
                          f"{c.act_keep_frac}): patching one head's input would change every head's top-k selection")
-
-
-def _norm(block_norm, x: torch.Tensor) -> torch.Tensor:
-    n = block_norm.norm
-    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + n.eps) * n.weight
 
 
 @dataclass
@@ -181,7 +180,7 @@ def forward(model, tokens: torch.Tensor, last: torch.Tensor, cand: torch.Tensor,
         nv = vslice.stop - vslice.start if isinstance(vslice, slice) else 1
         x = resid[:, :, None, :].expand(n, T, nv, resid.shape[-1])
         if keep is None:
-            return x.clone()
+            return x  # a view: gradients w.r.t. it are still per downstream input
         U = len(outs)
         drop = (1 - keep[:U, vslice].to(x.dtype)).reshape(U, nv)
         delta = torch.stack(outs, 2) - corrupt.outs[:, :, :U]
@@ -191,7 +190,7 @@ def forward(model, tokens: torch.Tensor, last: torch.Tensor, cand: torch.Tensor,
         att = block.attn
         xin = mix(graph.down_attn[layer])  # [n, T, n_in, d]
         ins.append(xin)
-        xn = _norm(block.ln1, xin)
+        xn = block.ln1.norm(xin)  # the block's own RMSNorm (no AbsTopK here: refused above)
         if graph.qkv:
             xq, xk, xv = xn.view(n, T, H, 3, -1).unbind(3)
         else:
@@ -224,7 +223,7 @@ def forward(model, tokens: torch.Tensor, last: torch.Tensor, cand: torch.Tensor,
         resid = resid + head_out.sum(2) + (att.W_O.bias if att.W_O.bias is not None else 0)
         xm = mix(slice(graph.down_mlp[layer], graph.down_mlp[layer] + 1))[:, :, 0]
         ins.append(xm)
-        mo = block.mlp.W_out(F.gelu(block.mlp.W_in(_norm(block.ln2, xm))))
+        mo = block.mlp.W_out(F.gelu(block.mlp.W_in(block.ln2.norm(xm))))
         bias = block.mlp.W_out.bias
         outs.append(mo - bias if bias is not None else mo)
         resid = resid + mo
@@ -232,7 +231,7 @@ def forward(model, tokens: torch.Tensor, last: torch.Tensor, cand: torch.Tensor,
     ins.append(xf)
     rows = torch.arange(n)
     xl = xf[rows, last]
-    logits = model.unembed(_norm(model.ln_final, xl))
+    logits = model.unembed(model.ln_final.norm(xl))
     if model.bigram is not None:
         logits = logits + model.bigram[tokens[rows, last]]
     two = logits.gather(1, cand)
@@ -258,16 +257,15 @@ def _grads(model, tokens, pair: PatchPair, graph: ComponentGraph, embed: torch.T
     return run, gi[:len(run.ins)], gi[len(run.ins):]
 
 
-def eap_scores(model, pair: PatchPair, graph: ComponentGraph, method: str = "eap", steps: int = 5,
-               gate: str = "recompute") -> tuple[torch.Tensor, list[torch.Tensor]]:
+def eap_scores(model, pair: PatchPair, graph: ComponentGraph, method: str = "eap",
+               steps: int = 5) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """EAP or EAP-IG scores of every edge of both graphs, averaged over prompts.
 
     Returns (component scores [n_up, n_down], nan where no edge; attention-edge scores per layer [n, H, T, T],
     per prompt, zero above the diagonal). A score estimates m(edge patched) - m(clean). The hard gate has no
-    gradient, so frozen and recomputed gates give the same scores; ``gate`` matters for patching."""
+    gradient, so frozen and recomputed gates give the same scores (the choice matters for patching only)."""
     if method not in ("eap", "eap-ig"):
         raise ValueError(f"method must be 'eap' or 'eap-ig', got {method!r}")
-    _check_gate(gate)
     model.eval()
     clean, corr = run_pair(model, pair, graph)
     if method == "eap":

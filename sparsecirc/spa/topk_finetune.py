@@ -24,8 +24,8 @@ from sparsecirc import artifacts
 from sparsecirc.context import BuildContext
 from sparsecirc.core.recipe import TrainHooks
 from sparsecirc.core.train import train
-from sparsecirc.spa.addition import LOSS_MASK, SEQ_LEN, batch_fn, evaluate_addition, test_set
-from sparsecirc.spa.attention_edges import topk_attention, topk_edges_per_example
+from sparsecirc.spa.addition import LOSS_MASK, SEQ_LEN, batch_fn, evaluate_addition, test_set, val_subset
+from sparsecirc.spa.attention_edges import causal_pairs, topk_attention, topk_edges_per_example
 
 
 def variant_kwargs(variant: dict, sparse_edges_per_layer: list[float]) -> tuple[dict, int]:
@@ -46,7 +46,7 @@ def finetune(cfg, dense_model, kwargs: dict, progress: bool = False):
         def hooks(model):
             stack.enter_context(topk_attention(model, **kwargs))  # the cut stays on through the evaluation below
             return TrainHooks()
-        model, hist = train(cfg, None, test[:1024], batch_fn=batch_fn(cfg.train.batch_size, cfg.train.seed),
+        model, hist = train(cfg, None, val_subset(test), batch_fn=batch_fn(cfg.train.batch_size, cfg.train.seed),
                             loss_mask=LOSS_MASK, init_state=dense_model.state_dict(), hooks=hooks, progress=progress)
         return evaluate_addition(model, test), hist
 
@@ -59,7 +59,7 @@ def produce_addition_topk(ctx: BuildContext) -> None:
     test = test_set()
     c = dense.model.cfg
     T = SEQ_LEN - 1
-    possible = c.n_layer * c.n_head * T * (T + 1) // 2
+    possible = c.n_layer * c.n_head * causal_pairs(T)
     per_layer = sparse.metrics["test"]["edges_per_example_per_layer"]
     t0 = time.time()
     rows = []
