@@ -96,3 +96,38 @@ def test_a_cache_build_from_an_edited_config_is_rebuilt(tmp_cache, tmp_path, mon
         artifacts.verify_cached("toy", artifacts.artifact_folder("toy", "ci"))
     assert build.get_or_compute("toy", scale="ci") == "build 1" and len(built) == 2
     assert build.load_dependency("toy", "ci") == "build 1" and len(built) == 2  # a dependency reuses it too
+
+
+def test_sparse_encoding_round_trips_and_shrinks(tmp_path):
+    torch = pytest.importorskip("torch")
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(256, 128, generator=g) * (torch.rand(256, 128, generator=g) < 1 / 32)
+    t = {"w": w, "dense": torch.randn(64, 64, generator=g), "small": torch.zeros(8), "ids": torch.arange(5000)}
+    artifacts.save_tensors(tmp_path / "s.safetensors", t)
+    artifacts.save_tensors(tmp_path / "d.safetensors", t, sparse=False)
+    back = artifacts.load_tensors(tmp_path / "s.safetensors")
+    assert back.keys() == t.keys() and all(torch.equal(back[k], t[k]) and back[k].dtype == t[k].dtype for k in t)
+    assert (tmp_path / "s.safetensors").stat().st_size < 0.7 * (tmp_path / "d.safetensors").stat().st_size
+    with pytest.raises(ValueError, match="reserves"):
+        artifacts.save_tensors(tmp_path / "x.safetensors", {"a#b": w})
+
+
+def test_a_sparse_entry_without_its_shape_is_refused(tmp_path):
+    torch = pytest.importorskip("torch")
+    from safetensors.torch import save_file
+    save_file({"w#idx": torch.arange(3, dtype=torch.int32), "w#val": torch.ones(3)}, str(tmp_path / "bad.safetensors"))
+    with pytest.raises(artifacts.ArtifactError, match="no shape"):
+        artifacts.load_tensors(tmp_path / "bad.safetensors")
+
+
+def test_reencoding_a_folder_keeps_its_tensors_and_records_the_old_hash(tmp_path):
+    torch = pytest.importorskip("torch")
+    w = torch.zeros(128, 64)
+    w[::7, ::5] = 1.5
+    artifacts.save_tensors(tmp_path / "model.safetensors", {"w": w}, sparse=False)
+    artifacts.write_manifest(tmp_path, ["model.safetensors"], scale="book")
+    old = artifacts.sha256_file(tmp_path / "model.safetensors")
+    m = artifacts.reencode_sparse(tmp_path)
+    artifacts.verify_folder(tmp_path)
+    assert m["reencoded"][0]["from_sha256"] == old != m["files"][0]["sha256"]
+    assert torch.equal(artifacts.load_tensors(tmp_path / "model.safetensors")["w"], w)
