@@ -25,7 +25,8 @@ def results(patching_model):
     for name in comp["sets"]:
         for role, gate in (("dense", False), ("sparse", True)):
             model = patching_model(attn_gate=gate, attn_gate_bias=0.3 * gate)
-            comp["sets"][name][role] = {"info": {}, **ac.analyse(model, tiny_pair(), SSPEC, seed=0)}
+            comp["sets"][name][role] = {"info": {}, **ac.analyse(model, tiny_pair(), tiny_pair(seed=1), SSPEC,
+                                                                      seed=0)}
     return {"comparisons": {"toy": comp}, "level": 0.9, "settings": SSPEC}
 
 
@@ -38,6 +39,47 @@ def test_analyse_records_curves_scores_and_consistent_ends(results):
     broken = copy.deepcopy(results)
     broken["comparisons"]["toy"]["sets"]["a"]["dense"]["curves"]["recompute"]["edges"]["effect"][-1] = 0.7
     assert not ac.curve_ends_ok(broken)
+
+
+def test_curves_are_measured_on_the_held_out_prompts_with_an_in_sample_control(results):
+    r = results["comparisons"]["toy"]["sets"]["a"]["dense"]
+    assert set(r["in_sample"]) >= {"edges", "attention_edges"} and "heads" not in r["in_sample"]
+    assert set(r["smallest_in_sample"]) == {"edges", "attention_edges"}
+    # the held-out curve and the in-sample control rank differently, so they differ somewhere
+    assert r["curves"]["recompute"]["edges"]["effect"] != r["in_sample"]["edges"]["effect"]
+
+
+def test_relative_attention_scores_carry_a_ranking_to_prompts_of_other_lengths():
+    from sparsecirc.spa import circuit_curves as cc
+    g = torch.Generator().manual_seed(0)
+    attn = [torch.randn(3, 2, 6, 6, generator=g).tril() for _ in range(2)]
+    last = torch.tensor([5, 3, 4])
+    for p in range(3):  # one prompt pooled and read back at its own length gives its own causal scores
+        one = cc.relative_attention_scores([a[p:p + 1] for a in attn], last[p:p + 1])
+        back = cc.attention_scores_at(one, last[p:p + 1], 6)
+        t = int(last[p]) + 1
+        assert all(torch.allclose(back[la][0][:, :t, :t], attn[la][p][:, :t, :t]) for la in range(2))
+        assert all(back[la][0][:, t:].abs().sum() == 0 for la in range(2))
+    # a prompt two tokens shorter reads the pooled scores shifted by two positions
+    pooled = cc.relative_attention_scores([a[:1] for a in attn], last[:1])
+    short = cc.attention_scores_at(pooled, torch.tensor([3]), 4)[0][0]
+    assert torch.allclose(short, pooled[0, :, :4, :4].flip(-1).flip(-2))
+    with pytest.raises(ValueError, match="do not fit"):
+        cc.curves(None, tiny_pair(n=2), None, None, [torch.zeros(3, 2, 8, 8)], units=("attention_edges",))
+
+
+def test_fitting_and_evaluation_prompts_are_disjoint():
+    from sparsecirc.spa import circuit_curves as cc
+    fit, _ = cc.addition_pairs(300, seed=0, part="fit")
+    ev, info = cc.addition_pairs(300, seed=0, part="eval")
+    assert info["part"] == "eval"
+    assert not {tuple(r) for r in fit.clean[:, :5].tolist()} & {tuple(r) for r in ev.clean[:, :5].tolist()}
+    with pytest.raises(ValueError, match="part"):
+        cc.addition_pairs(3, part="test")
+    spec = {"induction": {"length": 12, "vocab": [200, 300]}}
+    a, _ = ac.prompt_set(None, "induction", spec, 20, 0, part="fit")
+    b, _ = ac.prompt_set(None, "induction", spec, 20, 0, part="eval")
+    assert not torch.equal(a.clean, b.clean)
 
 
 def test_ratio_table_and_summary_leave_out_unsolved_sets(results):

@@ -33,18 +33,30 @@ from sparsecirc.spa.patching import (
     spearman,
 )
 
-UNITS = ("edges", "heads", "attention_edges")
+UNITS = cc.UNITS
+IN_SAMPLE_UNITS = ("edges", "attention_edges")
 SOLVED = 0.9  # a prompt set counts in the geometric means when both models get at least this share of it right
 
 
-def prompt_set(model, name: str, spec: dict, n: int, seed: int) -> tuple[PatchPair, dict]:
-    """The pairs of one prompt set: ``addition``, ``induction`` or a P1 task name."""
+def prompt_set(model, name: str, spec: dict, n: int, seed: int, part: str = "eval") -> tuple[PatchPair, dict]:
+    """The pairs of one prompt set: ``addition``, ``induction`` or a P1 task name. ``part="fit"`` gives the prompts
+    edges are ranked on, ``"eval"`` disjoint ones the curves are measured on: a task's train and test splits,
+    two halves of the addition test split, induction sequences from two seeds (none shared: checked)."""
+    if part not in ("fit", "eval"):
+        raise ValueError(f"part must be 'fit' or 'eval', not {part!r}")
     if name == "addition":
-        return cc.addition_pairs(n, seed)
+        return cc.addition_pairs(n, seed, part=part)
     if name == "induction":
         ind = spec.get("induction", {})
-        return cc.induction_pairs(n, ind.get("length", 12), tuple(ind.get("vocab", (200, 2000))), seed)
-    return cc.task_pairs(model, name, "test", limit=n)
+        args = (n, ind.get("length", 12), tuple(ind.get("vocab", (200, 2000))))
+        pair, info = cc.induction_pairs(*args, seed if part == "fit" else seed + 1)
+        if part == "eval":
+            fit = {tuple(r) for r in cc.induction_pairs(*args, seed)[0].clean.tolist()}
+            if any(tuple(r) in fit for r in pair.clean.tolist()):
+                raise AssertionError("induction: an evaluation sequence is also a fitting sequence")
+        return pair, {**info, "part": part}
+    pair, info = cc.task_pairs(model, name, "train" if part == "fit" else "test", limit=n)
+    return pair, {**info, "part": part}
 
 
 @torch.no_grad()
@@ -78,17 +90,21 @@ def attention_exact(model, pair: PatchPair, graph: ComponentGraph, attn_scores: 
     return {"score": est, "exact": exact, "spearman": spearman(est, exact)}
 
 
-def analyse(model, pair: PatchPair, sspec: dict, seed: int) -> dict:
-    """Everything the study records for one model on one prompt set."""
+def analyse(model, fit: PatchPair, ev: PatchPair, sspec: dict, seed: int) -> dict:
+    """Everything the study records for one model on one prompt set. Scores (EAP, EAP-IG, exact patching and their
+    correlations) on the fitting prompts ``fit``; the curves on the held-out prompts ``ev``, with edges and heads
+    ranked by the fitting prompts' EAP-IG and attention edges by its scores pooled over positions relative to the
+    scored position (:func:`circuit_curves.relative_attention_scores`). A control ranked on ``ev`` itself
+    (``in_sample``: edges and attention edges) shows how much fitting on the evaluated prompts would flatter."""
     graph = ComponentGraph(model.cfg, qkv=True)
     out = {"n_edges": graph.n_edges, "seconds": {}}
     t = time.time()
-    eap, _ = eap_scores(model, pair, graph, method="eap")
+    eap, _ = eap_scores(model, fit, graph, method="eap")
     out["seconds"]["eap"] = round(time.time() - t, 2)
     t = time.time()
-    ig, ig_attn = eap_scores(model, pair, graph, method="eap-ig", steps=sspec["ig_steps"])
+    ig, ig_attn = eap_scores(model, fit, graph, method="eap-ig", steps=sspec["ig_steps"])
     out["seconds"]["eap_ig"] = round(time.time() - t, 2)
-    sub = pair.subset(torch.arange(min(sspec["exact_prompts"], len(pair))))
+    sub = fit.subset(torch.arange(min(sspec["exact_prompts"], len(fit))))
     t = time.time()
     ex = exact_scores(model, sub, graph)
     out["seconds"]["exact"] = round(time.time() - t, 2)
@@ -96,15 +112,21 @@ def analyse(model, pair: PatchPair, sspec: dict, seed: int) -> dict:
     out["spearman"] = {"eap": spearman(eap[v], ex[v]), "eap_ig": spearman(ig[v], ex[v])}
     out["scores"] = {"edge_names": graph.edge_names(), "eap": eap[v].tolist(), "eap_ig": ig[v].tolist(),
                      "exact": ex[v].tolist()}
-    out["attention_exact"] = attention_exact(model, pair, graph, ig_attn, prompts=sspec["attn_exact_prompts"],
+    out["attention_exact"] = attention_exact(model, fit, graph, ig_attn, prompts=sspec["attn_exact_prompts"],
                                              per_prompt=sspec["attn_exact_per_prompt"], seed=seed)
     t = time.time()
-    out["curves"] = {"recompute": cc.curves(model, pair, graph, ig, ig_attn, points=sspec["points"])}
+    held = cc.attention_scores_at(cc.relative_attention_scores(ig_attn, fit.last), ev.last, ev.clean.shape[1])
+    out["curves"] = {"recompute": cc.curves(model, ev, graph, ig, held, points=sspec["points"])}
     if model.cfg.attn_gate:
-        out["curves"]["freeze"] = cc.curves(model, pair, graph, ig, ig_attn, gate="freeze", points=sspec["points"])
+        out["curves"]["freeze"] = cc.curves(model, ev, graph, ig, held, gate="freeze", points=sspec["points"])
     out["seconds"]["curves"] = round(time.time() - t, 2)
-    out["accuracy"] = float((run_pair(model, pair, graph)[0].metric > 0).float().mean())
+    t = time.time()
+    own, own_attn = eap_scores(model, ev, graph, method="eap-ig", steps=sspec["ig_steps"])
+    out["in_sample"] = cc.curves(model, ev, graph, own, own_attn, points=sspec["points"], units=IN_SAMPLE_UNITS)
+    out["seconds"]["in_sample"] = round(time.time() - t, 2)
+    out["accuracy"] = float((run_pair(model, ev, graph)[0].metric > 0).float().mean())
     out["smallest"] = {u: cc.smallest_k(out["curves"]["recompute"][u]) for u in UNITS}
+    out["smallest_in_sample"] = {u: cc.smallest_k(out["in_sample"][u]) for u in IN_SAMPLE_UNITS}
     return out
 
 
@@ -122,8 +144,9 @@ def produce_attention_circuits(ctx: BuildContext) -> None:
             entry["sets"][ps] = {}
             for role, m in models.items():
                 torch.manual_seed(seed)
-                pair, info = prompt_set(m, ps, comp, sspec["n_prompts"], seed)
-                entry["sets"][ps][role] = {"info": info, **analyse(m, pair, sspec, seed)}
+                fit, fit_info = prompt_set(m, ps, comp, sspec["n_prompts"], seed, part="fit")
+                ev, info = prompt_set(m, ps, comp, sspec["n_prompts"], seed, part="eval")
+                entry["sets"][ps][role] = {"info": info, "fit_info": fit_info, **analyse(m, fit, ev, sspec, seed)}
                 if ctx.progress:
                     print(f"{name} / {ps} / {role}: smallest {entry['sets'][ps][role]['smallest']}", flush=True)
         results["comparisons"][name] = entry
