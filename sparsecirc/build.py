@@ -27,7 +27,7 @@ from sparsecirc.core.train import load_run, save_run, train
 from sparsecirc.data.lm import lm_task_metrics, lm_tokens, lm_val_loss
 from sparsecirc.paths import cache_dir
 from sparsecirc.spa import addition, attention_circuits, code_posttrain, topk_finetune
-from sparsecirc.wst import case_study, circuit_study, prune_study, quote
+from sparsecirc.wst import bridge_study, case_study, circuit_study, prune_study, quote
 
 
 def read_spec(artifact_id: str) -> dict:
@@ -179,10 +179,11 @@ PRODUCERS = {
     "lm_gated": code_posttrain.produce_gated_lm,
     "attention_circuits": attention_circuits.produce_attention_circuits,
     "addition_topk": topk_finetune.produce_addition_topk,
+    "bridges": bridge_study.produce_bridges,
 }
-RESUMABLE_KINDS = ("lm",)  # producers that continue an interrupted build from its checkpoint
+RESUMABLE_KINDS = ("lm", "bridges")  # producers that continue an interrupted build from its checkpoint
 # manifest kinds whose folder is a run folder (core.train.save_run with metrics), loaded by load_run
-GPT_FOLDER_KINDS = ("lm", "addition_dense", "addition_sparse", "lm_gated")
+GPT_FOLDER_KINDS = ("lm", "addition_dense", "addition_sparse", "lm_gated", "bridged_lm")
 # kinds whose folder holds results.json (+ circuits/)
 STUDY_KINDS = ("circuits", "case_study", "prune_study", "attention_circuits", "addition_topk")
 

@@ -202,7 +202,8 @@ class Block(nn.Module):
         self.hook_resid_post = HookPoint()  # [batch, pos, d_model]
         self._out_sites = {s: cfg.act_keep_frac for s in ("attn_out", "mlp_out") if s in sites}
 
-    def _write(self, x: torch.Tensor, site: str) -> torch.Tensor:
+    def write(self, x: torch.Tensor, site: str) -> torch.Tensor:
+        """A sublayer output as it enters the residual stream (AbsTopK where the config sparsifies that site)."""
         return abs_topk(x, self._out_sites[site]) if site in self._out_sites else x
 
     def forward(self, x: torch.Tensor, only: torch.Tensor | None = None) -> torch.Tensor:
@@ -211,8 +212,8 @@ class Block(nn.Module):
         a = self.attn(self.ln1(x), only)
         if only is not None:
             x = x[torch.arange(x.shape[0], device=x.device), only][:, None]
-        x = self.hook_resid_mid(x + self.hook_attn_out(self._write(a, "attn_out")))
-        return self.hook_resid_post(x + self.hook_mlp_out(self._write(self.mlp(self.ln2(x)), "mlp_out")))
+        x = self.hook_resid_mid(x + self.hook_attn_out(self.write(a, "attn_out")))
+        return self.hook_resid_post(x + self.hook_mlp_out(self.write(self.mlp(self.ln2(x)), "mlp_out")))
 
 
 class GPT(nn.Module):

@@ -22,7 +22,9 @@ class TrainHooks:
     cross-entropy into the loss that is backpropagated (default: ce itself), e.g. P2's GECO Lagrangian.
     ``log(step) -> dict`` adds recipe values (lambda, density, ...) to the history's ``extra`` series.
     ``state() -> dict`` / ``load_state(dict)`` carry a recipe's own state (GECO's multiplier) through a
-    checkpoint, so a resumed run continues exactly where it stopped.
+    checkpoint, so a resumed run continues exactly where it stopped. ``modules`` are extra trainable modules
+    (P1's bridges): their parameters join the optimizer (same schedule; weight decay on matrices) and the gradient
+    RMS handling, and their tensors are checkpointed beside the model (``extra.safetensors``) and restored on resume.
     """
 
     lr_factor: Callable[[int], float] | None = None
@@ -31,6 +33,7 @@ class TrainHooks:
     log: Callable[[int], dict] | None = None
     state: Callable[[], dict] | None = None
     load_state: Callable[[dict], None] | None = None
+    modules: dict[str, torch.nn.Module] | None = None
 
 
 def compose_hooks(first: TrainHooks, second: TrainHooks) -> TrainHooks:
@@ -60,5 +63,9 @@ def compose_hooks(first: TrainHooks, second: TrainHooks) -> TrainHooks:
             if h.load_state and d.get(key):
                 h.load_state(d[key])
 
+    shared = set(first.modules or {}) & set(second.modules or {})
+    if shared:
+        raise ValueError(f"two recipes both bring modules named {sorted(shared)}")
+    modules = {**(first.modules or {}), **(second.modules or {})} or None
     return TrainHooks(lr_factor=lr_factor, after_step=after_step, objective=first.objective or second.objective,
-                      log=log, state=state, load_state=load_state)
+                      log=log, state=state, load_state=load_state, modules=modules)

@@ -124,19 +124,31 @@ def evaluate(model: GPT, windows: torch.Tensor, batch_size: int = 32, loss_mask:
 
 
 # --- optimizer --------------------------------------------------------------------------------------------------
-def make_optimizer(model: GPT, cfg: RunConfig) -> torch.optim.AdamW:
-    """AdamW; decoupled weight decay on weight matrices and embeddings only (not norms, biases, sink, bigram)."""
+def named_trainables(model: GPT, extra: dict[str, torch.nn.Module] | None = None,
+                     ) -> list[tuple[str, torch.nn.Parameter]]:
+    """The model's named parameters, then those of ``extra`` modules as ``extra.<module>.<name>``."""
+    out = list(model.named_parameters())
+    for key, mod in (extra or {}).items():
+        out += [(f"extra.{key}.{n}", p) for n, p in mod.named_parameters()]
+    return out
+
+
+def make_optimizer(model: GPT, cfg: RunConfig, extra: dict[str, torch.nn.Module] | None = None) -> torch.optim.AdamW:
+    """AdamW; decoupled weight decay on weight matrices and embeddings only (not norms, biases, sink, bigram).
+    ``extra`` modules (e.g. bridges) are optimized alongside, by the same rule."""
     t = cfg.train
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and n != "bigram"]
-    rest = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and n != "bigram")]
+    named = named_trainables(model, extra)
+    decay = [p for n, p in named if p.dim() >= 2 and n != "bigram"]
+    rest = [p for n, p in named if not (p.dim() >= 2 and n != "bigram")]
     return torch.optim.AdamW([{"params": decay, "weight_decay": t.weight_decay}, {"params": rest, "weight_decay": 0.0}],
                              lr=t.lr, betas=(t.beta1, t.beta2), eps=t.eps,
                              **({"fused": True} if t.fused_adamw else {"foreach": False}))
 
 
-def grad_rms_(model: GPT, mode: str) -> float:
+def grad_rms_(model: torch.nn.Module, mode: str) -> float:
     """Gradient-RMS handling of one step, in place (``TrainConfig.grad_rms``): clip or normalise (P1) the gradients
-    of ``model`` by their root-mean-square over all entries; returns the RMS before the change."""
+    of ``model`` (any module: pass a ModuleList to include extra modules) by their root-mean-square over all
+    entries; returns the RMS before the change."""
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     sq = sum(float(g.float().pow(2).sum()) for g in grads)
     n = sum(g.numel() for g in grads)
@@ -149,10 +161,12 @@ def grad_rms_(model: GPT, mode: str) -> float:
 
 # --- run folders (checkpoints and trained-model artifacts) --------------------------------------------------------
 def save_run(folder: str | Path, model: GPT, history: History, cfg: RunConfig, *, opt=None,
-             metrics: dict | None = None, recipe_state: dict | None = None, **info) -> dict:
+             metrics: dict | None = None, recipe_state: dict | None = None,
+             extra: dict[str, torch.nn.Module] | None = None, **info) -> dict:
     """The one run-folder writer: ``model.safetensors``, ``history.json``, ``config.json``, then
     ``optimizer.safetensors`` (a checkpoint: pass ``opt``; it also holds torch's RNG state) and ``metrics.json``
-    (an artifact: pass ``metrics``), and ``manifest.json`` last with every file's sha256 plus ``seed``, ``scale``,
+    (an artifact: pass ``metrics``), ``extra.safetensors`` (extra trained modules such as bridges, keys
+    ``<module>.<name>``: pass ``extra``), and ``manifest.json`` last with every file's sha256 plus ``seed``, ``scale``,
     ``config``, a recipe's state (``recipe_state``) and ``info``.
 
     The folder is written as one unit (:func:`sparsecirc.artifacts.replace_folder`): all files come from the same
@@ -168,8 +182,11 @@ def save_run(folder: str | Path, model: GPT, history: History, cfg: RunConfig, *
         artifacts.write_json(staging / "history.json", history.to_dict())
         artifacts.write_json(staging / "config.json", cfg.to_dict())
         files = ["model.safetensors", "history.json", "config.json"]
+        if extra:
+            artifacts.save_tensors(staging / "extra.safetensors", extra_state(extra))
+            files.insert(1, "extra.safetensors")
         if opt is not None:
-            artifacts.save_tensors(staging / "optimizer.safetensors", _optimizer_tensors(model, opt))
+            artifacts.save_tensors(staging / "optimizer.safetensors", _optimizer_tensors(model, opt, extra))
             files.insert(1, "optimizer.safetensors")
         if metrics is not None:
             artifacts.write_json(staging / "metrics.json", metrics)
@@ -184,8 +201,25 @@ def save_run(folder: str | Path, model: GPT, history: History, cfg: RunConfig, *
 RNG_KEY = "rng::torch"  # torch's CPU generator state, stored with the optimizer state
 
 
-def _optimizer_tensors(model: GPT, opt) -> dict[str, torch.Tensor]:
-    names = {id(p): n for n, p in model.named_parameters()}
+def extra_state(extra: dict[str, torch.nn.Module]) -> dict[str, torch.Tensor]:
+    """One flat state dict of extra modules: ``<module>.<name>``."""
+    return {f"{key}.{n}": v for key, mod in extra.items() for n, v in mod.state_dict().items()}
+
+
+def load_extra(folder: str | Path, extra: dict[str, torch.nn.Module]) -> None:
+    """Load ``folder/extra.safetensors`` into ``extra`` modules strictly (every key present, none left over)."""
+    path = Path(folder) / "extra.safetensors"
+    state = artifacts.load_tensors(path)
+    for key, mod in extra.items():
+        mine = {n[len(key) + 1:]: v for n, v in state.items() if n.startswith(f"{key}.")}
+        mod.load_state_dict(mine, strict=True)
+    unknown = [n for n in state if n.split(".")[0] not in extra]
+    if unknown:
+        raise artifacts.ArtifactError(f"{path}: tensors of modules this run does not have: {unknown[:4]}")
+
+
+def _optimizer_tensors(model: GPT, opt, extra: dict[str, torch.nn.Module] | None = None) -> dict[str, torch.Tensor]:
+    names = {id(p): n for n, p in named_trainables(model, extra)}
     state = {RNG_KEY: torch.get_rng_state()}  # gates sample from it in training mode (P2)
     for group in opt.param_groups:
         for p in group["params"]:
@@ -223,8 +257,10 @@ def _restore(out: Path, model: GPT, opt, cfg: RunConfig, hooks: TrainHooks) -> t
     if json.loads(json.dumps(saved)) != json.loads(json.dumps(cfg.to_dict())):
         raise ValueError(f"{out}: checkpoint was written with a different config; use another --out or the same config")
     model.load_state_dict(artifacts.load_tensors(out / "model.safetensors"), strict=True)
+    if hooks.modules:
+        load_extra(out, hooks.modules)
     state = artifacts.load_tensors(out / "optimizer.safetensors")
-    params = dict(model.named_parameters())
+    params = dict(named_trainables(model, hooks.modules))
     for key, v in state.items():
         if key == RNG_KEY:
             torch.set_rng_state(v)
@@ -376,7 +412,10 @@ def _train_locked(cfg, tokens, val_tokens, *, out, resume, progress, hooks, stop
     hooks = (hooks(model) if callable(hooks) else hooks) or TrainHooks()
     if cfg.is_sparse:  # P1's weight-sparse recipe, from the config's sparsity section
         hooks = compose_hooks(Projector(model, cfg.sparsity, cfg.train.steps).train_hooks(), hooks)
-    opt = make_optimizer(model, cfg)
+    if hooks.modules and world > 1:
+        raise ValueError("extra trainable modules (hooks.modules) are not supported under torchrun yet")
+    opt = make_optimizer(model, cfg, hooks.modules)
+    trainables = torch.nn.ModuleList([model, *(hooks.modules or {}).values()])
     t, m = cfg.train, cfg.model
     start, hist = 0, History()
     if resume and out is not None:
@@ -392,7 +431,7 @@ def _train_locked(cfg, tokens, val_tokens, *, out, resume, progress, hooks, stop
 
     def checkpoint(step: int, **info) -> None:
         if out is not None:
-            save_run(out, model, hist, cfg, opt=opt, step=step,
+            save_run(out, model, hist, cfg, opt=opt, step=step, extra=hooks.modules,
                      recipe_state=hooks.state() if hooks.state else None, **info)
 
     draw = window_sampler(t.sampling)
@@ -413,7 +452,7 @@ def _train_locked(cfg, tokens, val_tokens, *, out, resume, progress, hooks, stop
                     total = hooks.objective(model, batch[rows], loss) if hooks.objective else loss
                 opt.zero_grad(set_to_none=True)
                 total.backward()
-                grad_rms_(model, t.grad_rms)
+                grad_rms_(trainables, t.grad_rms)
                 opt.step()
                 if hooks.after_step:
                     hooks.after_step(model, step)

@@ -1,0 +1,237 @@
+"""The bridges chapter's artifact (P1 §3.3, A.3-A.4): ``kind: bridges``.
+
+Trains bridges (:mod:`sparsecirc.wst.bridges`) between a frozen dense model and a weight-sparse one, either with the
+sparse model (``mode: joint``: the sparse model is trained on together with its bridges, from ``sparse`` as
+initialisation, and becomes a new model) or onto the frozen sparse model (``mode: frozen``), then measures:
+
+* every hybrid's cross-entropy on validation text and its task loss and accuracy on P1 task prompts
+  (:func:`hybrid_table`), beside both pure models;
+* P1's steering demos (:func:`steering_curve`): one sparse read channel, chosen on a task's train split as the
+  one that best separates the two prompt kinds, moved from its value on the actual prompt toward its value on the
+  counterfactual one, through the decoder, into the dense model; the probability of the counterfactual answer
+  against strength, beside random directions of the same norm.
+
+Resumable (``reproduce <id> --resume``); the run folder holds the sparse model, ``extra.safetensors`` (the bridges)
+and ``metrics.json``. :func:`load_bridged` returns (dense, sparse, bridges) from it.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from sparsecirc import artifacts
+from sparsecirc.context import BuildContext
+from sparsecirc.core.train import eval_windows, load_extra, save_run, train
+from sparsecirc.data.lm import lm_tokens
+from sparsecirc.data.tasks import columns, model_task, pad_batch, pair_logits, task_accuracy, task_loss
+from sparsecirc.data.tokenizer import load_tokenizer
+from sparsecirc.paths import cache_dir
+from sparsecirc.wst import bridges as B
+
+STRENGTHS = [0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
+
+
+# --- evaluation -------------------------------------------------------------------------------------------------
+@torch.no_grad()
+def window_ce(model, windows: torch.Tensor, batch_size: int = 32) -> float:
+    """Mean next-token CE of any GPT-like module (a :class:`bridges.Hybrid` too) on ``windows`` [n, T + 1]."""
+    total, count = 0.0, 0
+    for i in range(0, len(windows), batch_size):
+        w = windows[i:i + batch_size]
+        logits = model(w[:, :-1])
+        total += float(F.cross_entropy(logits.float().flatten(0, 1), w[:, 1:].flatten(), reduction="sum"))
+        count += w[:, 1:].numel()
+    return total / count
+
+
+@torch.no_grad()
+def site_nmse(dense, sparse, bridges, windows: torch.Tensor) -> dict[str, list[float]]:
+    """Per site: NMSE of the encoder (dense -> sparse) and of the decoder (sparse -> dense) on ``windows``."""
+    hd, _ = B.residuals(dense, windows[:, :-1])
+    hs, _ = B.residuals(sparse, windows[:, :-1])
+    return {"enc": [float(B.nmse(bridges.encode(i, d), s)) for i, (d, s) in enumerate(zip(hd, hs))],
+            "dec": [float(B.nmse(bridges.decode(i, s), d)) for i, (d, s) in enumerate(zip(hd, hs))]}
+
+
+def task_scores(model, tasks: list[str], n: int) -> dict[str, float]:
+    """Mean task loss and accuracy over ``tasks`` (first ``n`` test prompts of each)."""
+    loss, acc = [], []
+    for t in tasks:
+        ds = model_task(model, t, "test")
+        ds = ds.select(range(min(n, ds.num_rows)))
+        lg = pair_logits(model, ds)
+        loss.append(float(task_loss(lg).mean()))
+        acc.append(float(task_accuracy(lg).mean()))
+    return {"task_loss": float(np.mean(loss)), "task_accuracy": float(np.mean(acc))}
+
+
+def hybrid_table(dense, sparse, bridges, windows: torch.Tensor, tasks: list[str], n_task: int) -> dict:
+    """CE on ``windows`` and mean task loss / accuracy of both pure models and every hybrid (per site, both
+    directions: ``d2s`` = dense prefix, encoder, sparse suffix; ``s2d`` = sparse prefix, decoder, dense suffix)."""
+    out = {"sites": B.site_names(dense.cfg.n_layer), "pure": {}, "d2s": [], "s2d": []}
+    for name, m in (("dense", dense), ("sparse", sparse)):
+        out["pure"][name] = {"ce": window_ce(m, windows), **task_scores(m, tasks, n_task)}
+    for i in range(B.n_sites(dense)):
+        for direction, (pre, suf) in (("d2s", (dense, sparse)), ("s2d", (sparse, dense))):
+            h = B.Hybrid(pre, suf, bridges, i, direction).eval()
+            out[direction].append({"ce": window_ce(h, windows), **task_scores(h, tasks, n_task)})
+    out["nmse"] = site_nmse(dense, sparse, bridges, windows[:64])
+    return out
+
+
+# --- steering ---------------------------------------------------------------------------------------------------
+def steering_pairs(model, task: str, split: str, steer_to: str) -> dict:
+    """Equal-length (actual, counterfactual) prompt pairs of ``task``: the actual prompt's answer is not
+    ``steer_to``, its partner's (same pair) is. Returns padded tokens, last positions and the token id."""
+    tok = load_tokenizer(version=model.cfg.data_version)
+    ids = tok.encode(steer_to)
+    if len(ids) != 1:
+        raise ValueError(f"steer_to {steer_to!r} is {len(ids)} tokens; it must be one")
+    target = ids[0]
+    cols = columns(model_task(model, task, split))
+    acts, cfs = [], []
+    for i in range(0, len(cols["prompt_ids"]) - 1, 2):
+        a, b = list(cols["prompt_ids"][i]), list(cols["prompt_ids"][i + 1])
+        ta, tb = cols["target_id"][i], cols["target_id"][i + 1]
+        if tb == target and ta != target:
+            pass
+        elif ta == target and tb != target:
+            a, b = b, a
+        else:
+            continue
+        if len(a) == len(b) <= model.cfg.n_ctx:
+            acts.append(a)
+            cfs.append(b)
+    if not acts:
+        raise ValueError(f"{task}/{split}: no equal-length pair with one answer {steer_to!r}")
+    actual, last = pad_batch(acts)
+    counter, _ = pad_batch(cfs)
+    return {"actual": actual, "counterfactual": counter, "last": last, "target": target}
+
+
+@torch.no_grad()
+def choose_channel(sparse, site: int, pairs: dict) -> tuple[int, np.ndarray]:
+    """The sparse read channel at ``site`` that best separates actual from counterfactual prompts at the last
+    token: |mean difference| / std over both (P1's "type" channel); returns (channel, every channel's value)."""
+    read = B.site_read(sparse, site)
+    rows = torch.arange(len(pairs["last"]))
+    vals = []
+    for key in ("actual", "counterfactual"):
+        hs, _ = B.residuals(sparse, pairs[key])
+        vals.append(read(hs[site])[rows, pairs["last"]].numpy())
+    a, c = vals
+    sep = np.abs(a.mean(0) - c.mean(0)) / (np.concatenate([a, c]).std(0) + 1e-12)
+    return int(sep.argmax()), sep
+
+
+@torch.no_grad()
+def steering_curve(dense, sparse, bridges, site: int, channel: int, pairs: dict, *, n_random: int, seed: int,
+                   strengths=STRENGTHS) -> dict:
+    """P(steer_to) at the actual prompts' last position against strength, through the decoder column of
+    ``channel`` and through ``n_random`` random directions of the same norm; plus the dense model's P(steer_to)
+    on the counterfactual prompts themselves (where steering would ideally land)."""
+    t, last = pairs["target"], pairs["last"]
+
+    def prob(tokens, delta, s):
+        logits = B.steered_logits(dense, site, tokens, delta, s, last) if delta is not None else \
+            dense(tokens, positions=last)
+        return float(F.softmax(logits.float(), -1)[:, t].mean())
+
+    delta = B.steering_delta(dense, sparse, bridges, site, channel, pairs["actual"], pairs["counterfactual"])
+    col = bridges.dec[site].weight[:, channel]
+    g = torch.Generator().manual_seed(seed)
+    rand = []
+    for _ in range(n_random):
+        r = torch.randn(col.shape, generator=g)
+        d = B.steering_delta(dense, sparse, bridges, site, channel, pairs["actual"], pairs["counterfactual"],
+                             direction=r * col.norm() / r.norm())
+        rand.append([prob(pairs["actual"], d, s) for s in strengths])
+    return {"strengths": list(strengths), "real": [prob(pairs["actual"], delta, s) for s in strengths],
+            "random": rand, "counterfactual": prob(pairs["counterfactual"], None, 0.0),
+            "site": site, "site_name": B.site_names(dense.cfg.n_layer)[site], "channel": channel,
+            "prompts": len(last)}
+
+
+# --- the producer -----------------------------------------------------------------------------------------------
+def resolve_site(name: str, n_layer: int) -> int:
+    """A site by name (``"L3.attn"``, ``"last.attn"``, ``"last.mlp"``, ``"final"``) or index."""
+    names = B.site_names(n_layer)
+    name = str(name).replace("last.", f"L{n_layer - 1}.")
+    if name.isdigit() and int(name) < len(names):
+        return int(name)
+    if name not in names:
+        raise ValueError(f"unknown site {name!r}; sites: {names}")
+    return names.index(name)
+
+
+def produce_bridges(ctx: BuildContext) -> None:
+    """Train the bridges, then measure hybrids and steering; write the run folder (see module docstring)."""
+    spec = ctx.spec
+    cfg, ev = ctx.split_config("eval")
+    mode = spec["mode"]
+    if mode not in ("joint", "frozen"):
+        raise artifacts.ArtifactError(f"{ctx.artifact_id}: mode must be 'joint' or 'frozen', not {mode!r}")
+    dense_run, sparse_run = ctx.dep(spec["dense"]), ctx.dep(spec["sparse"])
+    dense, init = dense_run.model.eval(), sparse_run.model
+    if cfg.model.to_dict() != sparse_run.config.model.to_dict():
+        raise artifacts.ArtifactError(f"{ctx.artifact_id}: the model section must equal {spec['sparse']}'s")
+    lc = B.BridgeLoss.from_dict(spec.get("loss"))
+    tokens, val_tokens = lm_tokens(cfg)
+    windows = eval_windows(val_tokens, cfg.train.eval_batches * cfg.train.batch_size, cfg.model.n_ctx)
+    bridges = B.Bridges.between(dense, init)
+    torch.manual_seed(cfg.train.seed)
+    warm = eval_windows(tokens, 64, cfg.model.n_ctx, seed=777)[:, :-1]
+    with torch.no_grad():
+        bridges.fit_least_squares(B.residuals(dense, warm)[0], B.residuals(init, warm)[0])
+    ckpt = cache_dir() / "checkpoints" / ctx.scale / ctx.artifact_id
+    resume = ctx.resume and (ckpt / "manifest.json").exists()
+    hooks = B.bridge_hooks(dense, bridges, lc, freeze_sparse=mode == "frozen")
+    t0 = time.time()
+    sparse, hist = train(cfg, tokens, val_tokens, out=ckpt, resume=resume, overwrite=not resume,
+                         progress=ctx.progress, hooks=hooks, init_state=init.state_dict())
+    wall = time.time() - t0
+    sparse.eval()
+    table = hybrid_table(dense, sparse, bridges, windows, spec["tasks"], ev.get("task_prompts", 128))
+    steering = {}
+    for name, st in spec.get("steering", {}).items():
+        site = resolve_site(st["site"], dense.cfg.n_layer)
+        fit = steering_pairs(sparse, st["task"], "train", st["steer_to"])
+        channel, sep = choose_channel(sparse, site, fit)
+        test = steering_pairs(sparse, st["task"], "test", st["steer_to"])
+        steering[name] = {**steering_curve(dense, sparse, bridges, site, channel, test,
+                                           n_random=ev.get("n_random", 8), seed=cfg.train.seed),
+                          "task": st["task"], "steer_to": st["steer_to"], "separation": float(sep[channel]),
+                          "separation_next": float(np.sort(sep)[-2])}
+    metrics = {"mode": mode, "hybrids": table, "steering": steering, "loss": lc.__dict__,
+               "train_seconds": hist.train_seconds, "seconds_per_step": hist.train_seconds / max(len(hist.step), 1),
+               "tokens_seen": hist.tokens_seen, "n_bridge_params": sum(p.numel() for p in bridges.parameters()),
+               "sparse_nonzero": float(sum(int((p != 0).sum()) for p in sparse.parameters()) / sparse.n_params())}
+    save_run(ctx.folder, sparse, hist, cfg, metrics=metrics, extra={"bridges": bridges}, **ctx.manifest_info(
+        kind="bridged_lm", mode=mode, dense=spec["dense"], init_from={
+            "id": spec["sparse"], "model_sha256": artifacts.model_sha256(sparse_run)},
+        wall_time_s=round(wall, 1)))
+
+
+def load_bridged(run, dense) -> B.Bridges:
+    """The bridges of a ``bridges`` artifact (``run`` from ``reading.load``/``build.load``) for its dense model."""
+    br = B.Bridges.between(dense, run.model)
+    load_extra(run.folder, {"bridges": br})
+    return br.eval()
+
+
+def summary(metrics: dict) -> dict:
+    """The chapter's headline numbers: the worst hybrid's CE above the dense model's (and where), and per steering
+    demo P(steer_to) at strength 1 through the real channel and the mean over random directions, and their ratio."""
+    h = metrics["hybrids"]
+    dense_ce = h["pure"]["dense"]["ce"]
+    worst = max(((d, i, r["ce"]) for d in ("d2s", "s2d") for i, r in enumerate(h[d])), key=lambda x: x[2])
+    out = {"dense_ce": dense_ce, "sparse_ce": h["pure"]["sparse"]["ce"], "worst_gap": worst[2] - dense_ce,
+           "worst": f"{worst[0]} at {h['sites'][worst[1]]}", "steering": {}}
+    for name, s in metrics["steering"].items():
+        real, rand = s["real"][-1], float(np.mean([r[-1] for r in s["random"]]))
+        out["steering"][name] = {"real": real, "random": rand, "ratio": real / rand if rand > 0 else None,
+                                 "start": s["real"][0], "counterfactual": s["counterfactual"]}
+    return out
