@@ -19,6 +19,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 
@@ -194,15 +195,19 @@ def produce_bridges(ctx: BuildContext) -> None:
                          progress=ctx.progress, hooks=hooks, init_state=init.state_dict())
     wall = time.time() - t0
     sparse.eval()
-    table = hybrid_table(dense, sparse, bridges, windows, spec["tasks"], ev.get("task_prompts", 128))
+    table = hybrid_table(dense, sparse, bridges, windows, ev.get("tasks", spec["tasks"]), ev.get("task_prompts", 128))
+    keep = ev.get("steer_prompts")  # a scale's cap on the steering prompts (ci)
     steering = {}
     for name, st in spec.get("steering", {}).items():
         site = resolve_site(st["site"], dense.cfg.n_layer)
         fit = steering_pairs(sparse, st["task"], "train", st["steer_to"])
         channel, sep = choose_channel(sparse, site, fit)
         test = steering_pairs(sparse, st["task"], "test", st["steer_to"])
+        if keep:
+            test = {k: v[:keep] if torch.is_tensor(v) else v for k, v in test.items()}
         steering[name] = {**steering_curve(dense, sparse, bridges, site, channel, test,
-                                           n_random=ev.get("n_random", 8), seed=cfg.train.seed),
+                                           n_random=ev.get("n_random", 8), seed=cfg.train.seed,
+                                           strengths=ev.get("strengths", STRENGTHS)),
                           "task": st["task"], "steer_to": st["steer_to"], "separation": float(sep[channel]),
                           "separation_next": float(np.sort(sep)[-2])}
     metrics = {"mode": mode, "hybrids": table, "steering": steering, "loss": lc.__dict__,
@@ -235,3 +240,34 @@ def summary(metrics: dict) -> dict:
         out["steering"][name] = {"real": real, "random": rand, "ratio": real / rand if rand > 0 else None,
                                  "start": s["real"][0], "counterfactual": s["counterfactual"]}
     return out
+
+
+def hybrid_frame(runs: dict) -> pd.DataFrame:
+    """One row per (run, site, direction): validation CE, its excess over the dense model's, task loss and
+    accuracy, and the NMSE of the bridge used; the pure models as rows with site ``-``."""
+    rows = []
+    for label, m in runs.items():
+        h = m["hybrids"]
+        for name in ("dense", "sparse"):
+            rows.append({"run": label, "site": "-", "model": f"{name} alone", **h["pure"][name],
+                         "CE - dense CE": h["pure"][name]["ce"] - h["pure"]["dense"]["ce"], "bridge NMSE": None})
+        for direction, what, nm in (("d2s", "dense -> sparse", "enc"), ("s2d", "sparse -> dense", "dec")):
+            for i, r in enumerate(h[direction]):
+                rows.append({"run": label, "site": h["sites"][i], "model": what, **r,
+                             "CE - dense CE": r["ce"] - h["pure"]["dense"]["ce"], "bridge NMSE": h["nmse"][nm][i]})
+    return pd.DataFrame(rows).rename(columns={"ce": "CE", "task_loss": "task loss", "task_accuracy": "task acc"})
+
+
+def steering_table(runs: dict) -> pd.DataFrame:
+    """Per (run, demo): the channel and site, its separation on the train split (and the runner-up's), P(answer)
+    at strength 0 and 1 through the channel, the mean over random directions at strength 1, their ratio, and the
+    dense model's P(answer) on the counterfactual prompts."""
+    rows = []
+    for label, m in runs.items():
+        sm = summary(m)["steering"]
+        for name, st in m["steering"].items():
+            rows.append({"run": label, "demo": name, "site": st["site_name"], "channel": st["channel"],
+                         "separation": st["separation"], "runner-up": st["separation_next"],
+                         "P at 0": sm[name]["start"], "P at 1": sm[name]["real"], "random at 1": sm[name]["random"],
+                         "real / random": sm[name]["ratio"], "P on counterfactual": sm[name]["counterfactual"]})
+    return pd.DataFrame(rows)
