@@ -230,7 +230,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 def convert(sd: dict[str, torch.Tensor], cfg: ModelConfig, tied_unembed: bool,
             source: str = WEIGHTS_FILE) -> dict[str, torch.Tensor]:
-    """Our state dict (float32, own memory) from an official one, strictly (:func:`key_map`): unknown keys,
+    """Our state dict (float32; views of ``sd``'s tensors where no cast is needed, so a model's
+    ``load_state_dict`` makes the one copy) from an official one, strictly (:func:`key_map`): unknown keys,
     missing keys, wrong shapes or non-float tensors are one error naming the keys and ``source``. The causal-mask
     buffer ``transformer.h.{i}.attn.bias`` of upstream's non-flash attention is accepted only if it is that mask."""
     plan = key_map(cfg)
@@ -259,8 +260,7 @@ def convert(sd: dict[str, torch.Tensor], cfg: ModelConfig, tied_unembed: bool,
     out = {}
     for k, (shape, ours) in plan.items():
         t = sd[k] if k in sd else torch.zeros(shape)  # absent final_logits_bias: zeros, as upstream
-        for name, part in zip(ours, t.to(torch.float32).chunk(len(ours), 0)):
-            out[name] = part.clone(memory_format=torch.contiguous_format)
+        out.update(zip(ours, t.to(torch.float32).chunk(len(ours), 0)))
     return out
 
 
@@ -278,10 +278,11 @@ def read(folder: str | Path) -> tuple[ModelConfig, dict[str, torch.Tensor], dict
 
 
 def model_from_state(cfg: ModelConfig, state: dict[str, torch.Tensor]) -> GPT:
-    """A GPT holding ``state`` (strict): built on the meta device, so no random init is computed and thrown away."""
-    with torch.device("meta"):
-        model = GPT(cfg)
-    model.load_state_dict(state, strict=True, assign=True)
+    """A GPT (eval mode) holding copies of ``state``, loaded strictly. (Built on the CPU and overwritten: a model
+    built on the meta device and assigned would skip the init, but costs ~0.8 s of torch set-up per process and
+    more memory at the benchmark's shape; ``benchmarks/bench_official_load.py``.)"""
+    model = GPT(cfg)
+    model.load_state_dict(state, strict=True)
     return model.eval()
 
 
