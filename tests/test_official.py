@@ -8,6 +8,7 @@ written in this file from the format's definition in plain torch on the *officia
 import json
 import math
 import os
+import re
 from pathlib import Path
 
 import datasets
@@ -19,6 +20,9 @@ from sparsecirc.artifacts import read_json, sha256_file
 from sparsecirc.core.config import PruneConfig
 from sparsecirc.core.train import load_model
 from sparsecirc.official import (
+    FORWARD_DEFAULTS,
+    IGNORED_FLAGS,
+    LEGACY_FLAGS,
     OfficialFormatError,
     from_official_layout,
     hook_name,
@@ -32,6 +36,7 @@ from sparsecirc.wst.ablation import compute_means
 from sparsecirc.wst.circuits import Circuit, count_edges, draw_circuit, node_sites
 from sparsecirc.wst.prune import prune_to_circuit
 
+ROOT = Path(__file__).resolve().parent.parent
 SHAPE = {"block_size": 16, "vocab_size": 40, "n_layer": 2, "n_head": 2, "d_model": 16}
 ALL_SITES = "attn_in,attn_q,attn_k,attn_v,attn_out,mlp_in,mlp_neuron,mlp_out"
 FLAGS = {
@@ -368,6 +373,19 @@ def test_hook_names_both_ways_and_the_flat_qkv_layout():
     assert flat.shape == (2, 5, 12) and torch.equal(flat[..., 1 * 4 + 2], x[..., 1, 2])  # channel h * d_head + i
     assert torch.equal(from_official_layout("1.attn.v", flat, 3), x)
     assert to_official_layout("1.mlp.post_act", flat) is flat
+
+
+def test_the_appendix_name_table_and_flag_lists_agree_with_the_loader():
+    text = (ROOT / "book" / "appendix_released_models.md").read_text()
+    names = text.split("## Names")[1].split("## The state dict")[0]
+    rows = re.findall(r"^\| `([^`]+)` \| `([^`]+)` \| `([^`]+)` \|", names, flags=re.M)
+    assert len(rows) == 12, "the appendix lost rows of its name table"
+    for official, ours, tl in rows:
+        want = ours.replace("{l}", "1").replace("{L-1}", "3")
+        assert hook_name(official.replace("{l}", "1"), 4) == want and tl == ours, official
+    flags = text.split("## The flags")[1]
+    assert not [f for f in [*FORWARD_DEFAULTS, *IGNORED_FLAGS, *LEGACY_FLAGS] if f"`{f}`" not in flags]
+    assert "appendix_released_models" in (ROOT / "book" / "_toc.yml").read_text()
 
 
 # --- the toolkit runs on a loaded model ----------------------------------------------------------------------------
