@@ -109,7 +109,7 @@ def main(argv=None) -> int:
     v.set_defaults(fn=_cmd_verify)
     o = sub.add_parser("import-official", help="convert a released openai/circuit_sparsity model folder "
                                                "(beeg_config.json + final_model.pt), strictly")
-    o.add_argument("folder")
+    o.add_argument("folder", help="a folder holding beeg_config.json and final_model.pt")
     o.add_argument("--out", required=True, help="our run folder to write")
     o.add_argument("--force", action="store_true", help="replace a non-empty --out")
     o.set_defaults(fn=_cmd_import_official)

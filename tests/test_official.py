@@ -31,7 +31,8 @@ from sparsecirc.official import (
     record_official,
     to_official_layout,
 )
-from sparsecirc.wst import attacks
+from sparsecirc.spa import patching
+from sparsecirc.wst import attacks, bridges
 from sparsecirc.wst.ablation import compute_means
 from sparsecirc.wst.circuits import Circuit, count_edges, draw_circuit, node_sites
 from sparsecirc.wst.prune import prune_to_circuit
@@ -415,3 +416,16 @@ def test_pruning_means_drawing_and_the_dilution_attack_run_on_a_loaded_model(tmp
     assert draw_circuit(circuit) is not None
     sw = attacks.dilution_sweep(model, lengths=[1, 3], n_prompts=4, seed=0, node=("blocks.1.hook_attn_out", 2))
     assert all(0 < p < 1 for p in sw["nested"]["p_correct"] + sw["flat"]["p_correct"])
+
+
+def test_functional_passes_run_a_loaded_layernorm_model_and_refuse_blocks_they_do_not_write_out(tmp_path):
+    conf = {**SHAPE, **FLAGS["defaults"]}
+    model = load(write_folder(tmp_path / "a", conf, official_state(conf)))
+    idx = tokens(conf)
+    with torch.no_grad():
+        torch.testing.assert_close(bridges.residuals(model, idx)[1], model(idx), rtol=1e-5, atol=1e-5)
+    conf = {**SHAPE, **FLAGS["relu_residual"]}
+    model = load(write_folder(tmp_path / "b", conf, official_state(conf)))
+    for fn in (lambda: bridges.residuals(model, idx), lambda: patching.check_model(model)):
+        with pytest.raises(ValueError, match=r"resid_activation.*act_sparsity_sites.*mlp_activation"):
+            fn()
