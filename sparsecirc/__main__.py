@@ -1,4 +1,5 @@
-"""Command line: ``python -m sparsecirc {corpus,tokenizer,tasks,train,reproduce,verify}`` (the ``sparsecirc`` script).
+"""Command line: ``python -m sparsecirc {corpus,tokenizer,tasks,train,reproduce,verify,import-official}``
+(the ``sparsecirc`` script).
 
     python -m sparsecirc corpus                      # rebuild the committed stdlib snapshot (data/corpus/)
     python -m sparsecirc tokenizer [--version v2]    # retrain a committed 2048-token BPE (data/tokenizer/)
@@ -6,6 +7,7 @@
     python -m sparsecirc train --config data/configs/<id>.yaml --scale ci --out runs/x [--resume]
     python -m sparsecirc reproduce <id> [--scale book|ci] [--resume]
     python -m sparsecirc verify [<id> ...]           # sha256 of committed artifacts against the registry
+    python -m sparsecirc import-official FOLDER --out DIR   # a released circuit_sparsity model as our run folder
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from sparsecirc.data.corpus import build_stdlib_snapshot
 from sparsecirc.data.lm import lm_tokens
 from sparsecirc.data.tokenizer import train_tokenizer
 from sparsecirc.data.versions import DATA_VERSIONS, DEFAULT_VERSION
+from sparsecirc.official import import_official
 
 
 def _cmd_corpus(a):
@@ -70,6 +73,12 @@ def _cmd_verify(a):
     return 1 if bad else 0
 
 
+def _cmd_import_official(a):
+    manifest = import_official(a.folder, a.out, force=a.force)
+    print(f"{a.out}: imported {a.folder} ({manifest['source']['files'][1]['sha256'][:12]}…); "
+          f"load it with sparsecirc.core.train.load_model")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="sparsecirc", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -98,6 +107,12 @@ def main(argv=None) -> int:
     v = sub.add_parser("verify", help="check committed artifacts against the registry")
     v.add_argument("ids", nargs="*")
     v.set_defaults(fn=_cmd_verify)
+    o = sub.add_parser("import-official", help="convert a released openai/circuit_sparsity model folder "
+                                               "(beeg_config.json + final_model.pt), strictly")
+    o.add_argument("folder", help="a folder holding beeg_config.json and final_model.pt")
+    o.add_argument("--out", required=True, help="our run folder to write")
+    o.add_argument("--force", action="store_true", help="replace a non-empty --out")
+    o.set_defaults(fn=_cmd_import_official)
     a = p.parse_args(argv)
     try:
         return a.fn(a) or 0

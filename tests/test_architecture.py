@@ -131,6 +131,7 @@ ALLOWED = {
     "spa": {"paths", "artifacts", "context", "core", "data"},
     "book": {"paths", "core"},
     "build": {"paths", "artifacts", "context", "core", "data", "wst", "spa"},
+    "official": {"paths", "version", "artifacts", "core"},  # the openai/circuit_sparsity loader
 }
 
 

@@ -2,8 +2,9 @@ import pytest
 import torch
 
 from sparsecirc import GPT, ModelConfig
+from sparsecirc.core.config import ConfigError
 from sparsecirc.core.hooks import HOOK_TABLE, from_csp_name, hook_points, patch, record, to_csp_name
-from sparsecirc.core.model import abs_topk
+from sparsecirc.core.model import LayerNorm, RMSNorm, abs_topk
 
 TINY = dict(n_layer=2, d_model=32, d_head=8, n_ctx=16, d_vocab=50)
 
@@ -141,7 +142,9 @@ def test_positions_gives_the_same_logits_as_the_full_forward():
     torch.testing.assert_close(m(x, positions=pos), m(x)[torch.arange(3), pos])
 
 
-@pytest.mark.parametrize("extra", [{}, {"attn_sink": True, "act_keep_frac": 0.25}, {"attn_gate": True}])
+@pytest.mark.parametrize("extra", [{}, {"attn_sink": True, "act_keep_frac": 0.25}, {"attn_gate": True},
+                                   {"pos_embed": True, "d_pos_emb": 4, "resid_activation": "relu", "act_keep_frac": 0.5,
+                                    "act_sparsity_sites": ("attn_in", "mlp_in", "resid_post_attn", "resid_post_mlp")}])
 def test_last_only_gives_the_same_logits_and_hooks_see_one_position(extra):
     """``last_only`` cuts the last block to the asked positions: same logits (dense, sparse with a sink, and the
     P2 gated model, where it is ignored); the last block's MLP hook sees one position per row."""
@@ -228,3 +231,102 @@ def test_abs_topk_of_bf16_selects_on_bit_patterns_exactly_as_a_float32_selection
         got = abs_topk(x.clone().requires_grad_(), 0.25)
         assert got.dtype == dtype and torch.equal(got.float(), want)
         assert torch.equal(got[0, 0], x[0, 0]) and torch.equal(got[1, 0], x[1, 0])
+
+
+# --- options for imported circuit_sparsity checkpoints (each defaults to the P1 block above) ------------------
+
+
+def test_import_options_default_to_the_p1_block_and_stay_out_of_its_config():
+    new = ("norm", "norm_eps", "norm_bias", "mlp_activation", "resid_activation", "d_pos_emb", "unembed_bias")
+    assert not set(new) & set(ModelConfig(**TINY).to_dict())  # committed configs serialise as before
+    explicit = dict(norm="rms", norm_eps=1e-6, norm_bias=False, mlp_activation="gelu", resid_activation="identity",
+                    d_pos_emb=None, unembed_bias=None)
+    torch.manual_seed(0)
+    a = GPT(ModelConfig(**TINY))
+    torch.manual_seed(0)
+    b = GPT(ModelConfig(**TINY, **explicit))
+    assert a.state_dict().keys() == b.state_dict().keys()
+    x = torch.randint(0, 50, (2, 16))
+    assert torch.equal(a(x), b(x))
+    cfg = ModelConfig(**TINY, norm="layer", norm_eps=None, d_pos_emb=3, pos_embed=True)
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg and cfg.to_dict()["norm_eps"] is None
+
+
+@pytest.mark.parametrize("bad, match", [({"norm": "batch"}, "norm must be one of"),
+                                        ({"norm_bias": True}, "norm_bias needs norm='layer'"),
+                                        ({"d_pos_emb": 4}, "needs pos_embed"),
+                                        ({"resid_activation": "tanh"}, "resid_activation"),
+                                        ({"act_sparsity_sites": ("resid_post",)}, "unknown site")])
+def test_import_options_are_validated(bad, match):
+    with pytest.raises(ConfigError, match=match):
+        ModelConfig(**TINY, **bad)
+
+
+def test_rms_norm_eps_none_is_the_dtype_epsilon_of_torch_rms_norm():
+    x = torch.randn(4, 7, 16) * 1e-3  # small activations: where the eps matters
+    for dtype in (torch.float32, torch.float64):
+        n = RMSNorm(16, eps=None).to(dtype)
+        with torch.no_grad():
+            n.weight.uniform_(0.5, 2.0)
+        want = torch.nn.functional.rms_norm(x.to(dtype), (16,), n.weight, eps=None)
+        torch.testing.assert_close(n(x.to(dtype)), want)
+        assert not torch.allclose(RMSNorm(16, eps=1e-6).to(dtype)(x.to(dtype)) * n.weight, want, rtol=1e-4)
+        torch.testing.assert_close(n.normalize(x.to(dtype), n.stats(x.to(dtype))), want)
+
+
+def test_layer_norm_option_is_torch_layer_norm_and_applies_recorded_stats():
+    x = torch.randn(3, 5, 16) + 2.0
+    n = LayerNorm(16, eps=1e-5, bias=True)
+    with torch.no_grad():
+        n.weight.uniform_(0.5, 2.0)
+        n.bias.uniform_(-1, 1)
+    want = torch.nn.functional.layer_norm(x, (16,), n.weight, n.bias, 1e-5)
+    torch.testing.assert_close(n(x), want)
+    torch.testing.assert_close(n.normalize(x, n.stats(x)), want)
+    m = GPT(ModelConfig(**TINY, norm="layer", norm_bias=True, norm_eps=1e-5))
+    assert isinstance(m.blocks[0].ln1.norm, LayerNorm) and "ln_final.norm.bias" in m.state_dict()
+    assert "ln_final.norm.bias" not in GPT(ModelConfig(**TINY, norm="layer")).state_dict()
+
+
+def test_residual_activation_and_residual_abstopk_sites():
+    m = GPT(ModelConfig(**TINY, resid_activation="relu"))
+    x = torch.randint(0, 50, (2, 16))
+    with record(m, ["blocks.*.hook_resid_mid", "blocks.*.hook_resid_post"]) as c:
+        m(x)
+    assert all((v >= 0).all() for v in c.values()) and any((v == 0).any() for v in c.values())
+    m = GPT(ModelConfig(**TINY, act_keep_frac=0.25, act_sparsity_sites=("resid_post_attn", "resid_post_mlp")))
+    with record(m, ["blocks.*.hook_resid_mid", "blocks.*.hook_resid_post"]) as c:
+        m(x)
+    assert all(((v != 0).sum(-1) <= 8).all() for v in c.values())  # int(0.25 * 32) = 8 kept per token
+
+
+def test_relu_mlp_and_abs_topk_of_zero_width_keeps_nothing():
+    m = GPT(ModelConfig(**TINY, mlp_activation="relu"))
+    with record(m, ["blocks.0.mlp.hook_pre", "blocks.0.mlp.hook_post"]) as c:
+        m(torch.randint(0, 50, (2, 16)))
+    assert torch.equal(c["blocks.0.mlp.hook_post"], torch.relu(c["blocks.0.mlp.hook_pre"]))
+    assert torch.equal(abs_topk(torch.randn(3, 8), 0.1), torch.zeros(3, 8))  # int(0.8) = 0, as circuit_sparsity
+
+
+def test_concatenated_position_channels_widen_every_read():
+    m = GPT(ModelConfig(**TINY, pos_embed=True, d_pos_emb=4)).eval()
+    assert m.pos_embed.weight.shape == (16, 4) and m.blocks[0].attn.W_Q.weight.shape == (32, 36)
+    assert m.blocks[1].mlp.W_in.weight.shape == (128, 36) and m.unembed.weight.shape == (50, 32)
+    x = torch.randint(0, 50, (2, 10))
+    with record(m, ["blocks.0.ln2.hook_normalized", "ln_final.hook_normalized", "blocks.0.hook_resid_pre"]) as c:
+        before = m(x)
+    read = c["blocks.0.ln2.hook_normalized"]
+    assert read.shape == (2, 10, 36) and c["ln_final.hook_normalized"].shape == (2, 10, 32)
+    pos = m.pos_embed.weight[:10].expand(2, -1, -1)
+    torch.testing.assert_close(read[..., 32:], m.blocks[0].ln2.pos_norm(pos))
+    torch.testing.assert_close(c["blocks.0.hook_resid_pre"], m.embed(x))  # positions are not added
+    with torch.no_grad():
+        m.pos_embed.weight.mul_(-2.0).add_(1.0)
+    assert not torch.allclose(m(x), before)
+
+
+def test_unembed_bias_is_independent_of_use_bias():
+    m = GPT(ModelConfig(**TINY, use_bias=False, unembed_bias=True))
+    assert m.unembed.bias is not None and m.blocks[0].attn.W_Q.bias is None
+    m = GPT(ModelConfig(**TINY, unembed_bias=False))
+    assert m.unembed.bias is None and m.blocks[0].mlp.W_in.bias is not None

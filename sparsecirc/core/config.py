@@ -19,9 +19,14 @@ from typing import Any
 
 # P1 A.1: AbsTopK sites (8 locations). Names follow openai/circuit_sparsity's `afrac_loctypes`.
 ACT_SPARSITY_SITES = ("attn_in", "attn_q", "attn_k", "attn_v", "attn_out", "mlp_in", "mlp_neuron", "mlp_out")
+# two more sites circuit_sparsity knows (the residual stream after each block's add); never on by default
+RESID_SPARSITY_SITES = ("resid_post_attn", "resid_post_mlp")
 # the keys of sparsecirc.data.versions.DATA_VERSIONS (core may not import data; tests/test_config.py checks they agree)
 DATA_VERSION_NAMES = ("v1", "v2")
 DEFAULT_DATA_VERSION = "v1"
+# ModelConfig fields to_dict leaves out at their defaults (committed configs serialise as before they existed)
+OMITTED_AT_DEFAULT = ("data_version", "norm", "norm_eps", "norm_bias", "mlp_activation", "resid_activation",
+                      "d_pos_emb", "unembed_bias")
 
 
 class ConfigError(ValueError):
@@ -115,6 +120,8 @@ class ModelConfig(DictConfig):
 
     ``n_head`` and ``d_mlp`` default to ``d_model // d_head`` and ``4 * d_model`` (P1 A.1).
     ``act_keep_frac`` = None disables AbsTopK; P1 keeps 1/4 at the 8 sites in ``ACT_SPARSITY_SITES``.
+    The fields after ``data_version`` serve imported openai/circuit_sparsity checkpoints (``sparsecirc.official``);
+    their defaults are this model's own behaviour and ``to_dict`` writes them only when set otherwise.
     ``data_version`` names the tokenizer (and so what the embedding rows mean), corpus and task data
     (``sparsecirc.data.versions``). ``to_dict`` writes it only when it is not ``"v1"``, so a v1 config (every
     committed one) serialises exactly as before the setting existed, and a stored config without it loads as v1.
@@ -137,13 +144,27 @@ class ModelConfig(DictConfig):
     attn_gate: bool = False  # P2: hard Bernoulli gate per attention edge from the same score (gating.py)
     attn_gate_bias: float = 3.0  # P2's constant b in gate logit = q.k/sqrt(d) + b (sigma(3) ~ 0.95: open at start)
     data_version: str = DEFAULT_DATA_VERSION  # tokenizer + corpus + task data (sparsecirc.data.versions)
+    norm: str = "rms"  # "rms" (P1) or "layer" (LayerNorm; circuit_sparsity's default)
+    norm_eps: float | None = 1e-6  # None: torch.finfo(dtype).eps (torch.nn.RMSNorm's default)
+    norm_bias: bool = False  # LayerNorm bias
+    mlp_activation: str = "gelu"  # exact GELU, or "relu"
+    resid_activation: str = "identity"  # or "relu" on the residual stream after each block's add
+    d_pos_emb: int | None = None  # concatenated position channels instead of added positions
+    unembed_bias: bool | None = None  # None: follow use_bias
 
     def to_dict(self) -> dict[str, Any]:
-        """The fields as a plain dict; ``data_version`` only when it is not the default ``"v1"`` (see above)."""
+        """The fields as a plain dict; ``data_version`` and the import options only when they differ from their
+        defaults (see above), so every committed config serialises as before they existed."""
         out = super().to_dict()
-        if out["data_version"] == DEFAULT_DATA_VERSION:
-            del out["data_version"]
+        for f in fields(self):
+            if f.name in OMITTED_AT_DEFAULT and out[f.name] == f.default:
+                del out[f.name]
         return out
+
+    @property
+    def d_read(self) -> int:
+        """Width of every attention / MLP read: ``d_model`` (+ ``d_pos_emb`` concatenated position channels)."""
+        return self.d_model + (self.d_pos_emb or 0)
 
     def __post_init__(self):
         for name in ("n_layer", "d_model", "d_head", "n_ctx", "d_vocab"):
@@ -163,8 +184,16 @@ class ModelConfig(DictConfig):
         _require(self.data_version in DATA_VERSION_NAMES,
                  f"ModelConfig.data_version: unknown data version {self.data_version!r}; valid: "
                  f"{', '.join(DATA_VERSION_NAMES)}")
-        bad = [s for s in self.act_sparsity_sites if s not in ACT_SPARSITY_SITES]
-        _require(not bad, f"ModelConfig.act_sparsity_sites: unknown site(s) {bad}; valid: {list(ACT_SPARSITY_SITES)}")
+        valid = ACT_SPARSITY_SITES + RESID_SPARSITY_SITES
+        bad = [s for s in self.act_sparsity_sites if s not in valid]
+        _require(not bad, f"ModelConfig.act_sparsity_sites: unknown site(s) {bad}; valid: {list(valid)}")
+        for name, ok in (("norm", ("rms", "layer")), ("mlp_activation", ("gelu", "relu")),
+                         ("resid_activation", ("identity", "relu"))):
+            _require(getattr(self, name) in ok, f"ModelConfig.{name} must be one of {ok}, got {getattr(self, name)!r}")
+        _require(self.norm_eps is None or self.norm_eps > 0, f"ModelConfig.norm_eps: > 0 or None, not {self.norm_eps}")
+        _require(not self.norm_bias or self.norm == "layer", "ModelConfig.norm_bias needs norm='layer' (RMSNorm)")
+        _require(self.d_pos_emb is None or (self.d_pos_emb > 0 and self.pos_embed),
+                 f"ModelConfig.d_pos_emb={self.d_pos_emb!r} needs pos_embed=true and a positive width")
         object.__setattr__(self, "act_sparsity_sites", tuple(self.act_sparsity_sites))
 
 

@@ -3,6 +3,9 @@
 Block (P1 A.1): ``x += attn(norm(x)); x += mlp(norm(x))``. With ``act_keep_frac`` set, AbsTopK keeps the largest-|x|
 entries at P1's 8 sites; q, k and v are top-k'd across all heads concatenated (P1 A.1, [C]), not per head.
 Every named activation passes a :class:`~sparsecirc.core.hooks.HookPoint` (names in ``hooks.HOOK_TABLE``).
+Options for imported openai/circuit_sparsity checkpoints (``ModelConfig.norm`` ... ``unembed_bias``; see
+``sparsecirc.official``) default to the block above: LayerNorm, a dtype-dependent RMSNorm eps, a ReLU MLP, a
+residual activation and AbsTopK on the residual stream, concatenated position channels, an unembedding bias.
 
 Example::
 
@@ -44,14 +47,17 @@ def kth_largest(a: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def abs_topk(x: torch.Tensor, frac: float) -> torch.Tensor:
-    """Keep the ``int(frac * dim)`` largest-magnitude entries of the last dim, zero the rest (P1's AbsTopK).
+    """Keep the ``int(frac * dim)`` largest-magnitude entries of the last dim, zero the rest (P1's AbsTopK; as in
+    circuit_sparsity, ``int(frac * dim) = 0`` keeps nothing).
 
     Implemented as ``x * (|x| >= k-th largest |x|)``: the gradient passes to kept entries only. Entries tied with the
     k-th largest magnitude are all kept: at zero (a row with fewer than k nonzero entries) that changes no value; at a
     nonzero magnitude (improbable with float activations) the row keeps more than k entries. bf16 / fp16 input
     (under autocast) is selected on the int16 bit patterns of |x|, which order like the values (|x| has no sign
     bit), so the kept set is that of a float32 selection without converting the activations."""
-    k = max(1, int(frac * x.shape[-1]))
+    k = int(frac * x.shape[-1])
+    if k == 0:
+        return torch.zeros_like(x)
     if k >= x.shape[-1]:
         return x
     a = x.detach().abs()
@@ -69,28 +75,83 @@ def _visible(T: int, only: torch.Tensor | None = None, device=None) -> torch.Ten
 
 
 class RMSNorm(nn.Module):
-    """RMSNorm with a learnable gain (P1: zero keeps its meaning; the gain can fold into the next matrix)."""
+    """RMSNorm with a learnable gain (P1: zero keeps its meaning; the gain can fold into the next matrix).
 
-    def __init__(self, d: int, eps: float = 1e-6):
+    ``eps`` None takes the input dtype's machine epsilon (``torch.nn.RMSNorm``'s default, circuit_sparsity's).
+    ``stats(x)`` is the per-token 1/rms and ``normalize(x, stats)`` applies it (pruning freezes it this way)."""
+
+    def __init__(self, d: int, eps: float | None = 1e-6):
         super().__init__()
         self.weight = nn.Parameter(torch.ones(d))
         self.eps = eps
 
+    def stats(self, x: torch.Tensor) -> torch.Tensor:
+        eps = torch.finfo(x.dtype).eps if self.eps is None else self.eps
+        return torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)  # [..., 1]
+
+    def normalize(self, x: torch.Tensor, stats: torch.Tensor) -> torch.Tensor:
+        return x * stats * self.weight
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+        return self.normalize(x, self.stats(x))
+
+
+class LayerNorm(nn.Module):
+    """LayerNorm (circuit_sparsity's default norm: eps 1e-5, optional bias); ``stats`` = (mean, 1/std) per token."""
+
+    def __init__(self, d: int, eps: float | None = 1e-5, bias: bool = False):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(d))
+        self.bias = nn.Parameter(torch.zeros(d)) if bias else None
+        self.eps = eps
+
+    def _eps(self, x: torch.Tensor) -> float:
+        return torch.finfo(x.dtype).eps if self.eps is None else self.eps
+
+    def stats(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        var, mean = torch.var_mean(x, -1, correction=0, keepdim=True)
+        return mean, torch.rsqrt(var + self._eps(x))
+
+    def normalize(self, x: torch.Tensor, stats: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        y = (x - stats[0]) * stats[1] * self.weight
+        return y + self.bias if self.bias is not None else y
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.layer_norm(x, self.weight.shape, self.weight, self.bias, self._eps(x))
+
+
+def make_norm(cfg: ModelConfig, d: int) -> RMSNorm | LayerNorm:
+    """The norm ``cfg`` asks for, ``d`` wide."""
+    return LayerNorm(d, cfg.norm_eps, cfg.norm_bias) if cfg.norm == "layer" else RMSNorm(d, cfg.norm_eps)
+
+
+def beyond_p1(cfg: ModelConfig) -> list[str]:
+    """The options ``cfg`` sets that change the block beyond P1's (a residual activation, AbsTopK on the residual
+    stream, concatenated positions, a ReLU MLP): functional re-implementations of the forward pass
+    (``wst.bridges``, ``spa.patching``) refuse a model that uses any of them."""
+    resid = cfg.act_keep_frac is not None and any(s.startswith("resid_") for s in cfg.act_sparsity_sites)
+    return [name for name, on in (("resid_activation", cfg.resid_activation != "identity"),
+                                  ("act_sparsity_sites", resid), ("d_pos_emb", cfg.d_pos_emb is not None),
+                                  ("mlp_activation", cfg.mlp_activation != "gelu")) if on]
 
 
 class ResidRead(nn.Module):
-    """A residual read: RMSNorm, then AbsTopK if enabled; ``hook_normalized`` sees the final value (P1 node)."""
+    """A residual read: the norm, then AbsTopK if enabled; ``hook_normalized`` sees the final value (P1 node).
 
-    def __init__(self, d: int, keep_frac: float | None):
+    With ``cfg.d_pos_emb`` (and ``positional``) the read is ``[norm(x), pos_norm(pos)]``: position channels are
+    concatenated before AbsTopK, so the read is ``d_model + d_pos_emb`` wide (circuit_sparsity's layout)."""
+
+    def __init__(self, cfg: ModelConfig, keep_frac: float | None, positional: bool = True):
         super().__init__()
-        self.norm = RMSNorm(d)
+        self.norm = make_norm(cfg, cfg.d_model)
+        self.pos_norm = make_norm(cfg, cfg.d_pos_emb) if cfg.d_pos_emb and positional else None
         self.keep_frac = keep_frac
-        self.hook_normalized = HookPoint()  # [batch, pos, d_model]
+        self.hook_normalized = HookPoint()  # [batch, pos, d_model] (d_model + d_pos_emb with position channels)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, pos: torch.Tensor | None = None) -> torch.Tensor:
         x = self.norm(x)
+        if self.pos_norm is not None:
+            x = torch.cat([x, self.pos_norm(pos)], -1)
         if self.keep_frac is not None:
             x = abs_topk(x, self.keep_frac)
         return self.hook_normalized(x)
@@ -101,9 +162,9 @@ class Attention(nn.Module):
         super().__init__()
         self.cfg = cfg
         hd = cfg.n_head * cfg.d_head
-        self.W_Q = nn.Linear(cfg.d_model, hd, bias=cfg.use_bias)
-        self.W_K = nn.Linear(cfg.d_model, hd, bias=cfg.use_bias)
-        self.W_V = nn.Linear(cfg.d_model, hd, bias=cfg.use_bias)
+        self.W_Q = nn.Linear(cfg.d_read, hd, bias=cfg.use_bias)
+        self.W_K = nn.Linear(cfg.d_read, hd, bias=cfg.use_bias)
+        self.W_V = nn.Linear(cfg.d_read, hd, bias=cfg.use_bias)
         self.W_O = nn.Linear(hd, cfg.d_model, bias=cfg.use_bias)
         # P1 A.1: per-head learnable logit of an always-visible slot with zero value
         self.sink_logit = nn.Parameter(torch.zeros(cfg.n_head)) if cfg.attn_sink else None
@@ -173,14 +234,15 @@ class MLP(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
-        self.W_in = nn.Linear(cfg.d_model, cfg.d_mlp, bias=cfg.use_bias)
+        self.W_in = nn.Linear(cfg.d_read, cfg.d_mlp, bias=cfg.use_bias)
         self.W_out = nn.Linear(cfg.d_mlp, cfg.d_model, bias=cfg.use_bias)
         self.hook_pre = HookPoint()  # [batch, pos, d_mlp]
         self.hook_post = HookPoint()  # [batch, pos, d_mlp]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c = self.cfg
-        h = F.gelu(self.hook_pre(self.W_in(x)))
+        h = self.hook_pre(self.W_in(x))
+        h = F.relu(h) if c.mlp_activation == "relu" else F.gelu(h)
         if c.act_keep_frac is not None and "mlp_neuron" in c.act_sparsity_sites:
             h = abs_topk(h, c.act_keep_frac)
         return self.W_out(self.hook_post(h))
@@ -191,9 +253,9 @@ class Block(nn.Module):
         super().__init__()
         self.cfg = cfg
         sites = cfg.act_sparsity_sites if cfg.act_keep_frac is not None else ()
-        self.ln1 = ResidRead(cfg.d_model, cfg.act_keep_frac if "attn_in" in sites else None)
+        self.ln1 = ResidRead(cfg, cfg.act_keep_frac if "attn_in" in sites else None)
         self.attn = Attention(cfg)
-        self.ln2 = ResidRead(cfg.d_model, cfg.act_keep_frac if "mlp_in" in sites else None)
+        self.ln2 = ResidRead(cfg, cfg.act_keep_frac if "mlp_in" in sites else None)
         self.mlp = MLP(cfg)
         self.hook_resid_pre = HookPoint()  # [batch, pos, d_model]
         self.hook_attn_out = HookPoint()  # [batch, pos, d_model] (post-AbsTopK: P1's residual write)
@@ -201,19 +263,31 @@ class Block(nn.Module):
         self.hook_mlp_out = HookPoint()  # [batch, pos, d_model]
         self.hook_resid_post = HookPoint()  # [batch, pos, d_model]
         self._out_sites = {s: cfg.act_keep_frac for s in ("attn_out", "mlp_out") if s in sites}
+        self._resid_sites = {s: cfg.act_keep_frac for s in ("resid_post_attn", "resid_post_mlp") if s in sites}
 
     def write(self, x: torch.Tensor, site: str) -> torch.Tensor:
         """A sublayer output as it enters the residual stream (AbsTopK where the config sparsifies that site)."""
         return abs_topk(x, self._out_sites[site]) if site in self._out_sites else x
 
-    def forward(self, x: torch.Tensor, only: torch.Tensor | None = None) -> torch.Tensor:
-        """x [B, T, d_model] -> the same; with ``only`` [B], only those positions go on: [B, 1, d_model]."""
+    def resid(self, x: torch.Tensor, site: str) -> torch.Tensor:
+        """The residual stream after an add: ``resid_activation``, then AbsTopK at ``resid_post_*`` if enabled."""
+        if self.cfg.resid_activation == "relu":
+            x = F.relu(x)
+        return abs_topk(x, self._resid_sites[site]) if site in self._resid_sites else x
+
+    def forward(self, x: torch.Tensor, only: torch.Tensor | None = None,
+                pos: torch.Tensor | None = None) -> torch.Tensor:
+        """x [B, T, d_model] -> the same; with ``only`` [B], only those positions go on: [B, 1, d_model].
+        ``pos`` [B, T, d_pos_emb]: the position channels concatenated to each read (with ``cfg.d_pos_emb``)."""
         x = self.hook_resid_pre(x)
-        a = self.attn(self.ln1(x), only)
+        a = self.attn(self.ln1(x, pos), only)
         if only is not None:
-            x = x[torch.arange(x.shape[0], device=x.device), only][:, None]
-        x = self.hook_resid_mid(x + self.hook_attn_out(self.write(a, "attn_out")))
-        return self.hook_resid_post(x + self.hook_mlp_out(self.write(self.mlp(self.ln2(x)), "mlp_out")))
+            rows = torch.arange(x.shape[0], device=x.device)
+            x = x[rows, only][:, None]
+            pos = pos[rows, only][:, None] if pos is not None else None
+        x = self.hook_resid_mid(self.resid(x + self.hook_attn_out(self.write(a, "attn_out")), "resid_post_attn"))
+        x = x + self.hook_mlp_out(self.write(self.mlp(self.ln2(x, pos)), "mlp_out"))
+        return self.hook_resid_post(self.resid(x, "resid_post_mlp"))
 
 
 class GPT(nn.Module):
@@ -223,14 +297,15 @@ class GPT(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.embed = nn.Embedding(cfg.d_vocab, cfg.d_model)
-        self.pos_embed = nn.Embedding(cfg.n_ctx, cfg.d_model) if cfg.pos_embed else None
+        self.pos_embed = nn.Embedding(cfg.n_ctx, cfg.d_pos_emb or cfg.d_model) if cfg.pos_embed else None
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
-        self.ln_final = ResidRead(cfg.d_model, None)
-        self.unembed = nn.Linear(cfg.d_model, cfg.d_vocab, bias=cfg.use_bias)
+        self.ln_final = ResidRead(cfg, None, positional=False)
+        self.unembed = nn.Linear(cfg.d_model, cfg.d_vocab, bias=cfg.use_bias if cfg.unembed_bias is None
+                                 else cfg.unembed_bias)
         # P1 A.1: dense bigram table, the current token's row added to the logits; never sparsified
         self.bigram = nn.Parameter(torch.rand(cfg.d_vocab, cfg.d_vocab) * 0.02) if cfg.bigram_table else None
         self.hook_embed = HookPoint()  # [batch, pos, d_model]
-        self.hook_pos_embed = HookPoint()  # [batch, pos, d_model]
+        self.hook_pos_embed = HookPoint()  # [batch, pos, d_model] (d_pos_emb when concatenated)
         self.reset_parameters()
 
     @torch.no_grad()
@@ -266,12 +341,16 @@ class GPT(nn.Module):
             bad = int(tokens.min()) if int(tokens.min()) < 0 else int(tokens.max())
             raise ValueError(f"token id {bad} is outside the model's vocabulary [0, {self.cfg.d_vocab})")
         x = self.hook_embed(self.embed(tokens))
+        cat = None  # concatenated position channels [batch, pos, d_pos_emb] (cfg.d_pos_emb)
         if self.pos_embed is not None:
             pos = self.pos_embed(torch.arange(T, device=tokens.device))[None].expand(tokens.shape[0], -1, -1)
-            x = x + self.hook_pos_embed(pos)  # [batch, pos, d_model]
+            if self.cfg.d_pos_emb:
+                cat = self.hook_pos_embed(pos)
+            else:
+                x = x + self.hook_pos_embed(pos)  # [batch, pos, d_model]
         cut = positions if last_only and positions is not None and not self.cfg.attn_gate else None
         for i, block in enumerate(self.blocks):
-            x = block(x, cut if i == len(self.blocks) - 1 else None)
+            x = block(x, cut if i == len(self.blocks) - 1 else None, cat)
         if positions is not None:
             rows = torch.arange(tokens.shape[0], device=tokens.device)
             tokens = tokens[rows, positions][:, None]

@@ -42,6 +42,8 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from sparsecirc.core.model import beyond_p1
+
 
 @dataclass
 class PatchPair:
@@ -130,6 +132,8 @@ class ComponentGraph:
 
 def check_model(model) -> None:
     c = model.cfg
+    if beyond_p1(c):
+        raise ValueError(f"patching: the functional forward follows P1's block; this model also sets {beyond_p1(c)}")
     if c.act_keep_frac is not None:
         raise ValueError("attribution patching here needs a model without AbsTopK activations (act_keep_frac is "
                          f"{c.act_keep_frac}): patching one head's input would change every head's top-k selection")

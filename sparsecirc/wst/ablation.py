@@ -15,7 +15,7 @@ from torch import nn
 
 from sparsecirc.core.config import PruneConfig
 from sparsecirc.core.hooks import patch, record
-from sparsecirc.core.model import GPT
+from sparsecirc.core.model import GPT, LayerNorm, RMSNorm
 from sparsecirc.data.tasks import columns, pad_batch
 from sparsecirc.wst.circuits import node_sites
 
@@ -166,17 +166,17 @@ def ablation_values(means: dict[str, torch.Tensor], cfg: PruneConfig) -> dict[st
 
 
 def _norms(model: GPT) -> list[nn.Module]:
-    return [m for m in model.modules() if type(m).__name__ == "RMSNorm"]
+    return [m for m in model.modules() if isinstance(m, (RMSNorm, LayerNorm))]
 
 
 @contextmanager
 def record_norm_scales(model: GPT):
-    """Record each RMSNorm's 1/rms per token on the next forward: yields {module: [batch, pos, 1]}."""
+    """Record each norm's per-token statistics on the next forward: yields {module: stats}; an RMSNorm's are its
+    1/rms [batch, pos, 1], a LayerNorm's (mean, 1/std) (an imported circuit_sparsity model's norm)."""
     scales: dict = {}
 
     def rec(mod, args, out):
-        x = args[0]
-        scales[mod] = torch.rsqrt(x.detach().pow(2).mean(-1, keepdim=True) + mod.eps)
+        scales[mod] = mod.stats(args[0].detach())
     handles = [m.register_forward_hook(rec) for m in _norms(model)]
     try:
         yield scales
@@ -187,10 +187,10 @@ def record_norm_scales(model: GPT):
 
 @contextmanager
 def frozen_norms(model: GPT, scales: dict):
-    """Inside the block every RMSNorm uses the recorded 1/rms (:func:`record_norm_scales`) instead of its own:
+    """Inside the block every norm uses the recorded statistics (:func:`record_norm_scales`) instead of its own:
     ablating nodes can then no longer rescale the rest of the residual stream (Drori's mitigation)."""
     def use(mod, args, out):
-        return args[0] * scales[mod] * mod.weight
+        return mod.normalize(args[0], scales[mod])
     handles = [m.register_forward_hook(use) for m in _norms(model)]
     try:
         yield

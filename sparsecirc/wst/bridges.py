@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sparsecirc.core.model import GPT, abs_topk
+from sparsecirc.core.model import GPT, abs_topk, beyond_p1
 from sparsecirc.core.recipe import TrainHooks
 
 
@@ -53,8 +53,16 @@ def site_read(model: GPT, i: int):
     return block.ln1 if i % 2 == 0 else block.ln2
 
 
+def check_functional(model: GPT) -> None:
+    """Refuse a model whose block these functional passes do not write out (``core.model.beyond_p1``)."""
+    extra = beyond_p1(model.cfg)
+    if extra:
+        raise ValueError(f"bridges: the functional passes follow P1's block; this model also sets {extra}")
+
+
 def embed(model: GPT, tokens: torch.Tensor) -> torch.Tensor:
     """The residual stream at site 0: token (+ position) embeddings."""
+    check_functional(model)
     x = model.embed(tokens)
     if model.pos_embed is not None:
         x = x + model.pos_embed(torch.arange(tokens.shape[1], device=tokens.device))[None]
@@ -63,6 +71,7 @@ def embed(model: GPT, tokens: torch.Tensor) -> torch.Tensor:
 
 def sublayer(model: GPT, i: int, x: torch.Tensor, read_delta: torch.Tensor | None = None) -> torch.Tensor:
     """The residual stream after site ``i``'s sublayer (``i < 2L``); ``read_delta`` is added to its read."""
+    check_functional(model)
     block = model.blocks[i // 2]
     read = site_read(model, i)(x)
     if read_delta is not None:

@@ -26,14 +26,14 @@ import torch
 from sparsecirc.artifacts import ArtifactError, atomic_write_bytes
 from sparsecirc.core.model import GPT
 
-# kind -> (hook name template, dimension attribute)
+# kind -> (hook name template, dimension attribute); reads are d_read = d_model (+ concatenated position channels)
 NODE_SITES: dict[str, tuple[str, str]] = {
-    "attn_read": ("blocks.{l}.ln1.hook_normalized", "d_model"),
+    "attn_read": ("blocks.{l}.ln1.hook_normalized", "d_read"),
     "q": ("blocks.{l}.attn.hook_q", "qkv"),
     "k": ("blocks.{l}.attn.hook_k", "qkv"),
     "v": ("blocks.{l}.attn.hook_v", "qkv"),
     "attn_write": ("blocks.{l}.hook_attn_out", "d_model"),
-    "mlp_read": ("blocks.{l}.ln2.hook_normalized", "d_model"),
+    "mlp_read": ("blocks.{l}.ln2.hook_normalized", "d_read"),
     "neuron": ("blocks.{l}.mlp.hook_post", "d_mlp"),
     "mlp_write": ("blocks.{l}.hook_mlp_out", "d_model"),
 }
@@ -47,7 +47,7 @@ EDGE_MATRICES = [("blocks.{l}.attn.W_Q.weight", "q", "attn_read"), ("blocks.{l}.
 def node_sites(model: GPT, kinds=tuple(NODE_SITES)) -> dict[str, int]:
     """Hook name -> number of nodes at it, for every layer and every kind in ``kinds``."""
     c = model.cfg
-    dims = {"d_model": c.d_model, "qkv": c.n_head * c.d_head, "d_mlp": c.d_mlp}
+    dims = {"d_model": c.d_model, "d_read": c.d_read, "qkv": c.n_head * c.d_head, "d_mlp": c.d_mlp}
     bad = [k for k in kinds if k not in NODE_SITES]
     if bad:
         raise ValueError(f"unknown node kind(s) {bad}; valid: {list(NODE_SITES)}")
