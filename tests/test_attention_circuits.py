@@ -122,3 +122,10 @@ def test_topk_variants():
     assert kw == {"k": 2, "renormalize": False} and edges is None
     with pytest.raises(ValueError, match="budget"):
         topk_finetune.variant_kwargs({"budget": "half"}, [1.0])
+
+
+def test_in_sample_table_sets_the_control_beside_the_held_out_sizes(results):
+    tab = ac.in_sample_table(results)
+    assert len(tab) == 4 and {"edges, held-out", "edges, in-sample", "attention_edges, in-sample"} <= set(tab.columns)
+    r = results["comparisons"]["toy"]["sets"]["a"]["dense"]
+    assert tab.iloc[0]["edges, in-sample"] == r["smallest_in_sample"]["edges"]

@@ -256,6 +256,23 @@ def gate_modes_table(results: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def in_sample_table(results: dict) -> pd.DataFrame:
+    """Held-out against in-sample circuit sizes per (comparison, prompt set, model): the smallest count reaching
+    0.9 on the evaluation prompts when edges are ranked on the fitting prompts (the study's numbers) and when ranked
+    on the evaluation prompts themselves (the control: what fitting where one measures would report)."""
+    rows = []
+    for name, comp in results["comparisons"].items():
+        for ps, r in comp["sets"].items():
+            for role in ("dense", "sparse"):
+                x = r[role]
+                row = {"comparison": name, "prompts": ps, "model": role}
+                for u in IN_SAMPLE_UNITS:
+                    row[f"{u}, held-out"] = x["smallest"][u]
+                    row[f"{u}, in-sample"] = x.get("smallest_in_sample", {}).get(u)
+                rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def parse_head(name: str) -> tuple[int, int]:
     """``"L1H7"`` (the curves' head names) -> (1, 7)."""
     layer, head = name[1:].split("H")
