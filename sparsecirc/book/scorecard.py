@@ -82,7 +82,7 @@ HEADLINE_CLAIMS: list[tuple[str, tuple[str, ...]]] = [
     ("P1: context dilution breaks nested lists, the depth signal falling as 1/n",
      ("dilution-breaks-nested-lists", "dilution-depth-exponent")),
     ("P1: an unmatched [ in an earlier comment flips flat lists", ("distractor-attack",)),
-    ("P1: bridges let a sparse model read and steer a dense one", ()),
+    ("P1: bridges let a sparse model read and steer a dense one", ("bridge-steering-quote",)),
     ("P2: about 0.3 % of attention edges survive at unchanged loss", ("code-model-edge-density",)),
     ("P2: attention circuits need up to ~100x fewer edges", ("attention-circuit-edge-ratio",)),
 ]
