@@ -180,12 +180,13 @@ PRODUCERS = {
     "attention_circuits": attention_circuits.produce_attention_circuits,
     "addition_topk": topk_finetune.produce_addition_topk,
     "bridges": bridge_study.produce_bridges,
+    "bridge_steering": bridge_study.produce_bridge_steering,
 }
 RESUMABLE_KINDS = ("lm", "bridges")  # producers that continue an interrupted build from its checkpoint
 # manifest kinds whose folder is a run folder (core.train.save_run with metrics), loaded by load_run
 GPT_FOLDER_KINDS = ("lm", "addition_dense", "addition_sparse", "lm_gated", "bridged_lm")
 # kinds whose folder holds results.json (+ circuits/)
-STUDY_KINDS = ("circuits", "case_study", "prune_study", "attention_circuits", "addition_topk")
+STUDY_KINDS = ("circuits", "case_study", "prune_study", "attention_circuits", "addition_topk", "bridge_steering")
 
 
 def produce(artifact_id: str, scale: str, folder: Path | None = None, *, progress: bool = True,

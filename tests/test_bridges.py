@@ -221,3 +221,28 @@ def test_steering_curve_controls_have_the_decoder_columns_norm_and_start_togethe
                     "steering": {"x": c}})
     assert s["worst_gap"] == pytest.approx(0.9) and s["worst"] == "d2s at b"
     assert s["steering"]["x"]["ratio"] == pytest.approx(c["real"][-1] / (sum(r[-1] for r in c["random"]) / 2))
+
+
+def test_steering_several_channels_adds_their_single_channel_deltas():
+    dense, sparse = model(0), model(1)
+    br = B.Bridges.between(dense, sparse)
+    a, c = tokens(seed=1), tokens(seed=2)
+    one = [B.steering_delta(dense, sparse, br, 3, ch, a, c) for ch in (2, 5, 11)]
+    both = B.steering_delta(dense, sparse, br, 3, [2, 5, 11], a, c)
+    assert torch.allclose(both, one[0] + one[1] + one[2], atol=1e-5)
+
+
+def test_the_channel_sweep_with_every_channel_equals_the_all_channel_curve():
+    from sparsecirc.wst import bridge_study as bs
+    dense, sparse = v2_model(), v2_model()
+    with torch.no_grad():
+        for p in sparse.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    br = B.Bridges.between(dense, sparse)
+    pairs = bs.steering_pairs(sparse, "while_return_true", "test", ":")
+    pairs = {k: (v[:4] if torch.is_tensor(v) else v) for k, v in pairs.items()}
+    order = list(range(16))
+    sw = bs.channel_sweep(dense, sparse, br, 3, order, pairs, [1, 16], n_random=1, seed=0, strengths=[0.0, 1.0])
+    assert sw["real"][-1] == pytest.approx(sw["all_channels"][-1], rel=1e-5)
+    assert sw["all_channels"][0] == pytest.approx(float(torch.softmax(dense(pairs["actual"], positions=pairs["last"]),
+                                                                      -1)[:, pairs["target"]].mean()), rel=1e-5)

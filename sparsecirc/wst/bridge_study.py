@@ -156,6 +156,67 @@ def steering_curve(dense, sparse, bridges, site: int, channel: int, pairs: dict,
             "prompts": len(last)}
 
 
+@torch.no_grad()
+def channel_sweep(dense, sparse, bridges, site: int, order, pairs: dict, ks, *, n_random: int, seed: int,
+                  strengths=STRENGTHS) -> dict:
+    """How many sparse channels steering needs: P(steer_to) at strength 1 when the ``k`` channels first in
+    ``order`` (best separating first) are moved together, for each k in ``ks``, beside random directions of the same
+    norms; and P against strength with every channel moved (the whole read difference through the decoder)."""
+    t, last = pairs["target"], pairs["last"]
+    g = torch.Generator().manual_seed(seed)
+
+    def prob(delta, s):
+        return float(F.softmax(B.steered_logits(dense, site, pairs["actual"], delta, s, last).float(), -1)[:, t].mean())
+
+    real, rand = [], []
+    for k in ks:
+        chans = [int(c) for c in order[:k]]
+        real.append(prob(B.steering_delta(dense, sparse, bridges, site, chans, pairs["actual"],
+                                          pairs["counterfactual"]), 1.0))
+        cols = bridges.dec[site].weight[:, chans]
+        draws = []
+        for _ in range(n_random):
+            r = torch.randn(cols.shape, generator=g)
+            r = r * cols.norm(dim=0) / r.norm(dim=0)
+            draws.append(prob(B.steering_delta(dense, sparse, bridges, site, chans, pairs["actual"],
+                                               pairs["counterfactual"], direction=r), 1.0))
+        rand.append(float(np.mean(draws)))
+    every = B.steering_delta(dense, sparse, bridges, site, list(range(sparse.cfg.d_model)), pairs["actual"],
+                             pairs["counterfactual"])
+    return {"k": list(ks), "real": real, "random": rand, "strengths": list(strengths),
+            "all_channels": [prob(every, s) for s in strengths]}
+
+
+def produce_bridge_steering(ctx: BuildContext) -> None:
+    """The steering study of chapter 10 on committed bridge runs: per run and demo, the single-channel curve with
+    its random controls (:func:`steering_curve`) and how many channels steering needs (:func:`channel_sweep`)."""
+    spec, ev = ctx.spec, ctx.overrides()
+    dense = ctx.dep(spec["dense"]).model.eval()
+    t0 = time.time()
+    out = {"runs": {}, "settings": ev}
+    for rid in spec["runs"]:
+        run = ctx.dep(rid)
+        sparse, bridges = run.model.eval(), load_bridged(run, dense)
+        out["runs"][rid] = {}
+        for name, st in spec["steering"].items():
+            site = resolve_site(st["site"], dense.cfg.n_layer)
+            fit = steering_pairs(sparse, st["task"], "train", st["steer_to"])
+            channel, sep = choose_channel(sparse, site, fit)
+            test = steering_pairs(sparse, st["task"], "test", st["steer_to"])
+            if ev.get("steer_prompts"):
+                test = {k: v[:ev["steer_prompts"]] if torch.is_tensor(v) else v for k, v in test.items()}
+            kw = dict(n_random=ev["n_random"], seed=ev.get("seed", 0), strengths=ev.get("strengths", STRENGTHS))
+            out["runs"][rid][name] = {
+                **steering_curve(dense, sparse, bridges, site, channel, test, **kw),
+                "task": st["task"], "steer_to": st["steer_to"], "separation": float(sep[channel]),
+                "separation_next": float(np.sort(sep)[-2]),
+                "sweep": channel_sweep(dense, sparse, bridges, site, np.argsort(-sep), test, ev["channels"], **kw)}
+    out["wall_time_s"] = round(time.time() - t0, 1)
+    artifacts.write_json(ctx.folder / "results.json", out)
+    artifacts.write_manifest(ctx.folder, ["results.json"], **ctx.manifest_info(
+        kind="bridge_steering", seed=ev.get("seed", 0), config={"spec": spec}, wall_time_s=out["wall_time_s"]))
+
+
 # --- the producer -----------------------------------------------------------------------------------------------
 def resolve_site(name: str, n_layer: int) -> int:
     """A site by name (``"L3.attn"``, ``"last.attn"``, ``"last.mlp"``, ``"final"``) or index."""

@@ -269,22 +269,25 @@ def rms(x: torch.Tensor) -> torch.Tensor:
     return x.float().pow(2).mean(-1, keepdim=True).sqrt()
 
 
-def steering_delta(dense: GPT, sparse: GPT, bridges: Bridges, site: int, channel: int, actual: torch.Tensor,
+def steering_delta(dense: GPT, sparse: GPT, bridges: Bridges, site: int, channel, actual: torch.Tensor,
                    counterfactual: torch.Tensor, direction: torch.Tensor | None = None) -> torch.Tensor:
     """P1's intervention (A.4) as a vector to add to the dense model's read at ``site``, per token [B, T, d_dense].
 
     Δ = the sparse read's ``channel`` on ``counterfactual`` tokens minus on ``actual`` tokens, at every position;
     it is taken back to the sparse residual stream (times rms(h^s) / the sparse norm's gain of the channel), mapped
     by the decoder's column for the channel (or ``direction``, e.g. a random control of the same norm), and brought
-    to the dense read (times the dense norm's gain / rms(h^d)): the ratio of residual RMS norms P1 scales by."""
+    to the dense read (times the dense norm's gain / rms(h^d)): the ratio of residual RMS norms P1 scales by.
+    ``channel`` may be a list of channels: their changes are mapped together (each through its own column;
+    ``direction`` is then [d_dense, len(channel)])."""
+    chans = [channel] if isinstance(channel, int) else list(channel)
     with torch.no_grad():
         hs_a, _ = residuals(sparse, actual)
         hs_c, _ = residuals(sparse, counterfactual)
         hd_a, _ = residuals(dense, actual)
         read_s = site_read(sparse, site)
-        delta = (read_s(hs_c[site]) - read_s(hs_a[site]))[..., channel:channel + 1]  # [B, T, 1]
-        col = bridges.dec[site].weight[:, channel] if direction is None else direction
-        resid = delta * rms(hs_a[site]) / read_s.norm.weight[channel] * col  # sparse read -> dense residual
+        delta = (read_s(hs_c[site]) - read_s(hs_a[site]))[..., chans]  # [B, T, k]
+        cols = bridges.dec[site].weight[:, chans] if direction is None else direction.reshape(-1, len(chans))
+        resid = (delta * rms(hs_a[site]) / read_s.norm.weight[chans]) @ cols.T  # sparse read -> dense residual
         return resid * site_read(dense, site).norm.weight / rms(hd_a[site])
 
 
