@@ -30,7 +30,6 @@ Example::
 from __future__ import annotations
 
 import json
-import pickle
 import zipfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -214,7 +213,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     except Exception as e:  # noqa: BLE001 -- every failure here is reported as a problem of this file
         lines = [x.strip() for x in str(e).splitlines() if x.strip()]
         why = next((x for x in lines if "GLOBAL" in x.upper() or "Unsupported" in x), lines[0] if lines else "")
-        if isinstance(e, pickle.UnpicklingError) and "GLOBAL" in why.upper():  # it names a callable to import
+        if type(e).__name__ == "UnpicklingError" and "GLOBAL" in why.upper():  # it names a callable to import
             raise OfficialFormatError(f"{path}: refused: it asks the unpickler for objects other than tensors and "
                                       f"plain containers (which could run code); nothing was run ({why})") from None
         raise OfficialFormatError(f"{path}: not a readable torch checkpoint (truncated or corrupt?): "

@@ -1,14 +1,15 @@
 """Figures of the bridges chapter (P1 §3.3, Fig. 7 and 9). Every function returns the matplotlib Figure.
 
 Inputs are bridge runs (``kind: bridges`` artifacts, :mod:`sparsecirc.wst.bridge_study`): their ``history`` and
-``metrics``.
+``metrics``; and the steering study's results (``kind: bridge_steering``: per run, demo name -> steering result).
 
 Example::
 
     architecture(4)                                    # the two residual streams and the 9 bridges
     training_curves({"joint": run.history, "frozen": other.history})
     hybrid_losses({"joint": run.metrics, "frozen": other.metrics})
-    steering_curves(run.metrics)
+    steering_curves(study.results["runs"]["wst-bridges-zoo2-joint"])
+    channel_sweep({"joint": study.results["runs"]["wst-bridges-zoo2-joint"], "frozen": ...})
 """
 from __future__ import annotations
 
@@ -110,21 +111,48 @@ def hybrid_losses(runs: dict):
     return fig
 
 
-def steering_curves(metrics: dict):
-    """Per steering demo: the dense model's P(answer) against strength through the sparse channel's decoder column,
-    through random directions of the same norm (thin lines), and on the counterfactual prompts themselves."""
-    demos = metrics["steering"]
+def steering_curves(demos: dict, title: str = ""):
+    """Per steering demo (``demos``: name -> a steering result of :mod:`sparsecirc.wst.bridge_study`): the dense
+    model's P(answer) against strength through the sparse channel's decoder column, through random directions of the
+    same norm (thin lines), with every sparse channel moved at once (when measured), and on the counterfactual
+    prompts themselves (dashed)."""
     fig, axes = plt.subplots(1, len(demos), figsize=(5.2 * len(demos), 3.6), squeeze=False)
     for ax, (name, s) in zip(axes[0], demos.items()):
         x = s["strengths"]
         for i, r in enumerate(s["random"]):
             ax.plot(x, r, color="0.6", lw=0.8, label="random direction, same norm" if i == 0 else None)
         ax.plot(x, s["real"], "-o", ms=3, color="#1f5fbf", label=f"channel {s['channel']} at {s['site_name']}")
+        if "sweep" in s:
+            ax.plot(s["sweep"]["strengths"], s["sweep"]["all_channels"], "-s", ms=3, color="#bf5f1f",
+                    label="every channel of the read")
         ax.axhline(s["counterfactual"], color="k", ls="--", lw=0.8, label="dense model on the counterfactual")
         ax.set_yscale("log")
         ax.set_xlabel("steering strength")
         ax.set_ylabel(f"P({s['steer_to']!r}) at the last token")
-        ax.set_title(f"{name}: {s['task']} ({s['prompts']} test prompts)", fontsize=10)
+        ax.set_title(f"{title}{name}: {s['task']} ({s['prompts']} test prompts)", fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def channel_sweep(runs: dict):
+    """P(answer) at strength 1 against the number of sparse channels moved together (best separating first), per
+    demo, each run a line style; thin grey: random directions of the same norms; dashed: the counterfactual."""
+    demos = list(next(iter(runs.values())))
+    fig, axes = plt.subplots(1, len(demos), figsize=(5.2 * len(demos), 3.6), squeeze=False)
+    for ax, name in zip(axes[0], demos):
+        for (label, run), ls in zip(runs.items(), RUN_STYLES):
+            sw = run[name]["sweep"]
+            ax.plot(sw["k"], sw["real"], ls + "o", ms=3, color="#1f5fbf", label=f"top-k channels ({label})")
+            ax.plot(sw["k"], sw["random"], ls, color="0.6", lw=0.9, label=f"random, same norms ({label})")
+        ax.axhline(next(iter(runs.values()))[name]["counterfactual"], color="k", ls="--", lw=0.8,
+                   label="dense model on the counterfactual")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("sparse channels moved (strength 1)")
+        ax.set_ylabel(f"P({next(iter(runs.values()))[name]['steer_to']!r})")
+        ax.set_title(name, fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()

@@ -288,19 +288,25 @@ def load_bridged(run, dense) -> B.Bridges:
     return br.eval()
 
 
+def steering_summary(demos: dict) -> dict:
+    """Per steering demo: P(steer_to) at strength 0 and 1 through the channel, the mean over random directions at
+    strength 1, their ratio, and the dense model's P on the counterfactual prompts."""
+    out = {}
+    for name, s in demos.items():
+        real, rand = s["real"][-1], float(np.mean([r[-1] for r in s["random"]]))
+        out[name] = {"real": real, "random": rand, "ratio": real / rand if rand > 0 else None,
+                     "start": s["real"][0], "counterfactual": s["counterfactual"]}
+    return out
+
+
 def summary(metrics: dict) -> dict:
-    """The chapter's headline numbers: the worst hybrid's CE above the dense model's (and where), and per steering
-    demo P(steer_to) at strength 1 through the real channel and the mean over random directions, and their ratio."""
+    """The hybrid headline of a bridge run: the worst hybrid's CE above the dense model's (and where), both pure
+    CEs; and :func:`steering_summary` of the run's own steering demos."""
     h = metrics["hybrids"]
     dense_ce = h["pure"]["dense"]["ce"]
     worst = max(((d, i, r["ce"]) for d in ("d2s", "s2d") for i, r in enumerate(h[d])), key=lambda x: x[2])
-    out = {"dense_ce": dense_ce, "sparse_ce": h["pure"]["sparse"]["ce"], "worst_gap": worst[2] - dense_ce,
-           "worst": f"{worst[0]} at {h['sites'][worst[1]]}", "steering": {}}
-    for name, s in metrics["steering"].items():
-        real, rand = s["real"][-1], float(np.mean([r[-1] for r in s["random"]]))
-        out["steering"][name] = {"real": real, "random": rand, "ratio": real / rand if rand > 0 else None,
-                                 "start": s["real"][0], "counterfactual": s["counterfactual"]}
-    return out
+    return {"dense_ce": dense_ce, "sparse_ce": h["pure"]["sparse"]["ce"], "worst_gap": worst[2] - dense_ce,
+            "worst": f"{worst[0]} at {h['sites'][worst[1]]}", "steering": steering_summary(metrics["steering"])}
 
 
 def hybrid_frame(runs: dict) -> pd.DataFrame:
@@ -320,15 +326,17 @@ def hybrid_frame(runs: dict) -> pd.DataFrame:
 
 
 def steering_table(runs: dict) -> pd.DataFrame:
-    """Per (run, demo): the channel and site, its separation on the train split (and the runner-up's), P(answer)
-    at strength 0 and 1 through the channel, the mean over random directions at strength 1, their ratio, and the
-    dense model's P(answer) on the counterfactual prompts."""
+    """Per (run, demo) of steering results (run label -> demo name -> result): the channel and site, its separation
+    on the train split (and the runner-up's), P(answer) at strength 0 and 1 through the channel, the mean over random
+    directions at strength 1, their ratio, with every channel moved (when measured), and on the counterfactual."""
     rows = []
-    for label, m in runs.items():
-        sm = summary(m)["steering"]
-        for name, st in m["steering"].items():
+    for label, demos in runs.items():
+        sm = steering_summary(demos)
+        for name, st in demos.items():
             rows.append({"run": label, "demo": name, "site": st["site_name"], "channel": st["channel"],
                          "separation": st["separation"], "runner-up": st["separation_next"],
                          "P at 0": sm[name]["start"], "P at 1": sm[name]["real"], "random at 1": sm[name]["random"],
-                         "real / random": sm[name]["ratio"], "P on counterfactual": sm[name]["counterfactual"]})
+                         "real / random": sm[name]["ratio"],
+                         "every channel at 1": st["sweep"]["all_channels"][-1] if "sweep" in st else None,
+                         "P on counterfactual": sm[name]["counterfactual"]})
     return pd.DataFrame(rows)
