@@ -246,3 +246,21 @@ def test_the_channel_sweep_with_every_channel_equals_the_all_channel_curve():
     assert sw["real"][-1] == pytest.approx(sw["all_channels"][-1], rel=1e-5)
     assert sw["all_channels"][0] == pytest.approx(float(torch.softmax(dense(pairs["actual"], positions=pairs["last"]),
                                                                       -1)[:, pairs["target"]].mean()), rel=1e-5)
+
+
+def test_residual_transfer_through_exact_bridges_reaches_the_ceiling_at_every_site():
+    from sparsecirc.wst import bridge_study as bs
+    m = v2_model()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.mul_(3.0)
+    pairs = bs.steering_pairs(m, "while_return_true", "test", ":")
+    tr = bs.residual_transfer(m, copy.deepcopy(m), identity_bridges(m), pairs, limit=6)
+    assert len(tr["decoded"]) == 5 and tr["decoded"] == pytest.approx(tr["dense_patch"], rel=1e-4)
+    # a bridge that decodes nothing transfers nothing: P stays at the no-intervention value
+    dead = identity_bridges(m)
+    with torch.no_grad():
+        for lin in dead.dec:
+            lin.weight.zero_()
+    tr = bs.residual_transfer(m, copy.deepcopy(m), dead, pairs, limit=6)
+    assert tr["decoded"] == pytest.approx([tr["none"]] * 5, rel=1e-4) and tr["dense_patch"][0] != pytest.approx(tr["none"])

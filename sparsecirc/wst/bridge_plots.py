@@ -75,7 +75,8 @@ def training_curves(histories: dict, smooth: int = 25):
             y = _smooth(v, smooth)
             ax.plot(np.arange(len(y)) + smooth // 2, y, ls, lw=1.2, label=f"{TERMS[k]} ({label})")
         axes[2].plot(h.val_step, h.val_loss, ls + "o", ms=3, label=label)
-    for ax, title in zip(axes, ("CE and reconstruction", "hybrid KL to the dense model", "sparse model, validation CE")):
+    titles = ("CE and reconstruction", "hybrid KL to the dense model", "sparse model, validation CE")
+    for ax, title in zip(axes, titles):
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
@@ -153,6 +154,30 @@ def channel_sweep(runs: dict):
         ax.set_xlabel("sparse channels moved (strength 1)")
         ax.set_ylabel(f"P({next(iter(runs.values()))[name]['steer_to']!r})")
         ax.set_title(name, fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def residual_transfer(runs: dict):
+    """Per demo (``runs``: run label -> demo name -> :func:`bridge_study.residual_transfer` result): P(answer) on the
+    actual prompts when the decoded sparse difference is written into the dense residual stream at each site, per
+    run; the dense model's own counterfactual residual patched there (the ceiling); no intervention (dotted)."""
+    demos = list(next(iter(runs.values())))
+    fig, axes = plt.subplots(1, len(demos), figsize=(5.6 * len(demos), 3.6), squeeze=False)
+    for ax, name in zip(axes[0], demos):
+        first = next(iter(runs.values()))[name]
+        x = np.arange(len(first["sites"]))
+        ax.plot(x, first["dense_patch"], "k--", lw=1, label="dense counterfactual residual patched in")
+        for (label, run), ls in zip(runs.items(), RUN_STYLES):
+            ax.plot(x, run[name]["decoded"], ls + "o", ms=3, color="#bf5f1f",
+                    label=f"decoded sparse difference ({label})")
+        ax.axhline(first["none"], color="0.5", ls=":", lw=1, label="no intervention")
+        ax.set_xticks(x, first["sites"], rotation=30, fontsize=8)
+        ax.set_yscale("log")
+        ax.set_ylabel("P(answer) at the last token")
+        ax.set_title(f"{name}: written into the residual stream at each site", fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()

@@ -157,6 +157,39 @@ def steering_curve(dense, sparse, bridges, site: int, channel: int, pairs: dict,
 
 
 @torch.no_grad()
+def residual_transfer(dense, sparse, bridges, pairs: dict, limit: int = 64) -> dict:
+    """Does the counterfactual cross the bridges at all? Per site, the dense model's P(steer_to) on the actual
+    prompts when the decoded difference of the whole sparse residual, g_i(h^s_i(counterfactual)) - g_i(h^s_i(actual)),
+    is *written into the dense residual stream* at site i (every later read sees it, unlike the read-node steering);
+    beside it the dense model's own counterfactual residual patched in at site i (the ceiling) and P with no
+    intervention. On the first ``limit`` pairs."""
+    a, c, last = pairs["actual"][:limit], pairs["counterfactual"][:limit], pairs["last"][:limit]
+    hd_a, logits = B.residuals(dense, a)
+    hd_c, _ = B.residuals(dense, c)
+    hs_a, _ = B.residuals(sparse, a)
+    hs_c, _ = B.residuals(sparse, c)
+    rows, t = torch.arange(len(last)), pairs["target"]
+
+    def prob(i, x):
+        lg = B.run_from(dense, i, x, a, positions=last[:, None])[:, 0]
+        return float(F.softmax(lg.float(), -1)[:, t].mean())
+
+    none = float(F.softmax(logits[rows, last].float(), -1)[:, t].mean())
+    return {"sites": B.site_names(dense.cfg.n_layer), "none": none,
+            "decoded": [prob(i, hd_a[i] + bridges.decode(i, hs_c[i]) - bridges.decode(i, hs_a[i]))
+                        for i in range(B.n_sites(dense))],
+            "dense_patch": [prob(i, hd_c[i]) for i in range(B.n_sites(dense))]}
+
+
+def residual_transfers(dense, run, demos: dict, limit: int = 64) -> dict:
+    """:func:`residual_transfer` for every steering demo of a bridge run (``demos``: the steering study's results
+    for that run, which name each demo's task and answer), on the demo's test split."""
+    sparse, bridges = run.model.eval(), load_bridged(run, dense)
+    return {name: residual_transfer(dense, sparse, bridges, steering_pairs(sparse, d["task"], "test", d["steer_to"]),
+                                    limit) for name, d in demos.items()}
+
+
+@torch.no_grad()
 def channel_sweep(dense, sparse, bridges, site: int, order, pairs: dict, ks, *, n_random: int, seed: int,
                   strengths=STRENGTHS) -> dict:
     """How many sparse channels steering needs: P(steer_to) at strength 1 when the ``k`` channels first in
