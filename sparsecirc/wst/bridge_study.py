@@ -263,12 +263,16 @@ def resolve_site(name: str, n_layer: int) -> int:
 
 
 def produce_bridges(ctx: BuildContext) -> None:
-    """Train the bridges, then measure hybrids and steering; write the run folder (see module docstring)."""
+    """Train the bridges, then measure hybrids and steering; write the run folder (see module docstring).
+
+    ``mode``: ``joint`` (the sparse model from ``sparse`` trained on with its bridges), ``frozen`` (only the bridges,
+    onto ``sparse`` as it is) or ``scratch`` (P1's protocol: the sparse model trained from a random initialisation
+    together with its bridges, under the config's sparsity anneal; ``sparse`` then only fixes the shape)."""
     spec = ctx.spec
     cfg, ev = ctx.split_config("eval")
     mode = spec["mode"]
-    if mode not in ("joint", "frozen"):
-        raise artifacts.ArtifactError(f"{ctx.artifact_id}: mode must be 'joint' or 'frozen', not {mode!r}")
+    if mode not in ("joint", "frozen", "scratch"):
+        raise artifacts.ArtifactError(f"{ctx.artifact_id}: mode must be 'joint', 'frozen' or 'scratch', not {mode!r}")
     dense_run, sparse_run = ctx.dep(spec["dense"]), ctx.dep(spec["sparse"])
     dense, init = dense_run.model.eval(), sparse_run.model
     if cfg.model.to_dict() != sparse_run.config.model.to_dict():
@@ -279,14 +283,16 @@ def produce_bridges(ctx: BuildContext) -> None:
     bridges = B.Bridges.between(dense, init)
     torch.manual_seed(cfg.train.seed)
     warm = eval_windows(tokens, 64, cfg.model.n_ctx, seed=777)[:, :-1]
-    with torch.no_grad():
-        bridges.fit_least_squares(B.residuals(dense, warm)[0], B.residuals(init, warm)[0])
+    if mode != "scratch":  # a random sparse model has nothing to regress onto
+        with torch.no_grad():
+            bridges.fit_least_squares(B.residuals(dense, warm)[0], B.residuals(init, warm)[0])
     ckpt = cache_dir() / "checkpoints" / ctx.scale / ctx.artifact_id
     resume = ctx.resume and (ckpt / "manifest.json").exists()
     hooks = B.bridge_hooks(dense, bridges, lc, freeze_sparse=mode == "frozen")
     t0 = time.time()
     sparse, hist = train(cfg, tokens, val_tokens, out=ckpt, resume=resume, overwrite=not resume,
-                         progress=ctx.progress, hooks=hooks, init_state=init.state_dict())
+                         progress=ctx.progress, hooks=hooks,
+                         init_state=None if mode == "scratch" else init.state_dict())
     wall = time.time() - t0
     sparse.eval()
     table = hybrid_table(dense, sparse, bridges, windows, ev.get("tasks", spec["tasks"]), ev.get("task_prompts", 128))
@@ -309,7 +315,7 @@ def produce_bridges(ctx: BuildContext) -> None:
                "tokens_seen": hist.tokens_seen, "n_bridge_params": sum(p.numel() for p in bridges.parameters()),
                "sparse_nonzero": float(sum(int((p != 0).sum()) for p in sparse.parameters()) / sparse.n_params())}
     save_run(ctx.folder, sparse, hist, cfg, metrics=metrics, extra={"bridges": bridges}, **ctx.manifest_info(
-        kind="bridged_lm", mode=mode, dense=spec["dense"], init_from={
+        kind="bridged_lm", mode=mode, dense=spec["dense"], init_from=None if mode == "scratch" else {
             "id": spec["sparse"], "model_sha256": artifacts.model_sha256(sparse_run)},
         wall_time_s=round(wall, 1)))
 
