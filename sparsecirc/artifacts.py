@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import yaml
 from safetensors import safe_open
-from safetensors.torch import load_file, save
+from safetensors.torch import save
 
 from sparsecirc.paths import DATA_DIR, REPO_ROOT, cache_dir
 from sparsecirc.version import __version__
@@ -184,9 +184,9 @@ def load_tensors(path: str | os.PathLike) -> dict:
     if not path.exists():
         raise ArtifactError(f"{path}: missing")
     try:
-        tensors = load_file(str(path))
-        with safe_open(str(path), framework="pt") as f:
+        with safe_open(str(path), framework="pt") as f:  # one open: the tensors and the metadata
             metadata = f.metadata()
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:  # safetensors raises its own error types for truncated/corrupt files
         raise ArtifactError(f"{path}: unreadable safetensors file ({e})") from None
     return _decode_sparse(path, tensors, metadata)

@@ -141,14 +141,15 @@ def steering_curve(dense, sparse, bridges, site: int, channel: int, pairs: dict,
             dense(tokens, positions=last)
         return float(F.softmax(logits.float(), -1)[:, t].mean())
 
-    delta = B.steering_delta(dense, sparse, bridges, site, channel, pairs["actual"], pairs["counterfactual"])
+    basis = B.steering_basis(dense, sparse, site, pairs["actual"], pairs["counterfactual"])
+    delta = B.steering_delta(dense, sparse, bridges, site, channel, None, None, basis=basis)
     col = bridges.dec[site].weight[:, channel]
     g = torch.Generator().manual_seed(seed)
     rand = []
     for _ in range(n_random):
         r = torch.randn(col.shape, generator=g)
-        d = B.steering_delta(dense, sparse, bridges, site, channel, pairs["actual"], pairs["counterfactual"],
-                             direction=r * col.norm() / r.norm())
+        d = B.steering_delta(dense, sparse, bridges, site, channel, None, None, direction=r * col.norm() / r.norm(),
+                             basis=basis)
         rand.append([prob(pairs["actual"], d, s) for s in strengths])
     return {"strengths": list(strengths), "real": [prob(pairs["actual"], delta, s) for s in strengths],
             "random": rand, "counterfactual": prob(pairs["counterfactual"], None, 0.0),
@@ -189,6 +190,22 @@ def residual_transfers(dense, run, demos: dict, limit: int = 64) -> dict:
                                     limit) for name, d in demos.items()}
 
 
+def steering_demo(dense, sparse, bridges, st: dict, ev: dict, seed: int) -> tuple[dict, dict, np.ndarray]:
+    """One steering demo of a config (``st``: task, site, steer_to) on a bridged pair: the channel that best
+    separates the two prompt kinds on the task's train split and :func:`steering_curve` on its test split (the first
+    ``ev["steer_prompts"]`` pairs when a scale caps them). Returns (the demo's record, the test pairs, every
+    channel's separation)."""
+    site = resolve_site(st["site"], dense.cfg.n_layer)
+    channel, sep = choose_channel(sparse, site, steering_pairs(sparse, st["task"], "train", st["steer_to"]))
+    test = steering_pairs(sparse, st["task"], "test", st["steer_to"])
+    if ev.get("steer_prompts"):
+        test = {k: v[:ev["steer_prompts"]] if torch.is_tensor(v) else v for k, v in test.items()}
+    curve = steering_curve(dense, sparse, bridges, site, channel, test, n_random=ev.get("n_random", 8), seed=seed,
+                           strengths=ev.get("strengths", STRENGTHS))
+    return {**curve, "task": st["task"], "steer_to": st["steer_to"], "separation": float(sep[channel]),
+            "separation_next": float(np.sort(sep)[-2])}, test, sep
+
+
 @torch.no_grad()
 def channel_sweep(dense, sparse, bridges, site: int, order, pairs: dict, ks, *, n_random: int, seed: int,
                   strengths=STRENGTHS) -> dict:
@@ -201,21 +218,20 @@ def channel_sweep(dense, sparse, bridges, site: int, order, pairs: dict, ks, *, 
     def prob(delta, s):
         return float(F.softmax(B.steered_logits(dense, site, pairs["actual"], delta, s, last).float(), -1)[:, t].mean())
 
+    basis = B.steering_basis(dense, sparse, site, pairs["actual"], pairs["counterfactual"])
     real, rand = [], []
     for k in ks:
         chans = [int(c) for c in order[:k]]
-        real.append(prob(B.steering_delta(dense, sparse, bridges, site, chans, pairs["actual"],
-                                          pairs["counterfactual"]), 1.0))
+        real.append(prob(B.steering_delta(dense, sparse, bridges, site, chans, None, None, basis=basis), 1.0))
         cols = bridges.dec[site].weight[:, chans]
         draws = []
         for _ in range(n_random):
             r = torch.randn(cols.shape, generator=g)
             r = r * cols.norm(dim=0) / r.norm(dim=0)
-            draws.append(prob(B.steering_delta(dense, sparse, bridges, site, chans, pairs["actual"],
-                                               pairs["counterfactual"], direction=r), 1.0))
+            draws.append(prob(B.steering_delta(dense, sparse, bridges, site, chans, None, None, direction=r,
+                                               basis=basis), 1.0))
         rand.append(float(np.mean(draws)))
-    every = B.steering_delta(dense, sparse, bridges, site, list(range(sparse.cfg.d_model)), pairs["actual"],
-                             pairs["counterfactual"])
+    every = B.steering_delta(dense, sparse, bridges, site, list(range(sparse.cfg.d_model)), None, None, basis=basis)
     return {"k": list(ks), "real": real, "random": rand, "strengths": list(strengths),
             "all_channels": [prob(every, s) for s in strengths]}
 
@@ -232,18 +248,10 @@ def produce_bridge_steering(ctx: BuildContext) -> None:
         sparse, bridges = run.model.eval(), load_bridged(run, dense)
         out["runs"][rid] = {}
         for name, st in spec["steering"].items():
-            site = resolve_site(st["site"], dense.cfg.n_layer)
-            fit = steering_pairs(sparse, st["task"], "train", st["steer_to"])
-            channel, sep = choose_channel(sparse, site, fit)
-            test = steering_pairs(sparse, st["task"], "test", st["steer_to"])
-            if ev.get("steer_prompts"):
-                test = {k: v[:ev["steer_prompts"]] if torch.is_tensor(v) else v for k, v in test.items()}
+            demo, test, sep = steering_demo(dense, sparse, bridges, st, ev, ev.get("seed", 0))
             kw = dict(n_random=ev["n_random"], seed=ev.get("seed", 0), strengths=ev.get("strengths", STRENGTHS))
-            out["runs"][rid][name] = {
-                **steering_curve(dense, sparse, bridges, site, channel, test, **kw),
-                "task": st["task"], "steer_to": st["steer_to"], "separation": float(sep[channel]),
-                "separation_next": float(np.sort(sep)[-2]),
-                "sweep": channel_sweep(dense, sparse, bridges, site, np.argsort(-sep), test, ev["channels"], **kw)}
+            out["runs"][rid][name] = {**demo, "sweep": channel_sweep(dense, sparse, bridges, demo["site"],
+                                                                       np.argsort(-sep), test, ev["channels"], **kw)}
     out["wall_time_s"] = round(time.time() - t0, 1)
     artifacts.write_json(ctx.folder / "results.json", out)
     artifacts.write_manifest(ctx.folder, ["results.json"], **ctx.manifest_info(
@@ -296,20 +304,8 @@ def produce_bridges(ctx: BuildContext) -> None:
     wall = time.time() - t0
     sparse.eval()
     table = hybrid_table(dense, sparse, bridges, windows, ev.get("tasks", spec["tasks"]), ev.get("task_prompts", 128))
-    keep = ev.get("steer_prompts")  # a scale's cap on the steering prompts (ci)
-    steering = {}
-    for name, st in spec.get("steering", {}).items():
-        site = resolve_site(st["site"], dense.cfg.n_layer)
-        fit = steering_pairs(sparse, st["task"], "train", st["steer_to"])
-        channel, sep = choose_channel(sparse, site, fit)
-        test = steering_pairs(sparse, st["task"], "test", st["steer_to"])
-        if keep:
-            test = {k: v[:keep] if torch.is_tensor(v) else v for k, v in test.items()}
-        steering[name] = {**steering_curve(dense, sparse, bridges, site, channel, test,
-                                           n_random=ev.get("n_random", 8), seed=cfg.train.seed,
-                                           strengths=ev.get("strengths", STRENGTHS)),
-                          "task": st["task"], "steer_to": st["steer_to"], "separation": float(sep[channel]),
-                          "separation_next": float(np.sort(sep)[-2])}
+    steering = {name: steering_demo(dense, sparse, bridges, st, ev, cfg.train.seed)[0]
+                for name, st in spec.get("steering", {}).items()}
     metrics = {"mode": mode, "hybrids": table, "steering": steering, "loss": lc.__dict__,
                "train_seconds": hist.train_seconds, "seconds_per_step": hist.train_seconds / max(len(hist.step), 1),
                "tokens_seen": hist.tokens_seen, "n_bridge_params": sum(p.numel() for p in bridges.parameters()),

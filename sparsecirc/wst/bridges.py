@@ -269,8 +269,24 @@ def rms(x: torch.Tensor) -> torch.Tensor:
     return x.float().pow(2).mean(-1, keepdim=True).sqrt()
 
 
+def steering_basis(dense: GPT, sparse: GPT, site: int, actual: torch.Tensor,
+                   counterfactual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """What :func:`steering_delta` needs from the two models, for any channels and directions at ``site``:
+    the change of every sparse read channel (counterfactual - actual) taken back to the sparse residual stream
+    (times rms(h^s) / the sparse norm's gain) [B, T, d_sparse], the dense norm's gain [d_dense] and rms(h^d)
+    [B, T, 1]. Three forward passes; compute it once per prompt set and pass it as ``basis``."""
+    with torch.no_grad():
+        hs_a, _ = residuals(sparse, actual)
+        hs_c, _ = residuals(sparse, counterfactual)
+        hd_a, _ = residuals(dense, actual)
+        read_s = site_read(sparse, site)
+        change = (read_s(hs_c[site]) - read_s(hs_a[site])) * rms(hs_a[site]) / read_s.norm.weight
+        return change, site_read(dense, site).norm.weight, rms(hd_a[site])
+
+
 def steering_delta(dense: GPT, sparse: GPT, bridges: Bridges, site: int, channel, actual: torch.Tensor,
-                   counterfactual: torch.Tensor, direction: torch.Tensor | None = None) -> torch.Tensor:
+                   counterfactual: torch.Tensor, direction: torch.Tensor | None = None,
+                   basis: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """P1's intervention (A.4) as a vector to add to the dense model's read at ``site``, per token [B, T, d_dense].
 
     Δ = the sparse read's ``channel`` on ``counterfactual`` tokens minus on ``actual`` tokens, at every position;
@@ -278,17 +294,13 @@ def steering_delta(dense: GPT, sparse: GPT, bridges: Bridges, site: int, channel
     by the decoder's column for the channel (or ``direction``, e.g. a random control of the same norm), and brought
     to the dense read (times the dense norm's gain / rms(h^d)): the ratio of residual RMS norms P1 scales by.
     ``channel`` may be a list of channels: their changes are mapped together (each through its own column;
-    ``direction`` is then [d_dense, len(channel)])."""
+    ``direction`` is then [d_dense, len(channel)]). ``basis``: :func:`steering_basis` of the same models, site and
+    prompts, computed once (the prompts are then not run again)."""
     chans = [channel] if isinstance(channel, int) else list(channel)
+    change, gain_d, rms_d = basis if basis is not None else steering_basis(dense, sparse, site, actual, counterfactual)
     with torch.no_grad():
-        hs_a, _ = residuals(sparse, actual)
-        hs_c, _ = residuals(sparse, counterfactual)
-        hd_a, _ = residuals(dense, actual)
-        read_s = site_read(sparse, site)
-        delta = (read_s(hs_c[site]) - read_s(hs_a[site]))[..., chans]  # [B, T, k]
         cols = bridges.dec[site].weight[:, chans] if direction is None else direction.reshape(-1, len(chans))
-        resid = (delta * rms(hs_a[site]) / read_s.norm.weight[chans]) @ cols.T  # sparse read -> dense residual
-        return resid * site_read(dense, site).norm.weight / rms(hd_a[site])
+        return (change[..., chans] @ cols.T) * gain_d / rms_d  # sparse read -> dense residual -> dense read
 
 
 def steered_logits(dense: GPT, site: int, tokens: torch.Tensor, read_delta: torch.Tensor, strength: float,
