@@ -6,10 +6,11 @@
 Uses a committed model and the book-scale settings of the converged study (32 pairs a step, held-out validation,
 the lr and k_coef the study's search chose where it is built). Prints, side by side in one run:
 
-1. the mask step (forward and backward through the ablated model), in ms: the pruner's step (last block at the
-   scored position only, ``last_only``; AbsTopK by a selection threshold) against the same step with the last
-   block at every position, and against AbsTopK by ``torch.topk`` + scatter (the earlier implementation, kept here
-   as the reference); the speed-ups;
+1. the mask step (forward and backward through the ablated model), in ms: the pruner's step (prompts packed end
+   to end, ``PruneConfig.pack``, two attention groups; last block at the scored position only, ``last_only``;
+   AbsTopK by a selection threshold) against the step before packing (prompts padded in four chunks by length),
+   against that padded step with the last block at every position, and with AbsTopK by ``torch.topk`` + scatter
+   (the earlier implementation, kept here as the reference); the ratios;
 2. per task, one pruning run as a user runs it (mask training, then one bisection with calibration on the
    validation pairs; no budget snapshots, no alternative tie-breaks, no clean-up) at each budget (``--budgets``;
    the book-scale default of 1000 steps and the study's largest, 3000) and with the declared plateau rule stopping
@@ -43,8 +44,9 @@ TARGET_S = 60.0
 
 
 def step_ms(model, data: PairData, means, cfg: PruneConfig, last_only: bool, steps: int = 20,
-            reference_topk: bool = False) -> float:
-    """Mean ms of one mask step's forward and backward (``cfg.batch_pairs`` pairs) through the ablated model."""
+            reference_topk: bool = False, pack: bool = False) -> float:
+    """Mean ms of one mask step's forward and backward (``cfg.batch_pairs`` pairs) through the ablated model:
+    packed with two attention groups (``pack``), or padded in four chunks."""
     mask = NodeMask(node_sites(model, cfg.node_kinds), cfg, torch.Generator().manual_seed(0))
     g = torch.Generator().manual_seed(1)
     for p in model.parameters():
@@ -57,7 +59,7 @@ def step_ms(model, data: PairData, means, cfg: PruneConfig, last_only: bool, ste
             t0 = time.perf_counter()
         rows = PairData.pair_rows(torch.randint(0, data.n_pairs, (cfg.batch_pairs,), generator=g))
         with ablate(model, mask.gates(), means):
-            margin = pair_margin(model, data.subset(rows), chunks=4, last_only=last_only)
+            margin = pair_margin(model, data.subset(rows), chunks=2 if pack else 4, last_only=last_only, pack=pack)
         F.softplus(-margin).mean().backward()
     model_module.abs_topk = fast
     for p in model.parameters():
@@ -89,11 +91,14 @@ def main() -> None:
     print(f"threads={n} model={a.model}, {base.batch_pairs} pairs a step, budgets {budgets}")
     names = a.tasks.split(",")
     data = PairData.from_dataset(tasks.load_task(names[0], "train"), rc.model.n_ctx)
+    packed = step_ms(run.model, data, means, base, True, pack=True)
     cut = step_ms(run.model, data, means, base, True)
     full = step_ms(run.model, data, means, base, False)
     ref = step_ms(run.model, data, means, base, True, reference_topk=True)
-    print(f"mask step ({names[0]}): the pruner's {cut:.0f} ms; with the last block at every position {full:.0f} ms "
-          f"({full / cut:.2f}x slower); with AbsTopK by torch.topk + scatter {ref:.0f} ms ({ref / cut:.2f}x slower)")
+    print(f"mask step ({names[0]}): the pruner's (packed) {packed:.0f} ms; padded in four chunks {cut:.0f} ms "
+          f"({cut / packed:.2f}x slower); padded, with the last block at every position {full:.0f} ms "
+          f"({full / cut:.2f}x "
+          f"the padded step); padded, AbsTopK by torch.topk + scatter {ref:.0f} ms ({ref / cut:.2f}x the padded step)")
     runs = [(f"{b} steps", base.replace(steps=b)) for b in budgets]
     runs.append((f"plateau stop (<= {budgets[0]})", base.replace(steps=budgets[0], stop_at_plateau=True)))
     secs: dict[str, list[float]] = {name: [] for name, _ in runs}

@@ -340,6 +340,10 @@ class PruneConfig(DictConfig):
     tie_qk: bool = False  # one mask entry per (q, k) channel pair of a layer (P1 fn. 17)
     ablation: str = "mean"  # pruned nodes take their pretraining mean ("mean") or 0 ("zero")
     freeze_norms: bool = False  # RMSNorm scales frozen to the full model's values under ablation (Drori)
+    # mask steps and bisections run the prompts packed end to end (sparsecirc.core.packing: no padding outside
+    # attention, one call per op instead of one per chunk); False: padded chunks, the pruner before packing. The
+    # same numbers up to float rounding.
+    pack: bool = True
     # how the bisection ranks nodes of a trained mask: by tau, ties (tau saturates at +1) broken by how far the
     # optimiser pushed a node past the clamp over the run ("overshoot"), by attribution at the mask's own gates
     # ("attribution"), or by position ("none", the ranking before tie-breaks existed)

@@ -26,6 +26,7 @@ from sparsecirc.core.attention import causal_attention, causal_mask, sink_sdpa
 from sparsecirc.core.config import ModelConfig
 from sparsecirc.core.gating import gate_mask
 from sparsecirc.core.hooks import HookPoint
+from sparsecirc.core.packing import Packed
 
 
 def kth_largest(a: torch.Tensor, k: int) -> torch.Tensor:
@@ -41,7 +42,7 @@ def kth_largest(a: torch.Tensor, k: int) -> torch.Tensor:
         return kth_largest(a.float(), k).to(a.dtype)
     if a.device.type == "cpu" and a.dtype in (torch.float32, torch.float64, torch.int16, torch.int32) and a.numel():
         rows = a.reshape(-1, n).numpy()
-        thr = torch.from_numpy(np.partition(rows, n - k, axis=-1)[:, n - k:n - k + 1].copy())
+        thr = torch.from_numpy(np.partition(rows, n - k, axis=-1)[:, n - k:n - k + 1])  # a view: no column copy
         return thr.view(*a.shape[:-1], 1)
     return a.topk(k, dim=-1, sorted=False).values.amin(-1, keepdim=True)
 
@@ -50,11 +51,12 @@ def abs_topk(x: torch.Tensor, frac: float) -> torch.Tensor:
     """Keep the ``int(frac * dim)`` largest-magnitude entries of the last dim, zero the rest (P1's AbsTopK; as in
     circuit_sparsity, ``int(frac * dim) = 0`` keeps nothing).
 
-    Implemented as ``x * (|x| >= k-th largest |x|)``: the gradient passes to kept entries only. Entries tied with the
-    k-th largest magnitude are all kept: at zero (a row with fewer than k nonzero entries) that changes no value; at a
-    nonzero magnitude (improbable with float activations) the row keeps more than k entries. bf16 / fp16 input
-    (under autocast) is selected on the int16 bit patterns of |x|, which order like the values (|x| has no sign
-    bit), so the kept set is that of a float32 selection without converting the activations."""
+    Implemented as ``x * (|x| >= k-th largest |x|)``, the 0/1 factor made in x's dtype: the gradient passes to kept
+    entries only. Entries tied with the k-th largest magnitude are all kept: at zero (a row with fewer than k nonzero
+    entries) that changes no value; at a nonzero magnitude (improbable with float activations) the row keeps more
+    than k entries. bf16 / fp16 input (under autocast) is selected on the int16 bit patterns of |x|, which order like
+    the values (|x| has no sign bit), so the kept set is that of a float32 selection without converting the
+    activations."""
     k = int(frac * x.shape[-1])
     if k == 0:
         return torch.zeros_like(x)
@@ -63,7 +65,9 @@ def abs_topk(x: torch.Tensor, frac: float) -> torch.Tensor:
     a = x.detach().abs()
     if a.device.type == "cpu" and a.dtype in (torch.bfloat16, torch.float16) and a.numel():
         a = a.view(torch.int16)  # |x| >= 0: its bit pattern orders like its value, and selects without a cast
-    return x * (a >= kth_largest(a, k))
+    keep = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    torch.ge(a, kth_largest(a, k), out=keep)  # 0/1 in x's dtype: one kernel, no bool mask cast at every multiply
+    return x * keep
 
 
 def _visible(T: int, only: torch.Tensor | None = None, device=None) -> torch.Tensor:
@@ -180,40 +184,60 @@ class Attention(nn.Module):
         c = self.cfg
         return abs_topk(x, c.act_keep_frac) if c.act_keep_frac is not None and site in c.act_sparsity_sites else x
 
-    def forward(self, x: torch.Tensor, only: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, only: torch.Tensor | None = None, pack: Packed | None = None) -> torch.Tensor:
         """x [B, T, d_model] -> [B, T, d_model]; with ``only`` [B] (one position per row, not with ``attn_gate``)
-        queries are formed at those positions alone (keys and values everywhere) and the result is [B, 1, d_model]."""
+        queries are formed at those positions alone (keys and values everywhere) and the result is [B, 1, d_model].
+        With ``pack`` (:mod:`sparsecirc.core.packing`) x is [1, N, d_model], the prompts' real tokens end to end,
+        and ``only`` [B] the packed index of each prompt's last token (result [1, B, d_model])."""
         c = self.cfg
         B, T, _ = x.shape
-        xq = x if only is None else x[torch.arange(B, device=x.device), only][:, None]
+        if pack is not None:
+            xq = x if only is None else x[:, only]
+        else:
+            xq = x if only is None else x[torch.arange(B, device=x.device), only][:, None]
         Tq = xq.shape[1]
         # top-k over all heads concatenated, then split: [B, T, n_head*d_head] -> [B, T, n_head, d_head]
         q = self.hook_q(self._site(self.W_Q(xq), "attn_q").view(B, Tq, c.n_head, c.d_head))
         k = self.hook_k(self._site(self.W_K(x), "attn_k").view(B, T, c.n_head, c.d_head))
         v = self.hook_v(self._site(self.W_V(x), "attn_v").view(B, T, c.n_head, c.d_head))
-        qh, kh, vh = (t.transpose(1, 2) for t in (q, k, v))  # [B, n_head, T, d_head]
-        if c.attn_gate:
-            if only is not None:
-                raise ValueError("Attention: `only` is not supported with attn_gate")
-            zh = self._gated(qh, kh, vh)
-        elif self.sink_logit is None and not self.hook_pattern.hook_count():
-            zh = causal_attention(qh, kh, vh, None) if only is None else \
-                F.scaled_dot_product_attention(qh, kh, vh, attn_mask=_visible(T, only))  # fast path, same maths
-        elif not self.hook_pattern.hook_count():  # fast paths, same maths
-            zh = causal_attention(qh, kh, vh, self.sink_logit) if only is None else \
-                sink_sdpa(qh, kh, vh, self.sink_logit, _visible(T, only, x.device))
+        if pack is not None:
+            if c.attn_gate or self.hook_pattern.hook_count():
+                raise ValueError("Attention: a packed forward has no attention pattern per prompt (attn_gate or a "
+                                 "hook on hook_pattern): use the padded forward")
+            z = pack.attend(q[0], k[0], v[0], self._mix, last_only=only is not None)[None]  # [1, Tq, H, D]
         else:
-            scores = qh @ kh.transpose(-1, -2) / math.sqrt(c.d_head)  # [B, n_head, Tq, T]
-            scores = scores.masked_fill(~_visible(T, only, x.device), float("-inf"))
-            if self.sink_logit is not None:
-                sink = self.sink_logit.view(1, -1, 1, 1).expand(B, -1, Tq, 1).to(scores.dtype)
-                pattern = torch.softmax(torch.cat([scores, sink], dim=-1), dim=-1)[..., :T]  # sink value is 0
+            qh, kh, vh = (t.transpose(1, 2) for t in (q, k, v))  # [B, n_head, T, d_head]
+            if c.attn_gate:
+                if only is not None:
+                    raise ValueError("Attention: `only` is not supported with attn_gate")
+                zh = self._gated(qh, kh, vh)
             else:
-                pattern = torch.softmax(scores, dim=-1)
-            pattern = self.hook_pattern(pattern)
-            zh = pattern @ vh
-        z = self.hook_z(zh.transpose(1, 2))  # [B, Tq, n_head, d_head]
+                zh = self._mix(qh, kh, vh, only)
+            z = zh.transpose(1, 2)
+        z = self.hook_z(z)  # [B, Tq, n_head, d_head]
         return self.W_O(z.reshape(B, Tq, c.n_head * c.d_head))
+
+    def _mix(self, qh: torch.Tensor, kh: torch.Tensor, vh: torch.Tensor, only: torch.Tensor | None) -> torch.Tensor:
+        """Causal attention (with P1's sink where the model has one): [B, H, Tq, D] queries (Tq = 1 with ``only``
+        [B], the query positions), [B, H, T, D] keys and values -> [B, H, Tq, D]. Fused kernels unless a hook
+        watches the pattern."""
+        c = self.cfg
+        B, _, Tq, _ = qh.shape
+        T = kh.shape[2]
+        if self.sink_logit is None and not self.hook_pattern.hook_count():
+            return causal_attention(qh, kh, vh, None) if only is None else \
+                F.scaled_dot_product_attention(qh, kh, vh, attn_mask=_visible(T, only))  # fast path, same maths
+        if not self.hook_pattern.hook_count():  # fast paths, same maths
+            return causal_attention(qh, kh, vh, self.sink_logit) if only is None else \
+                sink_sdpa(qh, kh, vh, self.sink_logit, _visible(T, only, qh.device))
+        scores = qh @ kh.transpose(-1, -2) / math.sqrt(c.d_head)  # [B, n_head, Tq, T]
+        scores = scores.masked_fill(~_visible(T, only, qh.device), float("-inf"))
+        if self.sink_logit is not None:
+            sink = self.sink_logit.view(1, -1, 1, 1).expand(B, -1, Tq, 1).to(scores.dtype)
+            pattern = torch.softmax(torch.cat([scores, sink], dim=-1), dim=-1)[..., :T]  # sink value is 0
+        else:
+            pattern = torch.softmax(scores, dim=-1)
+        return self.hook_pattern(pattern) @ vh
 
     def _gated(self, qh: torch.Tensor, kh: torch.Tensor, vh: torch.Tensor) -> torch.Tensor:
         """P2's gated attention: y_i = sum_j softmax_j(s_ij) * A_ij * v_j, no renormalisation.
@@ -276,12 +300,16 @@ class Block(nn.Module):
         return abs_topk(x, self._resid_sites[site]) if site in self._resid_sites else x
 
     def forward(self, x: torch.Tensor, only: torch.Tensor | None = None,
-                pos: torch.Tensor | None = None) -> torch.Tensor:
+                pos: torch.Tensor | None = None, pack: Packed | None = None) -> torch.Tensor:
         """x [B, T, d_model] -> the same; with ``only`` [B], only those positions go on: [B, 1, d_model].
-        ``pos`` [B, T, d_pos_emb]: the position channels concatenated to each read (with ``cfg.d_pos_emb``)."""
+        ``pos`` [B, T, d_pos_emb]: the position channels concatenated to each read (with ``cfg.d_pos_emb``).
+        With ``pack``, x is [1, N, d_model] (packed prompts) and ``only`` packed indices (see :class:`Attention`)."""
         x = self.hook_resid_pre(x)
-        a = self.attn(self.ln1(x, pos), only)
-        if only is not None:
+        a = self.attn(self.ln1(x, pos), only, pack)
+        if only is not None and pack is not None:
+            x = x[:, only]
+            pos = pos[:, only] if pos is not None else None
+        elif only is not None:
             rows = torch.arange(x.shape[0], device=x.device)
             x = x[rows, only][:, None]
             pos = pos[rows, only][:, None] if pos is not None else None
@@ -321,7 +349,7 @@ class GPT(nn.Module):
                 p.normal_(0.0, std)
 
     def forward(self, tokens: torch.Tensor, positions: torch.Tensor | None = None,
-                last_only: bool = False) -> torch.Tensor:
+                last_only: bool = False, pack: Packed | None = None) -> torch.Tensor:
         """tokens [batch, pos] (int) -> logits [batch, pos, d_vocab].
 
         With ``positions`` [batch] (one position per row), only those positions are unembedded and the result is
@@ -329,6 +357,9 @@ class GPT(nn.Module):
         a small model's cost. ``last_only`` (with ``positions``; ignored with ``attn_gate``) goes further: the last
         block forms queries, MLP and residual writes at those positions alone (keys and values everywhere), so
         the logits are the same and the last block costs a fraction; its hooks then see one position per row.
+        ``pack`` (with ``positions``, the prompts' last tokens; see :mod:`sparsecirc.core.packing`) runs the
+        prompts' real tokens end to end, without padding: the same [batch, d_vocab] logits up to float rounding,
+        while hooks see [1, N, ...] activations in the packed order.
         """
         if tokens.dim() != 2:
             raise ValueError(f"GPT expects tokens of shape [batch, pos], got {tuple(tokens.shape)}")
@@ -340,6 +371,8 @@ class GPT(nn.Module):
         if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= self.cfg.d_vocab):
             bad = int(tokens.min()) if int(tokens.min()) < 0 else int(tokens.max())
             raise ValueError(f"token id {bad} is outside the model's vocabulary [0, {self.cfg.d_vocab})")
+        if pack is not None:
+            return self._forward_packed(tokens, positions, last_only, pack)
         x = self.hook_embed(self.embed(tokens))
         cat = None  # concatenated position channels [batch, pos, d_pos_emb] (cfg.d_pos_emb)
         if self.pos_embed is not None:
@@ -359,6 +392,31 @@ class GPT(nn.Module):
         if self.bigram is not None:
             logits = logits + self.bigram[tokens]  # [batch, pos, d_vocab]
         return logits[:, 0] if positions is not None else logits
+
+    def _forward_packed(self, tokens: torch.Tensor, positions: torch.Tensor | None, last_only: bool,
+                        pack: Packed) -> torch.Tensor:
+        """:meth:`forward` on packed prompts: logits at ``positions`` [batch, d_vocab], rows as in ``tokens``."""
+        if positions is None or not torch.equal(positions.long(), pack.lengths[pack.inverse] - 1):
+            raise ValueError("GPT: a packed forward needs positions = each prompt's last token, as packed")
+        if self.cfg.attn_gate:
+            raise ValueError("GPT: a packed forward does not support attn_gate")
+        ids = pack.tokens(tokens)  # [N]
+        x = self.hook_embed(self.embed(ids)[None])  # [1, N, d_model]
+        cat = None
+        if self.pos_embed is not None:
+            pos = self.pos_embed(pack.pos.to(tokens.device))[None]
+            if self.cfg.d_pos_emb:
+                cat = self.hook_pos_embed(pos)
+            else:
+                x = x + self.hook_pos_embed(pos)
+        cut = pack.ends if last_only else None
+        for i, block in enumerate(self.blocks):
+            x = block(x, cut if i == len(self.blocks) - 1 else None, cat, pack)
+        x = x if cut is not None else x[:, pack.ends]  # [1, batch, d_model], packed order
+        logits = self.unembed(self.ln_final(x))[0]
+        if self.bigram is not None:
+            logits = logits + self.bigram[ids[pack.ends]]
+        return logits[pack.inverse]
 
     def loss(self, tokens: torch.Tensor, reduction: str = "mean",
              loss_mask: torch.Tensor | None = None) -> torch.Tensor:

@@ -93,22 +93,27 @@ def plateau_step(kept: list[float], loss: list[float], cfg: PruneConfig) -> int 
 
 
 def train_mask(model: GPT, data: PairData, means: dict[str, torch.Tensor], cfg: PruneConfig,
-               progress: bool = False, chunks: int = 4) -> tuple[NodeMask, dict]:
+               progress: bool = False, chunks: int | None = None) -> tuple[NodeMask, dict]:
     """Optimise the node mask on ``data`` (model weights frozen).
 
-    Each step draws ``cfg.batch_pairs`` pairs (both prompts of each). ``means`` are the values pruned nodes take
+    Each step draws ``cfg.batch_pairs`` pairs (both prompts of each), run in ``chunks`` pieces by length (padded),
+    or packed with ``chunks`` attention groups (``cfg.pack``); default 2 packed, 4 padded (the fastest of each
+    on this CPU, ``benchmarks/bench_pruning.py``). ``means`` are the values pruned nodes take
     (pass :func:`ablation_values` for zero ablation). Returns the mask and its history: per step ``task_loss``,
     ``kept`` and ``lr``; ``converged_at`` (:func:`plateau_step`, None if never met), ``steps_run`` and
     ``snapshots`` ({step: tau of every node after that step}).
     """
     g = torch.Generator().manual_seed(cfg.seed)
+    chunks = chunks or (2 if cfg.pack else 4)
     sites = node_sites(model, cfg.node_kinds)
     mask = NodeMask(sites, cfg, g)
     if data.n_pairs < 1:
         raise ValueError("train_mask: no pair of prompts to train on")
     for p in model.parameters():
         p.requires_grad_(False)
-    opt = torch.optim.AdamW(mask.parameters(), lr=cfg.lr, betas=(0.9, cfg.beta2), weight_decay=cfg.weight_decay)
+    # foreach: one kernel per op over all of the mask's tensors (the same numbers as the per-tensor loop)
+    opt = torch.optim.AdamW(mask.parameters(), lr=cfg.lr, betas=(0.9, cfg.beta2), weight_decay=cfg.weight_decay,
+                            foreach=True)
     warm = max(1, round(cfg.warmup_frac * cfg.steps))
     hist = {"task_loss": [], "kept": [], "lr": [], "converged_at": None, "snapshots": {}, "overshoot_snapshots": {}}
     overshoot = [torch.zeros_like(t) for t in mask.tau]
@@ -125,13 +130,13 @@ def train_mask(model: GPT, data: PairData, means: dict[str, torch.Tensor], cfg: 
             pairs = torch.randint(0, data.n_pairs, (cfg.batch_pairs,), generator=g)
             gates = mask.gates()
             margin = ablated_margin(model, data.subset(PairData.pair_rows(pairs)), gates, means,
-                                    freeze_norms=cfg.freeze_norms, chunks=chunks)
+                                    freeze_norms=cfg.freeze_norms, chunks=chunks, pack=cfg.pack)
             task = F.softplus(-margin).mean()  # = -log softmax over the two candidates
             kept = sum(gt.sum() for gt in gates.values())
             loss = task + cfg.k_coef * kept
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(mask.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_(mask.parameters(), 1.0, foreach=True)
             opt.step()
             with torch.no_grad():
                 for t, over in zip(mask.tau, overshoot):
@@ -186,9 +191,11 @@ def mask_order(model: GPT, tau: torch.Tensor, data: PairData, values: dict[str, 
 
 @torch.no_grad()
 def masked_loss(model: GPT, data: PairData, means: dict[str, torch.Tensor], gates: dict[str, torch.Tensor],
-                calibrate_steps: int = 0, freeze_norms: bool = False) -> tuple[float, float, dict | None]:
-    """Task loss and accuracy with ``gates`` applied: (loss, accuracy, calibration or None)."""
-    margin = ablated_margin(model, data, gates, means, freeze_norms=freeze_norms)
+                calibrate_steps: int = 0, freeze_norms: bool = False,
+                pack: bool = False) -> tuple[float, float, dict | None]:
+    """Task loss and accuracy with ``gates`` applied: (loss, accuracy, calibration or None); ``pack``: see
+    :func:`~sparsecirc.wst.ablation.pair_margin`."""
+    margin = ablated_margin(model, data, gates, means, freeze_norms=freeze_norms, chunks=4 if pack else 1, pack=pack)
     calib = None
     if calibrate_steps:
         with torch.enable_grad():
@@ -213,7 +220,7 @@ def bisect_k(model: GPT, mask: NodeMask | NodeOrder, data: PairData, means: dict
     def loss_at(k):
         if k not in cache:
             l, _, calib = masked_loss(model, data, means, gates_from_nodes(sites, mask.topk_nodes(k)), steps,
-                                      cfg.freeze_norms)
+                                      cfg.freeze_norms, pack=cfg.pack)
             cache[k] = (l, calib)
         return cache[k]
 
@@ -243,10 +250,11 @@ def greedy_cleanup(model: GPT, nodes: dict[str, list[int]], order: NodeMask | No
     offset = dict(zip(order.names, [sum(order.sizes[:i]) for i in range(len(order.sizes))]))
     kept = sorted(((h, i) for h, idx in nodes.items() for i in idx), key=lambda hi: float(flat[offset[hi[0]] + hi[1]]))
     cur = {h: list(v) for h, v in nodes.items()}
-    loss, _, calib = masked_loss(model, data, means, gates_from_nodes(sites, cur), steps, cfg.freeze_norms)
+    loss, _, calib = masked_loss(model, data, means, gates_from_nodes(sites, cur), steps, cfg.freeze_norms, cfg.pack)
     for h, i in tqdm(kept, desc="clean-up", disable=not progress, leave=False):
         trial = {k: [j for j in v if (k, j) != (h, i)] for k, v in cur.items()}
-        l, _, c = masked_loss(model, data, means, gates_from_nodes(sites, trial), steps, cfg.freeze_norms)
+        l, _, c = masked_loss(model, data, means, gates_from_nodes(sites, trial), steps, cfg.freeze_norms,
+                                  cfg.pack)
         if l <= target:
             cur, loss, calib = {k: v for k, v in trial.items() if v}, l, c
     return cur, loss, calib
@@ -302,7 +310,7 @@ def prune_to_circuit(model: GPT, train_ds, means: dict[str, torch.Tensor], cfg: 
     mask, hist = train_mask(model, fit, values, cfg, progress)
     sites = node_sites(model, cfg.node_kinds)
     full_loss = masked_loss(model, eval_data, values, {n: torch.ones(d) for n, d in sites.items()}, 0,
-                            cfg.freeze_norms)[0]
+                            cfg.freeze_norms, cfg.pack)[0]
     all_targets = (cfg.target_loss, *(targets or ()))
     tau, overshoot = mask.flat(), hist.pop("overshoot")
     ranking = mask_order(model, tau, fit, values, cfg, overshoot)
