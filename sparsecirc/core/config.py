@@ -26,7 +26,7 @@ DATA_VERSION_NAMES = ("v1", "v2")
 DEFAULT_DATA_VERSION = "v1"
 # ModelConfig fields to_dict leaves out at their defaults (committed configs serialise as before they existed)
 OMITTED_AT_DEFAULT = ("data_version", "norm", "norm_eps", "norm_bias", "mlp_activation", "resid_activation",
-                      "d_pos_emb", "unembed_bias")
+                      "d_pos_emb", "unembed_bias", "attn_gate_block")
 
 
 class ConfigError(ValueError):
@@ -143,6 +143,9 @@ class ModelConfig(DictConfig):
     init_std: float = 0.02
     attn_gate: bool = False  # P2: hard Bernoulli gate per attention edge from the same score (gating.py)
     attn_gate_bias: float = 3.0  # P2's constant b in gate logit = q.k/sqrt(d) + b (sigma(3) ~ 0.95: open at start)
+    # gated attention in blocks of this many queries with its own backward (core/gated_attention.py: no T x T
+    # tensors, the causal half only; its training noise is drawn per block); None: the explicit form
+    attn_gate_block: int | None = None
     data_version: str = DEFAULT_DATA_VERSION  # tokenizer + corpus + task data (sparsecirc.data.versions)
     norm: str = "rms"  # "rms" (P1) or "layer" (LayerNorm; circuit_sparsity's default)
     norm_eps: float | None = 1e-6  # None: torch.finfo(dtype).eps (torch.nn.RMSNorm's default)
@@ -191,6 +194,9 @@ class ModelConfig(DictConfig):
                          ("resid_activation", ("identity", "relu"))):
             _require(getattr(self, name) in ok, f"ModelConfig.{name} must be one of {ok}, got {getattr(self, name)!r}")
         _require(self.norm_eps is None or self.norm_eps > 0, f"ModelConfig.norm_eps: > 0 or None, not {self.norm_eps}")
+        _require(self.attn_gate_block is None or (isinstance(self.attn_gate_block, int) and self.attn_gate_block > 0
+                                                  and self.attn_gate),
+                 f"ModelConfig.attn_gate_block: a positive int with attn_gate, or None; got {self.attn_gate_block!r}")
         _require(not self.norm_bias or self.norm == "layer", "ModelConfig.norm_bias needs norm='layer' (RMSNorm)")
         _require(self.d_pos_emb is None or (self.d_pos_emb > 0 and self.pos_embed),
                  f"ModelConfig.d_pos_emb={self.d_pos_emb!r} needs pos_embed=true and a positive width")

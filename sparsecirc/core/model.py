@@ -24,6 +24,7 @@ from torch import nn
 
 from sparsecirc.core.attention import causal_attention, causal_mask, sink_sdpa
 from sparsecirc.core.config import ModelConfig
+from sparsecirc.core.gated_attention import block_gated_attention
 from sparsecirc.core.gating import gate_mask
 from sparsecirc.core.hooks import HookPoint
 from sparsecirc.core.packing import Packed
@@ -244,9 +245,15 @@ class Attention(nn.Module):
 
         Gate logit g = s + b from the same scaled score. Training: A = 1[g + logistic noise > 0] forward,
         gradient of sigmoid(g + noise) backward (straight-through, temperature 1). Eval: A = 1[g > 0].
+        With ``cfg.attn_gate_block`` (and no hook on the pattern or the gate) the same maths runs in query blocks
+        (:mod:`sparsecirc.core.gated_attention`).
         """
         c = self.cfg
         T = qh.shape[2]
+        if c.attn_gate_block and not (self.hook_pattern.hook_count() or self.hook_sparse_mask.hook_count()):
+            zh, self.gate_density = block_gated_attention(qh, kh, vh, c.attn_gate_bias, sample=self.training,
+                                                          block=c.attn_gate_block)
+            return zh
         scores = qh @ kh.transpose(-1, -2) / math.sqrt(c.d_head)  # [B, n_head, T, T]
         causal = torch.ones(T, T, dtype=torch.bool, device=qh.device).tril()
         pattern = self.hook_pattern(torch.softmax(scores.masked_fill(~causal, float("-inf")), dim=-1))
