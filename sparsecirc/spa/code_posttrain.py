@@ -134,8 +134,9 @@ def gated_config(ctx: BuildContext):
 
 def check_same_shape(gated_cfg, dense_cfg) -> None:
     """The post-trained model must be the dense model plus the gate: every other model field equal."""
-    a = {k: v for k, v in gated_cfg.model.to_dict().items() if k not in ("attn_gate", "attn_gate_bias", "attn_gate_block")}
-    b = {k: v for k, v in dense_cfg.model.to_dict().items() if k not in ("attn_gate", "attn_gate_bias", "attn_gate_block")}
+    gate = ("attn_gate", "attn_gate_bias", "attn_gate_block")
+    a = {k: v for k, v in gated_cfg.model.to_dict().items() if k not in gate}
+    b = {k: v for k, v in dense_cfg.model.to_dict().items() if k not in gate}
     diff = sorted(k for k in a if a[k] != b.get(k))
     if diff:
         raise artifacts.ArtifactError(f"gated config differs from the dense model in {diff}: "
