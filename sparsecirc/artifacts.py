@@ -133,7 +133,11 @@ SPARSE_MIN_NUMEL = 4096
 def _encode_sparse(tensors: dict, metadata: dict[str, str] | None) -> tuple[dict, dict[str, str] | None]:
     """Store each large, mostly-zero float tensor as ``<name>#idx`` (int32 flat indices of its nonzeros) and
     ``<name>#val`` (their values), its shape in the file's metadata: a weight-sparse model at 1/32 nonzeros takes
-    1/16 of the bytes. Exact: :func:`load_tensors` rebuilds the very same dense tensor."""
+    1/16 of the bytes. Exact up to the sign of zero: :func:`load_tensors` rebuilds the same values, but a -0.0
+    comes back as +0.0 (a weight-sparse model's masked weights are about half -0.0; keeping them would store every
+    zero). Arithmetic does not see the difference (outputs can differ only in the sign of an exact zero), but a
+    hash of the raw bytes does: the re-encoded models' ``prune_study.weights_sha256`` changed, so prune jobs cached
+    before the re-encoding are not reused."""
     out, shapes = {}, {}
     for k, v in tensors.items():
         v = v.detach()
