@@ -39,7 +39,7 @@ def block_noise(q, seed, block, bias):
     out = torch.zeros(B, H, T, T, dtype=q.dtype)
     for i, r0 in enumerate(range(0, T, block)):
         r1 = min(T, r0 + block)
-        _, _, g, noisy, _, _ = gate_block(q.detach(), q.detach(), q.detach(), r0, r1, bias, True, seed + i, 1.0)
+        _, g, noisy, _, _ = gate_block(q.detach(), q.detach(), r0, r1, bias, True, seed + i, 1.0)
         out[:, :, r0:r1, :r1] = noisy - g
     return out
 

@@ -23,8 +23,8 @@ import math
 import torch
 
 
-def gate_block(q, k, v, r0: int, r1: int, bias: float, sample: bool, seed: int, scale: float):
-    """One block, queries r0:r1 against keys 0:r1: (scores s, softmax p, gate logits g = s + b, noisy logits
+def gate_block(q, k, r0: int, r1: int, bias: float, sample: bool, seed: int, scale: float):
+    """One block, queries r0:r1 against keys 0:r1: (softmax p, gate logits g = s + b of the scores s, noisy logits
     (g + logistic noise drawn from ``seed``; g itself without ``sample``), 0/1 gate (bool), causal mask [n, r1])."""
     s = (q[:, :, r0:r1] @ k[:, :, :r1].transpose(-1, -2)) * scale  # [B, H, n, r1]
     causal = torch.arange(r1, device=q.device)[None] <= torch.arange(r0, r1, device=q.device)[:, None]  # [n, r1]
@@ -37,7 +37,7 @@ def gate_block(q, k, v, r0: int, r1: int, bias: float, sample: bool, seed: int, 
     else:
         noisy = g
     gate = (noisy > 0) & causal
-    return s, p, g, noisy, gate, causal
+    return p, g, noisy, gate, causal
 
 
 class BlockGatedAttention(torch.autograd.Function):
@@ -51,7 +51,7 @@ class BlockGatedAttention(torch.autograd.Function):
         dens = q.new_zeros(B, H)
         for i, r0 in enumerate(range(0, T, block)):
             r1 = min(T, r0 + block)
-            _, p, g, _, gate, causal = gate_block(q, k, v, r0, r1, bias, sample, seed + i, scale)
+            p, g, _, gate, causal = gate_block(q, k, r0, r1, bias, sample, seed + i, scale)
             dens += (torch.sigmoid(g) * causal).sum((-1, -2))
             y[:, :, r0:r1] = (p * gate) @ v[:, :, :r1]
         ctx.save_for_backward(q, k, v)
@@ -68,7 +68,7 @@ class BlockGatedAttention(torch.autograd.Function):
         dd = None if ddens is None else (ddens / (T * (T + 1) / 2))[..., None, None]
         for i, r0 in enumerate(range(0, T, block)):
             r1 = min(T, r0 + block)
-            _, p, g, noisy, gate, causal = gate_block(q, k, v, r0, r1, bias, sample, seed + i, scale)
+            p, g, noisy, gate, causal = gate_block(q, k, r0, r1, bias, sample, seed + i, scale)
             pg = p * gate
             dyb = dy[:, :, r0:r1]
             dv[:, :, :r1] += pg.transpose(-1, -2) @ dyb

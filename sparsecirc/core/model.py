@@ -380,14 +380,7 @@ class GPT(nn.Module):
             raise ValueError(f"token id {bad} is outside the model's vocabulary [0, {self.cfg.d_vocab})")
         if pack is not None:
             return self._forward_packed(tokens, positions, last_only, pack)
-        x = self.hook_embed(self.embed(tokens))
-        cat = None  # concatenated position channels [batch, pos, d_pos_emb] (cfg.d_pos_emb)
-        if self.pos_embed is not None:
-            pos = self.pos_embed(torch.arange(T, device=tokens.device))[None].expand(tokens.shape[0], -1, -1)
-            if self.cfg.d_pos_emb:
-                cat = self.hook_pos_embed(pos)
-            else:
-                x = x + self.hook_pos_embed(pos)  # [batch, pos, d_model]
+        x, cat = self._embed(tokens, torch.arange(T, device=tokens.device)[None])
         cut = positions if last_only and positions is not None and not self.cfg.attn_gate else None
         for i, block in enumerate(self.blocks):
             x = block(x, cut if i == len(self.blocks) - 1 else None, cat)
@@ -395,10 +388,24 @@ class GPT(nn.Module):
             rows = torch.arange(tokens.shape[0], device=tokens.device)
             tokens = tokens[rows, positions][:, None]
             x = x if cut is not None else x[rows, positions][:, None]  # [batch, 1, d_model]
-        logits = self.unembed(self.ln_final(x))
-        if self.bigram is not None:
-            logits = logits + self.bigram[tokens]  # [batch, pos, d_vocab]
+        logits = self._logits(x, tokens)
         return logits[:, 0] if positions is not None else logits
+
+    def _embed(self, ids: torch.Tensor, pos_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Token embeddings of ``ids`` [b, t] with positions ``pos_ids`` ([1 or b, t]) added, or kept apart as the
+        concatenated position channels (``cfg.d_pos_emb``): (x [b, t, d_model], channels [b, t, d_pos_emb] or None)."""
+        x = self.hook_embed(self.embed(ids))
+        if self.pos_embed is None:
+            return x, None
+        pos = self.pos_embed(pos_ids).expand(*ids.shape, -1)
+        if self.cfg.d_pos_emb:
+            return x, self.hook_pos_embed(pos)
+        return x + self.hook_pos_embed(pos), None
+
+    def _logits(self, x: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """Final read and unembedding of x [b, t, d_model], plus the bigram rows of the tokens ``ids`` [b, t] there."""
+        logits = self.unembed(self.ln_final(x))
+        return logits + self.bigram[ids] if self.bigram is not None else logits
 
     def _forward_packed(self, tokens: torch.Tensor, positions: torch.Tensor | None, last_only: bool,
                         pack: Packed) -> torch.Tensor:
@@ -407,23 +414,13 @@ class GPT(nn.Module):
             raise ValueError("GPT: a packed forward needs positions = each prompt's last token, as packed")
         if self.cfg.attn_gate:
             raise ValueError("GPT: a packed forward does not support attn_gate")
-        ids = pack.tokens(tokens)  # [N]
-        x = self.hook_embed(self.embed(ids)[None])  # [1, N, d_model]
-        cat = None
-        if self.pos_embed is not None:
-            pos = self.pos_embed(pack.pos.to(tokens.device))[None]
-            if self.cfg.d_pos_emb:
-                cat = self.hook_pos_embed(pos)
-            else:
-                x = x + self.hook_pos_embed(pos)
+        ids = pack.tokens(tokens)[None]  # [1, N]
+        x, cat = self._embed(ids, pack.pos.to(tokens.device)[None])  # [1, N, d_model]
         cut = pack.ends if last_only else None
         for i, block in enumerate(self.blocks):
             x = block(x, cut if i == len(self.blocks) - 1 else None, cat, pack)
         x = x if cut is not None else x[:, pack.ends]  # [1, batch, d_model], packed order
-        logits = self.unembed(self.ln_final(x))[0]
-        if self.bigram is not None:
-            logits = logits + self.bigram[ids[pack.ends]]
-        return logits[pack.inverse]
+        return self._logits(x, ids[:, pack.ends])[0][pack.inverse]
 
     def loss(self, tokens: torch.Tensor, reduction: str = "mean",
              loss_mask: torch.Tensor | None = None) -> torch.Tensor:

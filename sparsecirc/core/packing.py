@@ -66,10 +66,9 @@ class Packed:
         flat = torch.cat([s + torch.arange(n) for s, n in zip(starts.tolist(), lengths.tolist())])
         pos = torch.cat([torch.arange(n) for n in lengths.tolist()])
         ends = torch.cumsum(lengths, 0) - 1
-        bounds, out, local = [], [], []
+        out, local = [], []
         for piece in torch.arange(B).chunk(min(groups, B)):
-            bounds.append((int(piece[0]), int(piece[-1]) + 1))
-        for r0, r1 in bounds:
+            r0, r1 = int(piece[0]), int(piece[-1]) + 1
             t0 = int(ends[r0 - 1]) + 1 if r0 else 0
             t1 = int(ends[r1 - 1]) + 1
             longest = int(lengths[r1 - 1])

@@ -256,24 +256,17 @@ def pair_margin(model: GPT, data: PairData, batch_size: int = 128, chunks: int =
     outs, order = [], []
     for i in range(0, len(data), batch_size):
         rows = torch.arange(i, min(i + batch_size, len(data)))
-        if pack:
-            d = data.subset(rows)
-            final = model(d.tokens, positions=d.last, last_only=last_only,
-                          pack=Packed.from_last(d.last, d.tokens.shape[1], groups=max(1, chunks)))
-            two = final.gather(1, d.cand)
-            outs.append(two[:, 0] - two[:, 1])
-            order.append(rows)
-            continue
-        pieces = [rows] if chunks <= 1 else \
+        pieces = [rows] if chunks <= 1 or pack else \
             [c for c in rows[torch.argsort(data.last[rows], stable=True)].chunk(chunks) if len(c)]
         for piece in pieces:
             d = data.subset(piece)
-            final = model(d.tokens, positions=d.last, last_only=last_only)  # [b, vocab]
+            packing = Packed.from_last(d.last, d.tokens.shape[1], groups=max(1, chunks)) if pack else None
+            final = model(d.tokens, positions=d.last, last_only=last_only, pack=packing)  # [b, vocab]
             two = final.gather(1, d.cand)  # [b, 2]
             outs.append(two[:, 0] - two[:, 1])
             order.append(piece)
     out = torch.cat(outs)
-    if chunks <= 1:
+    if chunks <= 1 or pack:  # in row order already
         return out
     return out[torch.argsort(torch.cat(order))]
 

@@ -253,8 +253,7 @@ def greedy_cleanup(model: GPT, nodes: dict[str, list[int]], order: NodeMask | No
     loss, _, calib = masked_loss(model, data, means, gates_from_nodes(sites, cur), steps, cfg.freeze_norms, cfg.pack)
     for h, i in tqdm(kept, desc="clean-up", disable=not progress, leave=False):
         trial = {k: [j for j in v if (k, j) != (h, i)] for k, v in cur.items()}
-        l, _, c = masked_loss(model, data, means, gates_from_nodes(sites, trial), steps, cfg.freeze_norms,
-                                  cfg.pack)
+        l, _, c = masked_loss(model, data, means, gates_from_nodes(sites, trial), steps, cfg.freeze_norms, cfg.pack)
         if l <= target:
             cur, loss, calib = {k: v for k, v in trial.items() if v}, l, c
     return cur, loss, calib
