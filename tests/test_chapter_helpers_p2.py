@@ -210,6 +210,21 @@ def test_sweep_table_columns():
     assert t.loc[32, "L1 (%)"] == pytest.approx(20.0)
 
 
+def test_runs_table_reads_each_run():
+    def run(cap, lam, val, dens):
+        m = {"train_context": 64, "geco": {"config": {"lambda_max": cap}}, "val_loss": val, "tau_val": 2.0,
+             "within_tau": val <= 2.0, "edges": {"density": dens, "density_per_layer": [dens * 1.5, dens * 0.5],
+                                                  "edges_per_query_per_head": [3.0, 1.0]}}
+        return SimpleNamespace(metrics=m, history=SimpleNamespace(step=list(range(len(lam))), extra={"lambda": lam}),
+                               config=SimpleNamespace(model=SimpleNamespace(n_ctx=64)))
+    t = code_posttrain.runs_table({"a": run(0.5, [0.5, 0.5], 2.1, 0.02), "b": run(5.0, [0.5, 4.0, 3.0], 1.9, 0.04)})
+    assert list(t.index) == ["a", "b"]
+    assert t.loc["b", "lambda max"] == 4.0 and t.loc["b", "lambda final"] == 3.0 and t.loc["b", "steps"] == 3
+    assert not t.loc["a", "within"] and t.loc["b", "within"]
+    assert t.loc["b", "open % at T=64"] == pytest.approx(4.0) and t.loc["a", "L0 %"] == pytest.approx(3.0)
+    assert t.loc["a", "L1 keys/query/head"] == 1.0
+
+
 def test_validation_windows_shape():
     cfg = SimpleNamespace(train=SimpleNamespace(eval_batches=2, batch_size=3), model=SimpleNamespace(n_ctx=8))
     w = code_posttrain.validation_windows(cfg, torch.arange(200))

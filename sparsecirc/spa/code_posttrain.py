@@ -12,6 +12,11 @@ post-trained validation CE (deterministic gate) is within ``tau_val``, determini
 the training context, the same at other context lengths (:func:`density_vs_context`; our code model has no
 positional embedding, so it runs at any length), the 20-task table, and a density trajectory.
 
+A run can continue an earlier post-training: ``init_from`` then names the gated artifact to start from and
+``reference`` the dense model that τ, the dense CE and the dense task table refer to (default: ``init_from``), so the
+bound stays the dense parent's and does not drift to the starting model's loss. GECO, Adam and the warm-up start
+afresh (``geco.lambda_init`` can start the multiplier where the earlier run left it).
+
 Density depends on the context length T (P2 digest §4): a model that keeps ``e`` keys per query has density
 ``2e/(T+1)``. :func:`density_at_context` converts edges per query into the density at another T under that
 assumption, which is how the chapter puts our T = 128 model next to P2's ≈0.3 % at T = 1024.
@@ -121,6 +126,30 @@ def sweep_table(rows: list[dict]) -> pd.DataFrame:
                           "keys per query per head": r["edges_per_query"]} for r in rows]).set_index("T")
 
 
+def runs_table(runs: dict) -> pd.DataFrame:
+    """Post-training runs side by side: what they were trained on, where their multiplier went, their validation CE
+    against its bound, and their open fraction at the model's context (overall, per layer, keys per query per head).
+
+    Args:
+        runs: label -> a loaded ``lm_gated`` artifact (``sc.get_or_compute``), whose metrics hold ``edges`` (measured
+            on validation windows of the model's full context) and whose history holds GECO's ``lambda``.
+
+    Returns:
+        DataFrame, one row per run (indexed by label).
+    """
+    rows = {}
+    for label, r in runs.items():
+        m, lam = r.metrics, r.history.extra["lambda"]
+        e = m["edges"]
+        rows[label] = {"train T": m["train_context"], "steps": len(r.history.step),
+                       "lambda cap": m["geco"]["config"]["lambda_max"], "lambda max": max(lam), "lambda final": lam[-1],
+                       "val CE": m["val_loss"], "bound": m["tau_val"], "within": m["within_tau"],
+                       f"open % at T={r.config.model.n_ctx}": 100 * e["density"],
+                       **{f"L{i} %": 100 * d for i, d in enumerate(e["density_per_layer"])},
+                       **{f"L{i} keys/query/head": k for i, k in enumerate(e["edges_per_query_per_head"])}}
+    return pd.DataFrame(rows).T
+
+
 def gated_config(ctx: BuildContext):
     """(RunConfig, geco overrides, spec) of an ``lm_gated`` artifact, checked: ``init_from`` and the gate are set."""
     cfg, geco = ctx.split_config()
@@ -147,8 +176,11 @@ def produce_gated_lm(ctx: BuildContext) -> None:
     """Post-train ``init_from`` with the gate and GECO (τ = the dense CE on the whole training stream + slack);
     store model and metrics."""
     cfg, geco_over, spec = gated_config(ctx)
-    dense_id = spec["init_from"]
-    dense = ctx.dep(dense_id)
+    start_id = spec["init_from"]
+    start = ctx.dep(start_id)
+    check_same_shape(cfg, start.config)
+    dense_id = spec.get("reference", start_id)  # the dense model τ refers to
+    dense = start if dense_id == start_id else ctx.dep(dense_id)
     check_same_shape(cfg, dense.config)
     tokens, val_tokens = lm_tokens(cfg)
     dense_val, n_windows = lm_val_loss(dense.model, cfg, val_tokens)
@@ -179,7 +211,7 @@ def produce_gated_lm(ctx: BuildContext) -> None:
 
     hooks = compose_hooks(geco.train_hooks(), trajectory_hooks(measure, cfg.train.eval_every, traj, first_step=True))
     t0 = time.time()
-    model, hist = train(cfg, tokens, val_tokens, init_state=dense.model.state_dict(), hooks=hooks,
+    model, hist = train(cfg, tokens, val_tokens, init_state=start.model.state_dict(), hooks=hooks,
                         progress=ctx.progress, batch_fn=batch_fn)
     wall = time.time() - t0
     val, _ = lm_val_loss(model, cfg, val_tokens)
@@ -197,7 +229,8 @@ def produce_gated_lm(ctx: BuildContext) -> None:
                "dense_tasks": dense.metrics.get("tasks")}
     save_run(ctx.folder, model, hist, cfg, metrics=metrics, **ctx.manifest_info(
         kind="lm_gated", precision="fp32", wall_time_s=round(wall, 1), geco=geco_over,
-        init_from={"id": dense_id, "model_sha256": model_sha256(dense)}))
+        init_from={"id": start_id, "model_sha256": model_sha256(start)},
+        **({} if dense_id == start_id else {"reference": {"id": dense_id, "model_sha256": model_sha256(dense)}})))
 
 
 # --- reading the gates on P1's task prompts ---------------------------------------------------------------------
