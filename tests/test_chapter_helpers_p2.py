@@ -225,6 +225,16 @@ def test_runs_table_reads_each_run():
     assert t.loc["a", "L1 keys/query/head"] == 1.0
 
 
+def test_stream_ce_table_pairs_models_on_every_window():
+    a, b = _tiny_lm(n_ctx=16), _tiny_lm(n_ctx=16, gate=True)
+    cfg = SimpleNamespace(model=SimpleNamespace(n_ctx=16))
+    stream = torch.randint(0, a.cfg.d_vocab, (17 * 5 + 3,))  # windows of n_ctx + 1 tokens
+    t = code_posttrain.stream_ce_table({"a": a, "b": b, "a again": a}, cfg, stream, bound=0.0)
+    assert list(t.index) == ["a", "b", "a again"] and set(t["windows"]) == {5}
+    assert t.loc["a", "above the first"] == 0.0 and t.loc["a again", "within bound"]
+    assert t.loc["b", "CE (nats)"] != t.loc["a", "CE (nats)"]  # another model, another CE: the pairing can fail
+
+
 def test_validation_windows_shape():
     cfg = SimpleNamespace(train=SimpleNamespace(eval_batches=2, batch_size=3), model=SimpleNamespace(n_ctx=8))
     w = code_posttrain.validation_windows(cfg, torch.arange(200))

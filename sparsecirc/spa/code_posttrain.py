@@ -126,6 +126,30 @@ def sweep_table(rows: list[dict]) -> pd.DataFrame:
                           "keys per query per head": r["edges_per_query"]} for r in rows]).set_index("T")
 
 
+def stream_ce_table(models: dict, cfg, val_tokens: torch.Tensor | None = None, bound: float = 0.02) -> pd.DataFrame:
+    """Paired CE on the whole validation stream: every model on the same tiled windows of ``cfg.model.n_ctx``
+    tokens (deterministic gates), its excess over the first model's CE, and whether that excess is within ``bound``.
+
+    A post-training run's own ``within_tau`` is measured on its ``eval_batches x batch_size`` validation windows
+    (four at batch 2); this is the same comparison on every window of the stream.
+
+    Args:
+        models: label -> model (``GPT``), the reference (the dense parent) first.
+        cfg: a run config whose ``model.n_ctx`` sets the window length and whose data section names the stream.
+        val_tokens: the validation stream (default: ``lm_tokens(cfg)[1]``).
+        bound: the slack (nats) the excess is compared with (the runs' ``tau_slack``).
+
+    Returns:
+        DataFrame indexed by label: "CE (nats)", "above the first", "within bound", "windows".
+    """
+    val_tokens = lm_tokens(cfg)[1] if val_tokens is None else val_tokens
+    windows = tiled_windows(val_tokens, cfg.model.n_ctx)
+    ce = {label: evaluate(m.eval(), windows, batch_size=8) for label, m in models.items()}
+    first = next(iter(ce.values()))
+    return pd.DataFrame({label: {"CE (nats)": v, "above the first": v - first, "within bound": v - first <= bound,
+                                 "windows": len(windows)} for label, v in ce.items()}).T
+
+
 def runs_table(runs: dict) -> pd.DataFrame:
     """Post-training runs side by side: what they were trained on, where their multiplier went, their validation CE
     against its bound, and their open fraction at the model's context (overall, per layer, keys per query per head).
