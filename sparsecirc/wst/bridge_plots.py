@@ -81,7 +81,8 @@ def training_curves(histories: dict, smooth: int = 25):
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    axes[1].set_yscale("log")
+    for ax in axes[:2]:  # a run from scratch starts orders of magnitude above where it ends
+        ax.set_yscale("log")
     fig.tight_layout()
     return fig
 
