@@ -204,8 +204,10 @@ def produce_gated_lm(ctx: BuildContext) -> None:
     start = ctx.dep(start_id)
     check_same_shape(cfg, start.config)
     dense_id = spec.get("reference", start_id)  # the dense model τ refers to
-    dense = start if dense_id == start_id else ctx.dep(dense_id)
-    check_same_shape(cfg, dense.config)
+    dense = start
+    if dense_id != start_id:
+        dense = ctx.dep(dense_id)
+        check_same_shape(cfg, dense.config)
     tokens, val_tokens = lm_tokens(cfg)
     dense_val, n_windows = lm_val_loss(dense.model, cfg, val_tokens)
     # GECO constrains the CE of the training batches, so τ is set from the dense model's CE on training windows
