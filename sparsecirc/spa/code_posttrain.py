@@ -144,7 +144,7 @@ def stream_ce_table(models: dict, cfg, val_tokens: torch.Tensor | None = None, b
     """
     val_tokens = lm_tokens(cfg)[1] if val_tokens is None else val_tokens
     windows = tiled_windows(val_tokens, cfg.model.n_ctx)
-    ce = {label: evaluate(m.eval(), windows, batch_size=8) for label, m in models.items()}
+    ce = {label: evaluate(m, windows, batch_size=8) for label, m in models.items()}  # eval mode, restored after
     first = next(iter(ce.values()))
     return pd.DataFrame({label: {"CE (nats)": v, "above the first": v - first, "within bound": v - first <= bound,
                                  "windows": len(windows)} for label, v in ce.items()}).T
