@@ -139,6 +139,28 @@ def test_a_case_study_circuit_is_scored_on_the_held_out_prompts_in_the_models_da
     assert set(ho) >= {"full", "calibrated", "uncalibrated", "kl"}
 
 
+def test_a_case_study_reports_the_cleaned_circuit_beside_the_bisected_one_only_with_cleanup():
+    import torch
+
+    from sparsecirc.core.config import ModelConfig, PruneConfig
+    from sparsecirc.core.model import GPT
+    from sparsecirc.wst.ablation import compute_means
+    from sparsecirc.wst.reading import prune_at_targets, prune_summary
+
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(n_layer=1, d_model=16, d_head=8, n_ctx=128, data_version="v2")).eval()
+    means = compute_means(model, torch.randint(0, 2048, (4, 128)))
+    pcfg = PruneConfig(steps=3, batch_pairs=4, val_pairs=8)
+    info, circuit = prune_at_targets(model, means, "single_double_quote", pcfg, [1.0])
+    assert "cleaned" not in info
+    info, circuit = prune_at_targets(model, means, "single_double_quote", pcfg.replace(cleanup=True), [1.0])
+    cl = info["cleaned"]
+    assert cl["nodes"] <= circuit.n_nodes and cl["loss"] <= 1.0 and 0.0 <= cl["test"]["accuracy"] <= 1.0
+    assert 0.0 <= cl["heldout"]["agreement"] <= 1.0
+    r = {"task": "single_double_quote", "model": "m", "task_metrics": {"accuracy": 1.0}, "prune": info}
+    assert f"after the greedy clean-up (not read): {cl['nodes']} nodes" in prune_summary(r)
+
+
 def test_heldout_table_puts_each_models_test_and_heldout_accuracy_side_by_side():
     torch.manual_seed(0)
     m1 = GPT(ModelConfig(n_layer=1, d_model=16, d_head=8, n_ctx=128)).eval()

@@ -95,9 +95,16 @@ def prune_at_targets(model, means, task: str, pcfg: PruneConfig, targets: list[f
     info.update(nodes=c.n_nodes, edges=c.n_edges, loss=c.loss, summary=c.summary(),
                 test=circuit_metrics(model, c, test, means),
                 inverse=circuit_metrics(model, c, test, means, invert=True))
+    ho = None
     if task in heldout.HELDOUT_TASKS:  # prompts written apart from the task generator, never fitted on
         ho = heldout.heldout_pairs(task, task_tokenizer(model_data_version(model)))
         info["heldout"] = circuit_faithfulness(model, c, ho, means, cfg=pcfg)
+    cl = res.cleaned.get(chosen)
+    if cl is not None:  # pcfg.cleanup: the greedy clean-up of the bisected circuit, reported beside it, never read
+        info["cleaned"] = {"nodes": cl.n_nodes, "edges": cl.n_edges, "loss": cl.loss, "summary": cl.summary(),
+                           "test": circuit_metrics(model, cl, test, means)}
+        if ho is not None:
+            info["cleaned"]["heldout"] = circuit_faithfulness(model, cl, ho, means, cfg=pcfg)
     return info, c
 
 
@@ -112,6 +119,10 @@ def prune_summary(r: dict) -> str:
                  {t: (v["nodes"], v["edges"]) if v else "not reached" for t, v in p["reached"].items()}),
              f"   read below: target {p['target']}" + ("" if p["target"] in (None, 0.15) else " (P1: 0.15)")
              + f", {p.get('nodes')} nodes, {p.get('edges')} edges"]
+    cl = p.get("cleaned")
+    if cl:
+        lines.append(f"   after the greedy clean-up (not read): {cl['nodes']} nodes, {cl['edges']} edges, test loss "
+                     f"{cl['test']['loss']:.3f} (bisected circuit: {p['test']['loss']:.3f})")
     h = p.get("heldout")
     if h:
         lines.append(f"   on the {h['n']} held-out prompts: full model accuracy {h['full']['accuracy']:.2f}, circuit "
