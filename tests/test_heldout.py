@@ -153,12 +153,30 @@ def test_a_case_study_reports_the_cleaned_circuit_beside_the_bisected_one_only_w
     pcfg = PruneConfig(steps=3, batch_pairs=4, val_pairs=8)
     info, circuit = prune_at_targets(model, means, "single_double_quote", pcfg, [1.0])
     assert "cleaned" not in info
-    info, circuit = prune_at_targets(model, means, "single_double_quote", pcfg.replace(cleanup=True), [1.0])
+    info, circuit = prune_at_targets(model, means, "single_double_quote", pcfg.replace(cleanup=True), [1.0, 2.0])
     cl = info["cleaned"]
     assert cl["nodes"] <= circuit.n_nodes and cl["loss"] <= 1.0 and 0.0 <= cl["test"]["accuracy"] <= 1.0
     assert 0.0 <= cl["heldout"]["agreement"] <= 1.0
     r = {"task": "single_double_quote", "model": "m", "task_metrics": {"accuracy": 1.0}, "prune": info}
     assert f"after the greedy clean-up (not read): {cl['nodes']} nodes" in prune_summary(r)
+
+
+def test_the_clean_up_runs_at_the_lowest_target_reached_only():
+    import torch
+
+    from sparsecirc.core.config import ModelConfig, PruneConfig
+    from sparsecirc.core.model import GPT
+    from sparsecirc.wst.ablation import compute_means
+    from sparsecirc.wst.prune import prune_to_circuit
+
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(n_layer=1, d_model=16, d_head=8, n_ctx=128, data_version="v2")).eval()
+    means = compute_means(model, torch.randint(0, 2048, (4, 128)))
+    pcfg = PruneConfig(steps=3, batch_pairs=4, val_pairs=8, cleanup=True, target_loss=1e-6)
+    res = prune_to_circuit(model, tasks.model_task(model, "single_double_quote", "train"), means, pcfg,
+                           targets=(2.0, 1.0), task="single_double_quote")
+    assert 1e-6 not in res.circuits and set(res.circuits) == {1.0, 2.0}  # an untrained model's loss is ~ln 2
+    assert set(res.cleaned) == {1.0}
 
 
 def test_heldout_table_puts_each_models_test_and_heldout_accuracy_side_by_side():
