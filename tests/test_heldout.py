@@ -119,17 +119,24 @@ def test_evaluate_heldout_on_a_tiny_model():
     assert 0.0 <= res["heldout"]["accuracy"] <= 1.0
 
 
-def test_a_case_study_circuit_is_scored_on_the_held_out_prompts_in_the_models_data_version():
+def _untrained_v2_model():
+    """A 1-layer data-v2 model (seeded) and its mean-ablation values over random tokens."""
     import torch
 
-    from sparsecirc.core.config import ModelConfig, PruneConfig
+    from sparsecirc.core.config import ModelConfig
     from sparsecirc.core.model import GPT
     from sparsecirc.wst.ablation import compute_means
-    from sparsecirc.wst.reading import prune_at_targets
 
     torch.manual_seed(0)
     model = GPT(ModelConfig(n_layer=1, d_model=16, d_head=8, n_ctx=128, data_version="v2")).eval()
-    means = compute_means(model, torch.randint(0, 2048, (4, 128)))
+    return model, compute_means(model, torch.randint(0, 2048, (4, 128)))
+
+
+def test_a_case_study_circuit_is_scored_on_the_held_out_prompts_in_the_models_data_version():
+    from sparsecirc.core.config import PruneConfig
+    from sparsecirc.wst.reading import prune_at_targets
+
+    model, means = _untrained_v2_model()
     pcfg = PruneConfig(steps=3, batch_pairs=4, eval_pairs=8)
     info, circuit = prune_at_targets(model, means, "single_double_quote", pcfg, [1.0])
     assert circuit is not None  # an untrained model's two-candidate loss (~ln 2) is below the target 1.0
@@ -140,16 +147,10 @@ def test_a_case_study_circuit_is_scored_on_the_held_out_prompts_in_the_models_da
 
 
 def test_a_case_study_reports_the_cleaned_circuit_beside_the_bisected_one_only_with_cleanup():
-    import torch
-
-    from sparsecirc.core.config import ModelConfig, PruneConfig
-    from sparsecirc.core.model import GPT
-    from sparsecirc.wst.ablation import compute_means
+    from sparsecirc.core.config import PruneConfig
     from sparsecirc.wst.reading import prune_at_targets, prune_summary
 
-    torch.manual_seed(0)
-    model = GPT(ModelConfig(n_layer=1, d_model=16, d_head=8, n_ctx=128, data_version="v2")).eval()
-    means = compute_means(model, torch.randint(0, 2048, (4, 128)))
+    model, means = _untrained_v2_model()
     pcfg = PruneConfig(steps=3, batch_pairs=4, val_pairs=8)
     info, circuit = prune_at_targets(model, means, "single_double_quote", pcfg, [1.0])
     assert "cleaned" not in info
@@ -162,16 +163,10 @@ def test_a_case_study_reports_the_cleaned_circuit_beside_the_bisected_one_only_w
 
 
 def test_the_clean_up_runs_at_the_lowest_target_reached_only():
-    import torch
-
-    from sparsecirc.core.config import ModelConfig, PruneConfig
-    from sparsecirc.core.model import GPT
-    from sparsecirc.wst.ablation import compute_means
+    from sparsecirc.core.config import PruneConfig
     from sparsecirc.wst.prune import prune_to_circuit
 
-    torch.manual_seed(0)
-    model = GPT(ModelConfig(n_layer=1, d_model=16, d_head=8, n_ctx=128, data_version="v2")).eval()
-    means = compute_means(model, torch.randint(0, 2048, (4, 128)))
+    model, means = _untrained_v2_model()
     pcfg = PruneConfig(steps=3, batch_pairs=4, val_pairs=8, cleanup=True, target_loss=1e-6)
     res = prune_to_circuit(model, tasks.model_task(model, "single_double_quote", "train"), means, pcfg,
                            targets=(2.0, 1.0), task="single_double_quote")
