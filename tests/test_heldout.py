@@ -5,7 +5,7 @@ from functools import lru_cache
 import pytest
 import torch
 
-from sparsecirc.core.config import ModelConfig
+from sparsecirc.core.config import ModelConfig, PruneConfig
 from sparsecirc.core.model import GPT
 from sparsecirc.data import corpus, heldout, task_audit, tasks
 from sparsecirc.data import task_generators_v2 as v2
@@ -121,10 +121,6 @@ def test_evaluate_heldout_on_a_tiny_model():
 
 def _untrained_v2_model():
     """A 1-layer data-v2 model (seeded) and its mean-ablation values over random tokens."""
-    import torch
-
-    from sparsecirc.core.config import ModelConfig
-    from sparsecirc.core.model import GPT
     from sparsecirc.wst.ablation import compute_means
 
     torch.manual_seed(0)
@@ -133,7 +129,6 @@ def _untrained_v2_model():
 
 
 def test_a_case_study_circuit_is_scored_on_the_held_out_prompts_in_the_models_data_version():
-    from sparsecirc.core.config import PruneConfig
     from sparsecirc.wst.reading import prune_at_targets
 
     model, means = _untrained_v2_model()
@@ -147,7 +142,6 @@ def test_a_case_study_circuit_is_scored_on_the_held_out_prompts_in_the_models_da
 
 
 def test_a_case_study_reports_the_cleaned_circuit_beside_the_bisected_one_only_with_cleanup():
-    from sparsecirc.core.config import PruneConfig
     from sparsecirc.wst.reading import prune_at_targets, prune_summary
 
     model, means = _untrained_v2_model()
@@ -163,7 +157,6 @@ def test_a_case_study_reports_the_cleaned_circuit_beside_the_bisected_one_only_w
 
 
 def test_the_clean_up_runs_at_the_lowest_target_reached_only():
-    from sparsecirc.core.config import PruneConfig
     from sparsecirc.wst.prune import prune_to_circuit
 
     model, means = _untrained_v2_model()

@@ -323,12 +323,13 @@ def prune_to_circuit(model: GPT, train_ds, means: dict[str, torch.Tensor], cfg: 
                               all_targets, cfg, task)
         snaps[step] = {t: reached.get(t) for t in all_targets}
     cleaned = {}
-    if cfg.cleanup:  # the circuit at the lowest target reached (the one a study reads); each pass is one loss a node
-        for target, c in sorted(circuits.items())[:1]:
-            nodes, loss, calib = greedy_cleanup(model, c.nodes, ranking, eval_data, values, target, cfg, progress)
-            cleaned[target] = Circuit(task=task, nodes=nodes, edges=count_edges(model, nodes), target_loss=target,
-                                      loss=loss, meta={"k": sum(len(v) for v in nodes.values()), "calibration": calib,
-                                                       "cleanup_of": c.n_nodes})
+    if cfg.cleanup and circuits:  # the circuit at the lowest target reached (the one a study reads) only
+        target = min(circuits)
+        c = circuits[target]
+        nodes, loss, calib = greedy_cleanup(model, c.nodes, ranking, eval_data, values, target, cfg, progress)
+        cleaned[target] = Circuit(task=task, nodes=nodes, edges=count_edges(model, nodes), target_loss=target,
+                                  loss=loss, meta={"k": sum(len(v) for v in nodes.values()), "calibration": calib,
+                                                   "cleanup_of": c.n_nodes})
     flat = ranking.flat()
     names = [(n, i) for n, size in zip(mask.names, mask.sizes) for i in range(size)]
     order = [names[i] for i in torch.argsort(flat, descending=True, stable=True).tolist()]
