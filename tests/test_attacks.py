@@ -244,7 +244,13 @@ def test_patching_several_reads_equals_patching_them_one_hook_at_a_time():
     rows = [{"read": ["blocks.0.attn.hook_z", j], "a_last": 40.0, "b_last": -40.0} for j in (8, 9, 15, 3)]
     hp = contrast.head_value_patch(m, ds, "single_double_quote", rows, ("blocks.0.attn.hook_z", 9))
     assert hp["head"] == "L0H1" and hp["channels"] == [8, 9, 15]  # d_head 8: channels 8..15 are head 1
-    assert contrast.head_value_patch(m, ds, "single_double_quote", rows, ("blocks.0.hook_attn_out", 3)) is None
+    # an attention-write read (or none): the head of the first value row, here head 0 (channel 3, listed first)
+    first = [rows[3]] + rows[:3]
+    for read in (("blocks.0.hook_attn_out", 3), None):
+        hp = contrast.head_value_patch(m, ds, "single_double_quote", first, read)
+        assert hp["head"] == "L0H0" and hp["channels"] == [3]
+    writes = [{"read": ["blocks.0.hook_attn_out", 3], "a_last": 1.0, "b_last": -1.0}]
+    assert contrast.head_value_patch(m, ds, "single_double_quote", writes, ("blocks.0.hook_attn_out", 3)) is None
 
 
 def test_hop_attention_reads_the_pattern_between_named_positions():

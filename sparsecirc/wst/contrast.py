@@ -166,12 +166,18 @@ def patched_accuracy(model: GPT, ds, task: str, read, value_a, value_b) -> dict:
     return {"accuracy": float(task_accuracy(plain).mean()), "patched_accuracy": float(task_accuracy(logits).mean())}
 
 
-def head_value_patch(model: GPT, ds, task: str, contrast_nodes: list[dict], read: tuple[str, int]) -> dict | None:
-    """:func:`patched_accuracy` with *every* circuit value channel of the head that owns ``read`` (a ``hook_z``
-    read) swapped at once: one channel alone may leave the answer to its siblings. None for other reads."""
+def head_value_patch(model: GPT, ds, task: str, contrast_nodes: list[dict],
+                     read: tuple[str, int] | None = None) -> dict | None:
+    """:func:`patched_accuracy` with *every* circuit value channel of one head swapped at once: one channel alone
+    may leave the answer to its siblings. The head owns ``read`` (a ``hook_z`` read); without one (or for another
+    kind of read, e.g. an attention write) it is the head of the value channel that best tells the kinds apart at
+    the last token (the first ``hook_z`` row of ``contrast_nodes``, which :func:`contrast` sorts). None when the
+    circuit has no value channel."""
+    if read is None or not read[0].endswith("attn.hook_z"):
+        read = next((tuple(r["read"]) for r in contrast_nodes if r["read"][0].endswith("attn.hook_z")), None)
+        if read is None:
+            return None
     hook, j = read
-    if not hook.endswith("attn.hook_z"):
-        return None
     dh, layer = model.cfg.d_head, hook.split(".")[1]
     rows = [r for r in contrast_nodes if r["read"][0] == hook and r["read"][1] // dh == j // dh]
     out = patched_accuracy(model, ds, task, [tuple(r["read"]) for r in rows], [r["a_last"] for r in rows],
