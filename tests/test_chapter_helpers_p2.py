@@ -233,6 +233,13 @@ def test_stream_ce_table_pairs_models_on_every_window():
     assert list(t.index) == ["a", "b", "a again"] and set(t["windows"]) == {5}
     assert t.loc["a", "above the first"] == 0.0 and t.loc["a again", "within bound"]
     assert t.loc["b", "CE (nats)"] != t.loc["a", "CE (nats)"]  # another model, another CE: the pairing can fail
+    # a seeded sample of the windows: the same windows for every model and every call with that seed
+    s1 = code_posttrain.stream_ce_table({"a": a, "b": b}, cfg, stream, sample=2, seed=3)
+    s2 = code_posttrain.stream_ce_table({"a": a, "b": b}, cfg, stream, sample=2, seed=3)
+    assert set(s1["windows"]) == {2} and s1.equals(s2)
+    assert code_posttrain.stream_ce_table({"a": a}, cfg, stream, sample=99)["windows"].iloc[0] == 5  # at most all
+    with pytest.raises(ValueError, match="positive"):
+        code_posttrain.stream_ce_table({"a": a}, cfg, stream, sample=0)
 
 
 def test_validation_windows_shape():

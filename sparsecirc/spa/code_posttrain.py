@@ -126,7 +126,8 @@ def sweep_table(rows: list[dict]) -> pd.DataFrame:
                           "keys per query per head": r["edges_per_query"]} for r in rows]).set_index("T")
 
 
-def stream_ce_table(models: dict, cfg, val_tokens: torch.Tensor | None = None, bound: float = 0.02) -> pd.DataFrame:
+def stream_ce_table(models: dict, cfg, val_tokens: torch.Tensor | None = None, bound: float = 0.02,
+                    sample: int | None = None, seed: int = 0) -> pd.DataFrame:
     """Paired CE on the whole validation stream: every model on the same tiled windows of ``cfg.model.n_ctx``
     tokens (deterministic gates), its excess over the first model's CE, and whether that excess is within ``bound``.
 
@@ -136,14 +137,22 @@ def stream_ce_table(models: dict, cfg, val_tokens: torch.Tensor | None = None, b
     Args:
         models: label -> model (``GPT``), the reference (the dense parent) first.
         cfg: a run config whose ``model.n_ctx`` sets the window length and whose data section names the stream.
-        val_tokens: the validation stream (default: ``lm_tokens(cfg)[1]``).
+        val_tokens: the stream (default: the validation stream ``lm_tokens(cfg)[1]``; pass ``lm_tokens(cfg)[0]``
+            for the training stream, on which GECO's constraint was held).
         bound: the slack (nats) the excess is compared with (the runs' ``tau_slack``).
+        sample: this many of the stream's tiled windows, drawn at random with ``seed`` (the same for every model),
+            instead of all of them (the training stream is ~20x the validation stream).
 
     Returns:
         DataFrame indexed by label: "CE (nats)", "above the first", "within bound", "windows".
     """
     val_tokens = lm_tokens(cfg)[1] if val_tokens is None else val_tokens
     windows = tiled_windows(val_tokens, cfg.model.n_ctx)
+    if sample is not None:
+        if sample < 1:
+            raise ValueError(f"sample must be a positive number of windows, got {sample}")
+        g = torch.Generator().manual_seed(seed)
+        windows = windows[torch.randperm(len(windows), generator=g)[:sample]]
     ce = {label: evaluate(m, windows, batch_size=8) for label, m in models.items()}  # eval mode, restored after
     first = next(iter(ce.values()))
     return pd.DataFrame({label: {"CE (nats)": v, "above the first": v - first, "within bound": v - first <= bound,
