@@ -192,3 +192,27 @@ def test_faithfulness_of_the_whole_model_and_of_an_empty_circuit(tiny_model, lm_
     empty = Circuit(task="t", nodes={}, edges=[], target_loss=0.15, loss=0.0, meta={"calibration": {"scale": 3.0}})
     g = circuit_faithfulness(m, empty, ds, means)
     assert g["scale"] == 3.0 and g["kl"] > 0 and g["uncalibrated"]["loss"] != g["calibrated"]["loss"]
+
+
+def test_bisection_prefers_the_masks_own_count_over_all_nodes(tiny_model, monkeypatch):
+    """A non-monotone loss in k: the mask's own circuit (4 nodes) meets the target, and so does every k >= 40, but
+    not 8 ... 39. With all nodes as the upper end the bisection lands at 40; with the mask's count first it finds
+    the smallest k within the mask's own circuit."""
+    import sparsecirc.wst.prune as prune_mod
+    from sparsecirc.wst.ablation import NodeOrder
+
+    m = tiny_model()
+    sites = node_sites(m)
+    n = sum(sites.values())
+    order = NodeOrder(sites, torch.arange(n, 0, -1, dtype=torch.float32), own_count=10)
+
+    def fake_loss(model, data, means, gates, *args, **kwargs):
+        k = int(sum(float(g.sum()) for g in gates.values()))
+        return (0.1 if 4 <= k <= 10 or k >= 40 else 0.5), 1.0, None
+
+    monkeypatch.setattr(prune_mod, "masked_loss", fake_loss)
+    cfg = PruneConfig(calibrate=False)
+    k, loss, _ = bisect_k(m, order, None, {}, 0.2, cfg)
+    assert (k, loss) == (4, 0.1)
+    order.own_count = 20  # the mask's own circuit misses the target: all nodes are the upper end
+    assert bisect_k(m, order, None, {}, 0.2, cfg)[0] >= 40

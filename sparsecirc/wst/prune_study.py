@@ -46,6 +46,9 @@ from sparsecirc.wst.prune_baselines import attribution_circuits, random_node_inv
 from sparsecirc.wst.reading import mean_values, study_model
 
 CONTROL_KINDS = ("random_init", "nonsense_rule", "zero_ablation", "frozen_norms", "tied_qk")
+# the bisection's upper-end rule (prune.bisect_k), part of every job and search key so cached jobs bisected under
+# an older rule recompute; "own-first": the mask's own kept nodes when they meet the target, else all nodes
+BISECT_RULE = "own-first"
 SEARCH_STEPS = 300  # mask steps of each search run unless the spec's ``search.steps`` says otherwise
 # A collapsed mask (declared before any rerun was read): the full model meets the target on the validation pairs,
 # but the mask's own task loss, averaged over its last ``plateau_window`` steps, is above half of ln 2 (the sparsity
@@ -154,6 +157,7 @@ def weights_sha256(model) -> str:
 
 
 def _job_key(parts: dict) -> str:
+    parts = {**parts, "bisect": BISECT_RULE}
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -190,7 +194,7 @@ def produce_prune_study(ctx: BuildContext) -> None:
     names = over.get("tasks") or list(TASKS)
     t0 = time.time()
     results = {"targets": targets, "budgets": budgets or [pcfg.steps], "min_accuracy": min_acc, "models": {},
-               "prune_config": pcfg.to_dict(), "search": search, "runs": []}
+               "prune_config": pcfg.to_dict(), "search": search, "runs": [], "bisect_rule": BISECT_RULE}
     models = {}
     for mid in spec["models"]:
         model, cfg, val = study_model(ctx, mid)
