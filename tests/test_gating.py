@@ -412,3 +412,14 @@ def test_geco_run_row_and_geco_compare_describe_each_run():
     assert len(fig.axes) == 3 and all(len(ax.get_lines()) >= 2 for ax in fig.axes)
     with pytest.raises(ValueError):
         attention_plots.geco_compare({})
+
+
+def test_validation_bound_takes_its_own_slack_or_the_training_one():
+    from sparsecirc.artifacts import ArtifactError
+    from sparsecirc.spa.code_posttrain import validation_bound
+    assert validation_bound({}, 2.5, 0.02) == (pytest.approx(2.52), pytest.approx(0.02))  # default: training slack
+    assert validation_bound({"val_slack": 0.02}, 2.5, 0.0) == (pytest.approx(2.52), pytest.approx(0.02))
+    assert validation_bound({"val_slack": 0}, 2.5, 0.05)[0] == pytest.approx(2.5)
+    for bad in (-0.01, float("nan")):
+        with pytest.raises(ArtifactError, match="val_slack"):
+            validation_bound({"val_slack": bad}, 2.5, 0.02, "x")
