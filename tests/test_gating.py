@@ -256,7 +256,9 @@ def test_addition_toy_gets_sparse_at_full_accuracy(tmp_cache):
     m = sparse.metrics
     assert m["dense_test"]["accuracy"] >= 0.99
     assert m["test"]["accuracy"] >= 0.98
-    assert m["init_test"]["accuracy"] < 0.5  # b = 0: the gate, switched on, breaks the dense model
+    # b = 0: the gate, switched on, breaks the dense model. How far depends on the ci-scale dense model, which
+    # differs with the thread count (measured: 0.42 on 2 threads, 0.54 on 1, from 1.00): a drop of 0.3 or more.
+    assert m["init_test"]["accuracy"] <= m["dense_test"]["accuracy"] - 0.3
     assert m["test"]["density"] < 0.5
     assert m["trajectory"]["step"][-1] == len(sparse.history.step)
 
