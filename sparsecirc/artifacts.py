@@ -10,6 +10,7 @@ This module is the bottom of the house: it imports nothing from the rest of the 
 from __future__ import annotations
 
 import fcntl
+import gzip
 import hashlib
 import json
 import os
@@ -104,7 +105,9 @@ def _umask() -> int:
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=True, default=_jsonable) + "\n").encode())
+    """Write ``obj`` as JSON, atomically; gzip-compressed (mtime 0) when the path ends in ``.gz``."""
+    data = (json.dumps(obj, indent=1, sort_keys=True, default=_jsonable) + "\n").encode()
+    atomic_write_bytes(path, gzip.compress(data, 9, mtime=0) if str(path).endswith(".gz") else data)
 
 
 def _jsonable(o):
@@ -120,8 +123,8 @@ def read_json(path: str | os.PathLike) -> Any:
     if not path.exists():
         raise ArtifactError(f"{path}: missing")
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
+        return json.loads(gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_text())
+    except (json.JSONDecodeError, gzip.BadGzipFile, EOFError) as e:
         raise ArtifactError(f"{path}: not valid JSON ({e})") from None
 
 
@@ -453,9 +456,8 @@ def verify(artifact_id: str) -> Path:
 class Run:
     """A loaded artifact bundle: what chapters call ``run``.
 
-    ``model``, ``history``, ``config`` and ``metrics`` are set for artifacts that hold a trained GPT
-    (``model.safetensors`` + ``history.json`` + ``config.json`` + ``metrics.json``); ``results`` for studies
-    (``results.json``, circuits in ``folder / "circuits"``).
+    ``model``, ``history``, ``config`` and ``metrics`` are set for artifacts that hold a trained GPT (a run folder,
+    :func:`sparsecirc.core.train.save_run`); ``results`` for studies (``results.json``, circuits in ``circuits/``).
     """
 
     id: str
@@ -475,8 +477,7 @@ def model_sha256(run: Run) -> str:
 
 
 def _config_sha256(artifact_id: str) -> str:
-    path = CONFIGS_DIR / f"{artifact_id}.yaml"
-    return sha256_file(path) if path.exists() else ""
+    return sha256_file(CONFIGS_DIR / f"{artifact_id}.yaml") if (CONFIGS_DIR / f"{artifact_id}.yaml").exists() else ""
 
 
 def verify_cached(artifact_id: str, folder: str | os.PathLike) -> dict:

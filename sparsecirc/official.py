@@ -296,7 +296,7 @@ def load(folder: str | Path) -> GPT:
 
 def import_official(folder: str | Path, out: str | Path, *, force: bool = False) -> dict:
     """Convert an official model folder into our run folder ``out`` (``model.safetensors``, ``config.json``,
-    ``history.json``, ``manifest.json`` with the source files' sha256 and flags); returns the manifest.
+    ``history.json.gz``, ``manifest.json`` with the source files' sha256 and flags); returns the manifest.
     :func:`sparsecirc.core.train.load_model` reads it back. ``out`` must be empty unless ``force``."""
     folder, out = Path(folder), Path(out)
     if out.exists() and any(out.iterdir()) and not force:

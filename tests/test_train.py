@@ -186,6 +186,32 @@ def test_save_run_takes_the_manifest_fields_a_producer_passes(tmp_path):
     assert [f["path"] for f in m["files"]][-1] == "metrics.json"
 
 
+def test_run_folder_history_is_compressed_and_legacy_folders_still_load(tmp_path):
+    import gzip
+
+    from sparsecirc import artifacts
+    from sparsecirc.core.train import load_run
+    cfg = _cfg(steps=3)
+    model, hist = train(cfg, _tokens(), _tokens(seed=1), progress=False)
+    m = save_run(tmp_path / "a", model, hist, cfg, metrics={"val_loss": 1.0})
+    assert "history.json.gz" in [f["path"] for f in m["files"]] and not (tmp_path / "a" / "history.json").exists()
+    raw = (tmp_path / "a" / "history.json.gz").read_bytes()
+    assert json.loads(gzip.decompress(raw)) == json.loads(json.dumps(hist.to_dict()))
+    assert load_run(tmp_path / "a")[1] == hist
+    save_run(tmp_path / "b", model, hist, cfg)
+    assert (tmp_path / "b" / "history.json.gz").read_bytes() == raw  # same history, same bytes (gzip mtime 0)
+    legacy = tmp_path / "legacy"  # a folder written before compression: history.json in its manifest
+    legacy.mkdir()
+    artifacts.save_tensors(legacy / "model.safetensors", model.state_dict())
+    artifacts.write_json(legacy / "history.json", hist.to_dict())
+    artifacts.write_json(legacy / "config.json", cfg.to_dict())
+    artifacts.write_manifest(legacy, ["model.safetensors", "history.json", "config.json"])
+    assert load_run(legacy)[1] == hist
+    (tmp_path / "a" / "history.json.gz").write_bytes(raw[:-8])  # truncated: the manifest's sha256 catches it
+    with pytest.raises(artifacts.ArtifactError, match="sha256"):
+        load_run(tmp_path / "a")
+
+
 def test_sequential_batches_are_disjoint_windows_that_never_repeat_within_a_pass():
     from sparsecirc.core.train import sequential_batch
     t = torch.arange(17 * 40 + 5)  # 40 windows of 17 tokens, 5 left over
