@@ -49,6 +49,7 @@ CONTROL_KINDS = ("random_init", "nonsense_rule", "zero_ablation", "frozen_norms"
 # the bisection's upper-end rule (prune.bisect_k), part of every job and search key so cached jobs bisected under
 # an older rule recompute; "own-first": the mask's own kept nodes when they meet the target, else all nodes
 BISECT_RULE = "own-first"
+JOB_POLL_SECONDS = 30  # how often a build waits for a job another process is running
 SEARCH_STEPS = 300  # mask steps of each search run unless the spec's ``search.steps`` says otherwise
 # A collapsed mask (declared before any rerun was read): the full model meets the target on the validation pairs,
 # but the mask's own task loss, averaged over its last ``plateau_window`` steps, is above half of ln 2 (the sparsity
@@ -203,7 +204,7 @@ def produce_prune_study(ctx: BuildContext) -> None:
                                   "weights_sha256": weights_sha256(model)}
     learned = [t for t in names if all(results["models"][m]["tasks"][t]["accuracy"] >= min_acc for m in models)]
     results["tasks"] = learned
-    jobs = [("main", mid, t) for mid in models for t in learned] if spec.get("main", True) else []
+    jobs = [("main", mid, t) for t in learned for mid in models] if spec.get("main", True) else []  # task-major
     ctrl = over.get("controls", spec.get("controls")) or {}
     for kind in ctrl.get("kinds", []):
         if kind not in CONTROL_KINDS:
@@ -213,11 +214,8 @@ def produce_prune_study(ctx: BuildContext) -> None:
     cache.mkdir(parents=True, exist_ok=True)
     (folder / "circuits").mkdir(parents=True, exist_ok=True)
     files, fresh, rows = [], {}, {}
-    # SPARSECIRC_JOB_ORDER=reverse runs the jobs last-first: a second process building the same artifact into another
-    # folder then shares the work through the job cache (each process skips jobs the other has finished); each writes
-    # the complete artifact into its own folder once it has every row
-    order = list(reversed(jobs)) if os.environ.get("SPARSECIRC_JOB_ORDER") == "reverse" else jobs
-    for cond, mid, task in tqdm(order, desc="prune jobs", disable=not ctx.progress):
+
+    def do(cond: str, mid: str, task: str) -> dict:  # one job: its search and mask run, or their cached results
         model, cfg, means = models[mid]
         ccfg = pcfg if cond == "main" else pcfg.replace(**ctrl.get("prune", {}))  # e.g. stop_at_plateau
         jcfg = {"zero_ablation": ccfg.replace(ablation="zero"), "frozen_norms": ccfg.replace(freeze_norms=True),
@@ -236,7 +234,6 @@ def produce_prune_study(ctx: BuildContext) -> None:
                       rankings=list(rankings) if cond == "main" else [],
                       init_seed=ctrl.get("seed", 0) if cond == "random_init" else None)
         path = cache / f"{cond}__{mid}__{task}__{key}.json"
-        head = None
         row = json.loads(path.read_text()) if path.exists() else None
         if row is not None and "collapse" not in row:  # cached before the collapse rule: rerun if it applies
             tail = row["trajectory"]["task_loss"][-5:]
@@ -261,10 +258,32 @@ def produce_prune_study(ctx: BuildContext) -> None:
             artifacts.write_json(path, row)
         if found is not None:
             row["search"] = found  # the search that chose the job's lr and k_coef (the key holds the chosen values)
-        rows[(cond, mid, task)] = row
-        if cond == "main" and row.get("circuit"):
+        return row
+
+    # SPARSECIRC_JOB_ORDER=reverse runs the jobs last-first. Each job holds a lock in the job cache while it runs,
+    # so a second process building the same study (into another folder) skips the jobs the first is running and
+    # comes back to them once they are cached; each process writes the complete artifact once it has every row.
+    pending = list(reversed(jobs)) if os.environ.get("SPARSECIRC_JOB_ORDER") == "reverse" else list(jobs)
+    bar = tqdm(total=len(jobs), desc="prune jobs", disable=not ctx.progress)
+    while pending:
+        busy = []
+        for job in pending:
+            try:
+                with artifacts.folder_lock(cache / "__".join(("job", *job)), what="this prune job"):
+                    rows[job] = do(*job)
+            except artifacts.FolderBusyError:
+                busy.append(job)  # another process runs it: come back once it is cached
+                continue
+            bar.update(1)
+        if busy:
+            time.sleep(JOB_POLL_SECONDS)
+        pending = busy
+    bar.close()
+    for cond, mid, task in jobs:
+        if cond == "main" and rows[(cond, mid, task)].get("circuit"):
             name = f"circuits/{mid}__{task}.json"
-            artifacts.atomic_write_bytes(folder / name, json.dumps(row["circuit"], sort_keys=True).encode())
+            artifacts.atomic_write_bytes(folder / name, json.dumps(rows[(cond, mid, task)]["circuit"],
+                                                                   sort_keys=True).encode())
             files.append(name)
     results["runs"] = [rows[j] for j in jobs]
     results["wall_time_s"] = round(time.time() - t0, 1)
