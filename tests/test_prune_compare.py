@@ -41,3 +41,17 @@ def test_study_comparison_rows_ratios_and_rules():
 def test_study_comparison_needs_a_study():
     with pytest.raises(ValueError, match="no studies"):
         study_comparison({})
+
+
+def test_bisection_overshoots_reads_the_kept_trajectory():
+    from sparsecirc.wst.prune_compare import bisection_overshoots
+    run = {"model": "s", "task": "t1", "condition": "main",
+           "trajectory": {"step": [1, 51, 101, 151], "kept": [900, 60, 40, 40]},
+           "budgets": {"80": {"0.15": {"nodes": 500, "edges": 9}}, "150": {"0.15": {"nodes": 40, "edges": 3}},
+                       "100": {"0.15": {"nodes": 70, "edges": 5}}, "60": {"0.15": None}}}
+    df = bisection_overshoots({"runs": [run]})
+    assert df.attrs["checked"] == 3
+    # budget 80: samples 51 and 101 kept 60 and 40 -> 60; 500 > 72 is an overshoot. Budget 100: 60 (samples 51
+    # and 101): 70 <= 72 is not. Budget 150: 40 of 40 is not.
+    assert df[["budget", "kept by the mask", "bisected nodes"]].values.tolist() == [[80, 60, 500]]
+    assert bisection_overshoots({"runs": [run]}, factor=1.1)["budget"].tolist() == [80, 100]

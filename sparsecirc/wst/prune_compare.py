@@ -50,3 +50,35 @@ def study_comparison(studies: dict[str, tuple[dict, str, str]], target: float | 
                      "ratio (edges)": (geomean([ok[k][dense] for k in ok]) / geomean([ok[k][sparse] for k in ok]))
                      if ok else None})
     return pd.DataFrame(rows).set_index(["study", "task"])
+
+
+def bisection_overshoots(results: dict, factor: float = 1.2) -> pd.DataFrame:
+    """Circuits bisected to more than ``factor`` times the nodes their mask itself kept at that budget: what the
+    ``all-first`` bisection rule could do (loss is not monotone in k, so a bisection over all nodes can stop far past
+    the mask's own circuit). The mask's kept count at a budget is read from the run's stored trajectory (sampled
+    every few steps): the larger of the two samples around the budget, so a row here is a real overshoot.
+
+    Returns one row per such circuit (condition, model, task, budget, target, kept by the mask, bisected nodes),
+    and ``attrs["checked"]``: how many circuits were checked.
+    """
+    rows, checked = [], 0
+    for run in results["runs"]:
+        traj = run.get("trajectory") or {}
+        steps, kept = traj.get("step", []), traj.get("kept", [])
+        if not steps:
+            continue
+        for budget, cells in run.get("budgets", {}).items():
+            i = max(0, sum(1 for s in steps if s <= int(budget)) - 1)
+            own = max(kept[i], kept[min(i + 1, len(kept) - 1)])
+            for target, cell in cells.items():
+                if not cell:
+                    continue
+                checked += 1
+                if cell["nodes"] > factor * own:
+                    rows.append({"condition": run.get("condition", "main"), "model": run["model"],
+                                 "task": run["task"], "budget": int(budget), "target": float(target),
+                                 "kept by the mask": own, "bisected nodes": cell["nodes"]})
+    df = pd.DataFrame(rows, columns=["condition", "model", "task", "budget", "target", "kept by the mask",
+                                     "bisected nodes"])
+    df.attrs["checked"] = checked
+    return df
