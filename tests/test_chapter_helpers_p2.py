@@ -212,7 +212,8 @@ def test_sweep_table_columns():
 
 def test_runs_table_reads_each_run():
     def run(cap, lam, val, dens):
-        m = {"train_context": 64, "geco": {"config": {"lambda_max": cap}}, "val_loss": val, "tau_val": 2.0,
+        m = {"train_context": 64, "geco": {"config": {"lambda_max": cap, "tau_slack": -cap / 100}}, "val_loss": val,
+             "tau_val": 2.0, "val_windows": 4,
              "within_tau": val <= 2.0, "edges": {"density": dens, "density_per_layer": [dens * 1.5, dens * 0.5],
                                                   "edges_per_query_per_head": [3.0, 1.0]}}
         return SimpleNamespace(metrics=m, history=SimpleNamespace(step=list(range(len(lam))), extra={"lambda": lam}),
@@ -223,6 +224,7 @@ def test_runs_table_reads_each_run():
     assert not t.loc["a", "within"] and t.loc["b", "within"]
     assert t.loc["b", "open % at T=64"] == pytest.approx(4.0) and t.loc["a", "L0 %"] == pytest.approx(3.0)
     assert t.loc["a", "L1 keys/query/head"] == 1.0
+    assert t.loc["b", "train slack"] == pytest.approx(-0.05) and t.loc["a", "val windows"] == 4
 
 
 def test_stream_ce_table_pairs_models_on_every_window():

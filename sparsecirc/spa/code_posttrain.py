@@ -161,8 +161,9 @@ def stream_ce_table(models: dict, cfg, val_tokens: torch.Tensor | None = None, b
 
 
 def runs_table(runs: dict) -> pd.DataFrame:
-    """Post-training runs side by side: what they were trained on, where their multiplier went, their validation CE
-    against its bound, and their open fraction at the model's context (overall, per layer, keys per query per head).
+    """Post-training runs side by side: what they were trained on (context, steps, GECO's slack over the dense
+    training CE), where their multiplier went, their validation CE against its bound (and on how many windows), and
+    their open fraction at the model's context (overall, per layer, keys per query per head).
 
     Args:
         runs: label -> a loaded ``lm_gated`` artifact (``sc.get_or_compute``), whose metrics hold ``edges`` (measured
@@ -177,6 +178,7 @@ def runs_table(runs: dict) -> pd.DataFrame:
         e = m["edges"]
         rows[label] = {"train T": m["train_context"], "steps": len(r.history.step),
                        "lambda cap": m["geco"]["config"]["lambda_max"], "lambda max": max(lam), "lambda final": lam[-1],
+                       "train slack": m["geco"]["config"].get("tau_slack"), "val windows": m.get("val_windows"),
                        "val CE": m["val_loss"], "bound": m["tau_val"], "within": m["within_tau"],
                        f"open % at T={r.config.model.n_ctx}": 100 * e["density"],
                        **{f"L{i} %": 100 * d for i, d in enumerate(e["density_per_layer"])},
