@@ -192,6 +192,11 @@ def test_edge_stats_and_graph():
     assert graph.shape == (2, 12, 12) and set(graph.ravel().tolist()) <= {0.0, 1.0}
     assert all(k <= q for layer in graph_edges(graph) for q, k in layer)
     assert attention_graph(dense, x[0]).max() <= 1.0
+    for chunk in (1, 2 * 4 * 144 * 2):  # one window at a time, two at a time: the same counts as all at once
+        got = edge_stats(gated, x, chunk_elements=chunk)
+        assert got.keys() == sg.keys() and all(got[k] == pytest.approx(sg[k]) for k in sg)
+    with pytest.raises(ValueError, match="no windows"):
+        edge_stats(gated, x[:0])
 
 
 

@@ -63,20 +63,30 @@ def edge_masks(model, tokens: torch.Tensor, batch_size: int = 1024) -> torch.Ten
     return torch.cat(out, dim=1)
 
 
-def edge_stats(model, tokens: torch.Tensor) -> dict:
+def edge_stats(model, tokens: torch.Tensor, chunk_elements: int = 2 ** 28) -> dict:
     """Deterministic edge counts of ``model`` on ``tokens`` [batch, pos].
+
+    The masks are counted a few windows at a time (at most ``chunk_elements`` mask entries held at once: the full
+    [n_layer, batch, n_head, T, T] tensor of 280 windows at T = 1024 would take tens of GB).
 
     Returns a dict of plain floats: ``density`` (open fraction of all causal pairs, all layers and heads),
     ``density_per_layer`` [n_layer], ``edges_per_query_per_head`` [n_layer], ``edges_per_example`` (open edges
     summed over layers, heads and pairs, mean over examples), ``edges_per_example_per_layer`` [n_layer] and
     ``possible_edges_per_example`` (n_layer * n_head * T(T+1)/2).
     """
-    m = edge_masks(model, tokens).float()  # [n_layer, batch, n_head, T, T]
-    L, B, H, T, _ = m.shape
-    per_layer = m.sum((-1, -2)).mean((1, 2)) / causal_pairs(T)  # [n_layer]
-    edges_layer = m.sum((2, 3, 4)).mean(1)  # [n_layer] mean over examples
+    c = model.cfg
+    B, T = tokens.shape
+    if B == 0:
+        raise ValueError("edge_stats: no windows")
+    L, H = c.n_layer, c.n_head
+    step = max(1, chunk_elements // (L * H * T * T))
+    open_edges = torch.zeros(L, dtype=torch.float64)  # summed over windows, heads, queries and keys
+    for i in range(0, B, step):
+        open_edges += edge_masks(model, tokens[i:i + step]).sum((1, 2, 3, 4), dtype=torch.float64)
+    edges_layer = open_edges / B  # [n_layer] mean over examples
+    per_layer = edges_layer / (H * causal_pairs(T))
     return {"density": float(per_layer.mean()), "density_per_layer": per_layer.tolist(),
-            "edges_per_query_per_head": (m.sum(-1).mean((1, 2, 3))).tolist(),
+            "edges_per_query_per_head": (edges_layer / (H * T)).tolist(),
             "edges_per_example": float(edges_layer.sum()), "edges_per_example_per_layer": edges_layer.tolist(),
             "possible_edges_per_example": L * H * causal_pairs(T)}
 
