@@ -30,6 +30,7 @@ import json
 import math
 import os
 import time
+from contextlib import ExitStack
 
 from tqdm import tqdm
 
@@ -268,12 +269,13 @@ def produce_prune_study(ctx: BuildContext) -> None:
     while pending:
         busy = []
         for job in pending:
-            try:
-                with artifacts.folder_lock(cache / "__".join(("job", *job)), what="this prune job"):
-                    rows[job] = do(*job)
-            except artifacts.FolderBusyError:
-                busy.append(job)  # another process runs it: come back once it is cached
-                continue
+            with ExitStack() as held:
+                try:
+                    held.enter_context(artifacts.folder_lock(cache / "__".join(("job", *job)), what="this prune job"))
+                except artifacts.FolderBusyError:
+                    busy.append(job)  # another process runs it: come back once it is cached
+                    continue
+                rows[job] = do(*job)
             bar.update(1)
         if busy:
             time.sleep(JOB_POLL_SECONDS)
