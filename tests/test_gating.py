@@ -430,3 +430,5 @@ def test_validation_bound_takes_its_own_slack_or_the_training_one():
     for bad in (-0.01, float("nan")):
         with pytest.raises(ArtifactError, match="val_slack"):
             validation_bound({"val_slack": bad}, 2.5, 0.02, "x")
+    with pytest.raises(ArtifactError, match="set val_slack"):
+        validation_bound({}, 2.5, -0.01, "x")

@@ -210,12 +210,13 @@ def check_same_shape(gated_cfg, dense_cfg) -> None:
 
 def validation_bound(spec: dict, dense_val: float, train_slack: float, artifact_id: str = "") -> tuple[float, float]:
     """(bound on the validation CE, its slack): the dense validation CE plus the spec's ``val_slack`` (nats), or
-    plus GECO's training slack when the spec sets none. The gates cost more on validation text than on the
-    training text GECO holds its bound on (chapter 08), so a run may train with a tighter slack than the one it is
-    judged by; the two are recorded apart (``train_slack``, ``val_slack``)."""
+    plus GECO's training slack when the spec sets none. A post-trained model's excess over its dense parent is
+    larger on validation text than on the training text GECO holds its bound on (chapter 08), so a run may train
+    with a tighter slack than the one it is judged by; the two are recorded apart (``train_slack``, ``val_slack``)."""
     val_slack = float(spec.get("val_slack", train_slack))
     if not val_slack >= 0:
-        raise artifacts.ArtifactError(f"{artifact_id}: val_slack must be a number >= 0, got {val_slack!r}")
+        why = "" if "val_slack" in spec else " (the training slack, its default, is negative: set val_slack)"
+        raise artifacts.ArtifactError(f"{artifact_id}: val_slack must be a number >= 0, got {val_slack!r}{why}")
     return dense_val + val_slack, val_slack
 
 
