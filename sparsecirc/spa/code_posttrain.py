@@ -248,7 +248,8 @@ def produce_gated_lm(ctx: BuildContext) -> None:
         raise artifacts.ArtifactError(f"{ctx.artifact_id}: train_context {T_train} exceeds n_ctx {cfg.model.n_ctx}")
     dense_train = evaluate(dense.model, tiled_windows(tokens, T_train), batch_size=64)
     geco = GECO(GECOConfig.from_dict(geco_over), reference_ce=dense_train)
-    tau_val, val_slack = validation_bound(spec, dense_val, geco.tau - dense_train, ctx.artifact_id)
+    train_slack = geco.tau - dense_train
+    tau_val, val_slack = validation_bound(spec, dense_val, train_slack, ctx.artifact_id)
     probe = eval_windows(val_tokens, 32, T_train, seed=4242)[:, :-1]  # density trajectory windows
     draw = window_sampler(cfg.train.sampling)
     batch_fn = None if T_train == cfg.model.n_ctx else \
@@ -269,7 +270,7 @@ def produce_gated_lm(ctx: BuildContext) -> None:
     longest = cfg.model.n_ctx if cfg.model.pos_embed else 8 * cfg.model.n_ctx  # learned positions end at n_ctx
     sweep_lengths = [T for T in SWEEP_LENGTHS if T <= longest]
     metrics = {"val_loss": val, "dense_val_loss": dense_val, "val_windows": n_windows, "tau_val": tau_val,
-               "within_tau": bool(val <= tau_val), "val_slack": val_slack, "train_slack": geco.tau - dense_train,
+               "within_tau": bool(val <= tau_val), "val_slack": val_slack, "train_slack": train_slack,
                "dense_train_windows_loss": dense_train, "tau_train": geco.tau,
                "geco": geco.state(), "edges": st,
                "density_vs_context": density_vs_context(model, val_tokens, sweep_lengths),

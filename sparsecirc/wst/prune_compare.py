@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from sparsecirc.wst.prune_report import geomean, main_rows, sizes, usable
+from sparsecirc.wst.prune_report import geomean, main_rows, ratio, sizes, usable
 
 
 def study_comparison(studies: dict[str, tuple[dict, str, str]], target: float | None = None) -> pd.DataFrame:
@@ -45,10 +45,9 @@ def study_comparison(studies: dict[str, tuple[dict, str, str]], target: float | 
             row["ratio (edges)"] = row["dense edges"] / row["sparse edges"] if task in ok else None
             rows.append(row)
         rows.append({"study": label, "task": "geometric mean", "budget": budget, "bisect rule": rule,
-                     "sparse edges": geomean([ok[k][sparse] for k in ok]) if ok else None,
-                     "dense edges": geomean([ok[k][dense] for k in ok]) if ok else None,
-                     "ratio (edges)": (geomean([ok[k][dense] for k in ok]) / geomean([ok[k][sparse] for k in ok]))
-                     if ok else None})
+                     "sparse edges": geomean([row[sparse] for row in ok.values()]) if ok else None,
+                     "dense edges": geomean([row[dense] for row in ok.values()]) if ok else None,
+                     "ratio (edges)": ratio(res, sparse, dense, budget, t)})
     return pd.DataFrame(rows).set_index(["study", "task"])
 
 
