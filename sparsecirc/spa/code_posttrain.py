@@ -39,7 +39,7 @@ from sparsecirc.core.train import eval_windows, evaluate, sample_batch, save_run
 from sparsecirc.data.lm import lm_task_metrics, lm_tokens, lm_val_loss
 from sparsecirc.data.tokenizer import load_tokenizer
 from sparsecirc.spa.attention_edges import attention_graph, causal_pairs, edge_stats, eval_record
-from sparsecirc.spa.geco import GECO, GECOConfig, trajectory_hooks
+from sparsecirc.spa.geco import GECO, GECOConfig, HeldoutConstraint, trajectory_hooks, window_ces
 
 #: context lengths of the density sweep (the training context is 128 at book scale)
 SWEEP_LENGTHS = (16, 32, 64, 128, 256, 512, 1024)
@@ -220,6 +220,39 @@ def validation_bound(spec: dict, dense_val: float, train_slack: float, artifact_
     return dense_val + val_slack, val_slack
 
 
+def split_validation(val_tokens: torch.Tensor, n_ctx: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The tiled validation stream in two interleaved halves [n, n_ctx + 1]: the even windows feed a run's
+    held-out constraint (``heldout_constraint``), the odd ones judge it. Interleaving keeps both halves' mix of
+    kinds of code alike (the stream holds the stdlib first, then the generated programs); no token is in both."""
+    w = tiled_windows(val_tokens, n_ctx)
+    return w[0::2], w[1::2]
+
+
+def judged_loss(model, dense_model, cfg, slack: float, val_tokens: torch.Tensor | None = None) -> dict:
+    """CE of a post-trained model and its dense parent on the judged (odd) validation windows at the model's
+    context, and whether the model is within ``slack`` nats of the parent there."""
+    val_tokens = lm_tokens(cfg)[1] if val_tokens is None else val_tokens
+    judged = split_validation(val_tokens, cfg.model.n_ctx)[1]
+    ce, dense_ce = evaluate(model, judged, batch_size=8), evaluate(dense_model, judged, batch_size=8)
+    return {"windows": len(judged), "val_loss": ce, "dense_val_loss": dense_ce, "slack": float(slack),
+            "bound": dense_ce + float(slack), "within": bool(ce <= dense_ce + float(slack))}
+
+
+def heldout_hooks(spec: dict, geco_over: dict, dense_model, cfg, val_tokens) -> tuple[GECO, HeldoutConstraint]:
+    """GECO whose λ reads the excess over the dense parent on the even validation windows (spec
+    ``heldout_constraint: {batch, every}``; slack = ``geco.tau_slack``); τ reported = the parent's CE there + slack."""
+    hc = spec["heldout_constraint"]
+    unknown = set(hc) - {"batch", "every"}
+    if unknown:
+        raise artifacts.ArtifactError(f"heldout_constraint: unknown keys {sorted(unknown)} (known: batch, every)")
+    windows = split_validation(val_tokens, cfg.model.n_ctx)[0]
+    ref = window_ces(dense_model, windows)
+    geco = GECO(GECOConfig.from_dict(geco_over), reference_ce=float(ref.mean()))
+    held = HeldoutConstraint(geco, windows, ref, slack=geco.tau - float(ref.mean()), batch=int(hc.get("batch", 4)),
+                             every=int(hc.get("every", 1)), seed=cfg.train.seed)
+    return geco, held
+
+
 def produce_gated_lm(ctx: BuildContext) -> None:
     """Post-train ``init_from`` with the gate and GECO (τ = the dense CE on the whole training stream + slack);
     store model and metrics."""
@@ -247,8 +280,13 @@ def produce_gated_lm(ctx: BuildContext) -> None:
     if T_train > cfg.model.n_ctx:
         raise artifacts.ArtifactError(f"{ctx.artifact_id}: train_context {T_train} exceeds n_ctx {cfg.model.n_ctx}")
     dense_train = evaluate(dense.model, tiled_windows(tokens, T_train), batch_size=64)
-    geco = GECO(GECOConfig.from_dict(geco_over), reference_ce=dense_train)
-    train_slack = geco.tau - dense_train
+    held = None
+    if "heldout_constraint" in spec:  # λ reads held-out validation windows; the odd half judges the run
+        geco, held = heldout_hooks(spec, geco_over, dense.model, cfg, val_tokens)
+        train_slack = held.slack
+    else:
+        geco = GECO(GECOConfig.from_dict(geco_over), reference_ce=dense_train)
+        train_slack = geco.tau - dense_train
     tau_val, val_slack = validation_bound(spec, dense_val, train_slack, ctx.artifact_id)
     probe = eval_windows(val_tokens, 32, T_train, seed=4242)[:, :-1]  # density trajectory windows
     draw = window_sampler(cfg.train.sampling)
@@ -260,7 +298,8 @@ def produce_gated_lm(ctx: BuildContext) -> None:
         st = edge_stats(model, probe)
         return {"density": st["density"], "density_per_layer": st["density_per_layer"]}
 
-    hooks = compose_hooks(geco.train_hooks(), trajectory_hooks(measure, cfg.train.eval_every, traj, first_step=True))
+    hooks = compose_hooks((held or geco).train_hooks(),
+                          trajectory_hooks(measure, cfg.train.eval_every, traj, first_step=True))
     t0 = time.time()
     model, hist = train(cfg, tokens, val_tokens, init_state=start.model.state_dict(), hooks=hooks,
                         progress=ctx.progress, batch_fn=batch_fn)
@@ -279,6 +318,10 @@ def produce_gated_lm(ctx: BuildContext) -> None:
                "seconds_per_step": hist.train_seconds / max(len(hist.step), 1),
                "tokens_seen": hist.tokens_seen, "tasks": lm_task_metrics(model), "train_context": T_train,
                "dense_tasks": dense.metrics.get("tasks")}
+    if held is not None:
+        judged = judged_loss(model, dense.model, cfg, val_slack, val_tokens)
+        metrics.update(constraint_source="even validation windows", constraint_windows=len(held.windows),
+                       judged=judged, within_tau=judged["within"], within_tau_on="judged: odd validation windows")
     save_run(ctx.folder, model, hist, cfg, metrics=metrics, **ctx.manifest_info(
         kind="lm_gated", precision="fp32", wall_time_s=round(wall, 1), geco=geco_over,
         init_from={"id": start_id, "model_sha256": model_sha256(start)},

@@ -152,3 +152,72 @@ def trajectory_hooks(measure: Callable[[torch.nn.Module], dict], every: int, tra
         if (step + 1) % every == 0 or (first_step and step == 0):
             log_point(traj, step + 1, measure(model), time.perf_counter() - t0)
     return TrainHooks(after_step=after_step)
+
+
+# --- the multiplier fed from held-out text ---------------------------------------------------------------------
+@torch.no_grad()
+def window_ces(model, windows: torch.Tensor, batch_size: int = 8) -> torch.Tensor:
+    """Mean next-token CE of each window [n, T + 1] (eval mode: deterministic gates), as a float64 [n]."""
+    was = model.training
+    model.eval()
+    out = [model.loss(windows[i:i + batch_size].long(), reduction="none").double().mean(1)
+           for i in range(0, len(windows), batch_size)]
+    model.train(was)
+    return torch.cat(out)
+
+
+class HeldoutConstraint:
+    """GECO's multiplier driven by the excess over a reference model on held-out windows, not the training batch.
+
+    The gradient still comes from the training batch (``GECO.objective``: λ·CE of the batch; τ does not enter the
+    gradient); only λ's update reads text the run never trains on. Every ``every`` steps the model's CE on
+    ``batch`` held-out windows (taken in a fixed seeded order, cycling) is compared window by window with the
+    reference model's CE on the same windows, so the kinds of code the windows hold cancel:
+    ``C = mean(CE_model − CE_reference) − slack``. Between measurements the last ``C`` feeds the EMA.
+
+    Args:
+        geco: the GECO state whose λ this updates (its ``tau`` is only reported).
+        windows: held-out windows [n, T + 1].
+        reference_ces: the reference (dense) model's CE per window [n] (:func:`window_ces`).
+        slack: the allowed mean excess (nats/token).
+        batch, every: windows per measurement, steps between measurements.
+        seed: the order the windows are visited in.
+    """
+
+    def __init__(self, geco: GECO, windows: torch.Tensor, reference_ces: torch.Tensor, slack: float,
+                 batch: int = 4, every: int = 1, seed: int = 0):
+        if len(windows) != len(reference_ces) or len(windows) < batch or batch < 1 or every < 1:
+            raise ValueError(f"HeldoutConstraint: {len(windows)} windows, {len(reference_ces)} reference CEs, "
+                             f"batch {batch}, every {every}: need as many CEs as windows, 1 <= batch <= windows, "
+                             "every >= 1")
+        self.geco, self.windows, self.ref = geco, windows, reference_ces.double()
+        self.slack, self.batch, self.every = float(slack), int(batch), int(every)
+        self.order = torch.randperm(len(windows), generator=torch.Generator().manual_seed(seed))
+        self.c = float("nan")
+        self.measured = 0
+
+    def measure(self, model) -> float:
+        """The constraint on the next ``batch`` held-out windows: mean excess over the reference − slack."""
+        n = len(self.windows)
+        idx = self.order[torch.arange(self.measured * self.batch, (self.measured + 1) * self.batch) % n]
+        self.measured += 1
+        excess = window_ces(model, self.windows[idx], self.batch) - self.ref[idx]
+        return float(excess.mean()) - self.slack
+
+    def after_step(self, model, step: int) -> None:
+        if step % self.every == 0 or self.c != self.c:
+            self.c = self.measure(model)
+        self.geco.update(self.c)
+
+    def log(self, step: int) -> dict:
+        return {**self.geco.log(step), "heldout_constraint": self.c}
+
+    def train_hooks(self) -> TrainHooks:
+        g = self.geco
+        return TrainHooks(objective=g.objective, after_step=self.after_step, log=self.log,
+                          state=lambda: {**g.state(), "heldout_measured": self.measured, "heldout_c": self.c},
+                          load_state=self._load_state)
+
+    def _load_state(self, state: dict) -> None:
+        self.geco.load_state(state)
+        self.measured, self.c = int(state.get("heldout_measured", 0)), float(state.get("heldout_c", float("nan")))
