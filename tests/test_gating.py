@@ -432,3 +432,47 @@ def test_validation_bound_takes_its_own_slack_or_the_training_one():
             validation_bound({"val_slack": bad}, 2.5, 0.02, "x")
     with pytest.raises(ArtifactError, match="set val_slack"):
         validation_bound({}, 2.5, -0.01, "x")
+
+
+def test_heldout_constraint_reads_the_excess_over_the_reference_on_held_out_windows_only():
+    from sparsecirc.core.config import make_config
+    from sparsecirc.core.train import train
+    from sparsecirc.spa.geco import HeldoutConstraint, window_ces
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(**TINY, attn_gate=True))
+    held = torch.randint(0, 20, (6, 9))
+    ces = window_ces(model, held, batch_size=4)
+    assert ces.shape == (6,) and ces.dtype == torch.float64
+    assert ces.mean().item() == pytest.approx(model.eval().loss(held).item(), rel=1e-5)  # equal lengths: means agree
+    # a reference worse than the model by 0.3 nats on every window: C = -0.3 - slack, lambda falls
+    geco = GECO(GECOConfig(tau_slack=0.0, eta=1.0, alpha=0.5), reference_ce=float(ces.mean()))
+    hc = HeldoutConstraint(geco, held, ces + 0.3, slack=0.05, batch=2, every=2, seed=1)
+    hc.after_step(model, 0)
+    assert hc.c == pytest.approx(-0.35, abs=1e-6) and geco.lam < 1.0
+    lam = geco.lam
+    hc.after_step(model, 1)  # no new measurement between, the last C still feeds the EMA
+    assert hc.measured == 1 and geco.lam < lam
+    for step in range(2, 8):
+        hc.after_step(model, step)
+    assert hc.measured == 4  # cycles through the 6 windows, 2 at a time
+    # a reference better than the model: lambda rises; the training batch's CE does not enter the update
+    geco2 = GECO(GECOConfig(tau_slack=0.0, eta=1.0, alpha=0.5), reference_ce=0.0)
+    hc2 = HeldoutConstraint(geco2, held, ces - 0.3, slack=0.05, batch=3, every=1)
+    cfg = make_config("ci", model={**TINY, "attn_gate": True},
+                      train={"steps": 4, "batch_size": 2, "eval_every": 2, "eval_batches": 1, "lr": 1e-6})
+    _, hist = train(cfg, torch.randint(0, 20, (300,)), torch.randint(0, 20, (300,)), init_state=model.state_dict(),
+                    hooks=hc2.train_hooks(), progress=False)
+    assert all(c > 0.2 for c in hist.extra["heldout_constraint"])
+    assert hist.extra["lambda"][-1] > 1.0 and hist.extra["constraint"][0] != hist.extra["heldout_constraint"][0]
+    with pytest.raises(ValueError, match="batch"):
+        HeldoutConstraint(geco, held, ces, slack=0.0, batch=7)
+    with pytest.raises(ValueError, match="reference CEs"):
+        HeldoutConstraint(geco, held, ces[:5], slack=0.0)
+
+
+def test_validation_halves_interleave_and_share_no_window():
+    from sparsecirc.spa.code_posttrain import split_validation
+    even, odd = split_validation(torch.arange(50), 4)  # 10 windows of 5 tokens
+    assert even.shape == (5, 5) and odd.shape == (5, 5)
+    assert even[:, 0].tolist() == [0, 10, 20, 30, 40] and odd[:, 0].tolist() == [5, 15, 25, 35, 45]
+    assert not set(even.flatten().tolist()) & set(odd.flatten().tolist())
