@@ -476,3 +476,23 @@ def test_validation_halves_interleave_and_share_no_window():
     assert even.shape == (5, 5) and odd.shape == (5, 5)
     assert even[:, 0].tolist() == [0, 10, 20, 30, 40] and odd[:, 0].tolist() == [5, 15, 25, 35, 45]
     assert not set(even.flatten().tolist()) & set(odd.flatten().tolist())
+
+
+def test_stream_ce_is_computed_once_per_model_and_stream(tmp_cache, monkeypatch):
+    from types import SimpleNamespace
+
+    from sparsecirc.spa import code_posttrain as cp
+    model = GPT(ModelConfig(**TINY)).eval()
+    run = SimpleNamespace(model=model, manifest={"files": [{"path": "model.safetensors", "sha256": "ab" * 32}]})
+    stream = torch.randint(0, 20, (60,))
+    calls = []
+    real = cp.evaluate
+    monkeypatch.setattr(cp, "evaluate", lambda *a, **k: calls.append(1) or real(*a, **k))
+    first = cp.stream_ce(run, stream, 9)
+    assert first == pytest.approx(real(model, cp.tiled_windows(stream, 9)), rel=1e-6) and len(calls) == 1
+    assert cp.stream_ce(run, stream, 9) == first and len(calls) == 1  # read back from the cache
+    cp.stream_ce(run, stream, 5)  # another window length
+    cp.stream_ce(run, stream.flip(0), 9)  # another stream
+    run.manifest = {"files": [{"path": "model.safetensors", "sha256": "cd" * 32}]}  # another model
+    cp.stream_ce(run, stream, 9)
+    assert len(calls) == 4
