@@ -225,6 +225,14 @@ def test_runs_table_reads_each_run():
     assert t.loc["b", "open % at T=64"] == pytest.approx(4.0) and t.loc["a", "L0 %"] == pytest.approx(3.0)
     assert t.loc["a", "L1 keys/query/head"] == 1.0
     assert t.loc["b", "train slack"] == pytest.approx(-0.05) and t.loc["a", "val windows"] == 4
+    assert t.loc["a", "constraint on"] == "training batches"
+    # a held-out-constraint run is read on its judged half, not on the random windows its λ partly saw
+    held = run(5.0, [1.0], 2.5, 0.01)
+    held.metrics.update(constraint_source="even validation windows", within_tau=True,
+                        judged={"windows": 7, "val_loss": 2.01, "bound": 2.02, "within": True})
+    h = code_posttrain.runs_table({"held": held}).loc["held"]
+    assert h["val CE"] == 2.01 and h["bound"] == 2.02 and h["val windows"] == 7 and h["within"]
+    assert h["constraint on"] == "even validation windows"
 
 
 def test_stream_ce_table_pairs_models_on_every_window():
@@ -242,6 +250,14 @@ def test_stream_ce_table_pairs_models_on_every_window():
     assert code_posttrain.stream_ce_table({"a": a}, cfg, stream, sample=99)["windows"].iloc[0] == 5  # at most all
     with pytest.raises(ValueError, match="positive"):
         code_posttrain.stream_ce_table({"a": a}, cfg, stream, sample=0)
+    # the interleaved halves: windows 0, 2, 4 and 1, 3
+    even = code_posttrain.stream_ce_table({"a": a, "b": b}, cfg, stream, part="even")
+    odd = code_posttrain.stream_ce_table({"a": a, "b": b}, cfg, stream, part="odd")
+    assert set(even["windows"]) == {3} and set(odd["windows"]) == {2}
+    whole = (3 * even.loc["b", "CE (nats)"] + 2 * odd.loc["b", "CE (nats)"]) / 5
+    assert whole == pytest.approx(t.loc["b", "CE (nats)"], rel=1e-5)
+    with pytest.raises(ValueError, match="part"):
+        code_posttrain.stream_ce_table({"a": a}, cfg, stream, part="first")
 
 
 def test_validation_windows_shape():

@@ -152,7 +152,7 @@ def sweep_table(rows: list[dict]) -> pd.DataFrame:
 
 
 def stream_ce_table(models: dict, cfg, val_tokens: torch.Tensor | None = None, bound: float = 0.02,
-                    sample: int | None = None, seed: int = 0) -> pd.DataFrame:
+                    sample: int | None = None, seed: int = 0, part: str = "all") -> pd.DataFrame:
     """Paired CE on the whole validation stream: every model on the same tiled windows of ``cfg.model.n_ctx``
     tokens (deterministic gates), its excess over the first model's CE, and whether that excess is within ``bound``.
 
@@ -167,12 +167,17 @@ def stream_ce_table(models: dict, cfg, val_tokens: torch.Tensor | None = None, b
         bound: the slack (nats) the excess is compared with (the runs' ``tau_slack``).
         sample: this many of the stream's tiled windows, drawn at random with ``seed`` (the same for every model),
             instead of all of them (the training stream is ~20x the validation stream).
+        part: ``"all"`` the tiled windows, or one of the interleaved halves of :func:`split_validation`:
+            ``"even"`` (the windows a held-out constraint reads) or ``"odd"`` (the windows such a run is judged on).
 
     Returns:
         DataFrame indexed by label: "CE (nats)", "above the first", "within bound", "windows".
     """
     val_tokens = lm_tokens(cfg)[1] if val_tokens is None else val_tokens
+    if part not in ("all", "even", "odd"):
+        raise ValueError(f"part must be 'all', 'even' or 'odd', got {part!r}")
     windows = tiled_windows(val_tokens, cfg.model.n_ctx)
+    windows = windows if part == "all" else split_validation(val_tokens, cfg.model.n_ctx)[part == "odd"]
     if sample is not None:
         if sample < 1:
             raise ValueError(f"sample must be a positive number of windows, got {sample}")
@@ -186,7 +191,8 @@ def stream_ce_table(models: dict, cfg, val_tokens: torch.Tensor | None = None, b
 
 def runs_table(runs: dict) -> pd.DataFrame:
     """Post-training runs side by side: what they were trained on (context, steps, GECO's slack over the dense
-    training CE), where their multiplier went, their validation CE against its bound (and on how many windows), and
+    CE and the text the constraint was measured on), where their multiplier went, their validation CE against its
+    bound (and on how many windows: a held-out-constraint run's on the odd validation half it never read), and
     their open fraction at the model's context (overall, per layer, keys per query per head).
 
     Args:
@@ -199,11 +205,14 @@ def runs_table(runs: dict) -> pd.DataFrame:
     rows = {}
     for label, r in runs.items():
         m, lam = r.metrics, r.history.extra["lambda"]
-        e = m["edges"]
+        e, j = m["edges"], m.get("judged")  # a held-out-constraint run is judged on the odd validation half
         rows[label] = {"train T": m["train_context"], "steps": len(r.history.step),
                        "lambda cap": m["geco"]["config"]["lambda_max"], "lambda max": max(lam), "lambda final": lam[-1],
-                       "train slack": m["geco"]["config"].get("tau_slack"), "val windows": m.get("val_windows"),
-                       "val CE": m["val_loss"], "bound": m["tau_val"], "within": m["within_tau"],
+                       "constraint on": m.get("constraint_source", "training batches"),
+                       "train slack": m["geco"]["config"].get("tau_slack"),
+                       "val windows": j["windows"] if j else m.get("val_windows"),
+                       "val CE": j["val_loss"] if j else m["val_loss"], "bound": j["bound"] if j else m["tau_val"],
+                       "within": m["within_tau"],
                        f"open % at T={r.config.model.n_ctx}": 100 * e["density"],
                        **{f"L{i} %": 100 * d for i, d in enumerate(e["density_per_layer"])},
                        **{f"L{i} keys/query/head": k for i, k in enumerate(e["edges_per_query_per_head"])}}
