@@ -199,6 +199,14 @@ def test_geco_curves_reference_line():
     assert labels[-1] == "dense validation CE" and len(fig.axes[0].lines) == 4
     fig = plots.geco_curves(h, tau=1.0, smooth=5)
     assert len(fig.axes[0].lines) == 3
+    # a held-out-constraint run: a fourth panel with its excess (measurement + slack) and the slack line
+    h.extra.update(heldout_constraint=[0.01] * n, constraint_ema=[0.005] * n)
+    with pytest.raises(ValueError, match="heldout_slack"):
+        plots.geco_curves(h, tau=1.0, smooth=5)
+    fig = plots.geco_curves(h, tau=1.0, smooth=5, heldout_slack=0.02)
+    assert len(fig.axes) == 4
+    ydata = [line.get_ydata() for line in fig.axes[3].lines]
+    assert ydata[0][0] == pytest.approx(0.03) and ydata[1][0] == pytest.approx(0.025) and ydata[2][0] == 0.02
 
 
 def test_sweep_table_columns():

@@ -109,16 +109,31 @@ def _smooth(y: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
 
 def geco_curves(history, *, tau: float, trajectory: dict | None = None, smooth: int = 50,
                 ce_label: str = "answer-digit CE (nats)", log_ce: bool = True,
-                reference: tuple[float, str] | None = None):
+                reference: tuple[float, str] | None = None, heldout_slack: float | None = None):
     """Three panels of a GECO post-training run: CE vs τ, the multiplier λ, and edge density per layer.
 
     ``history`` is a :class:`~sparsecirc.core.train.History` with GECO's ``extra`` series; ``trajectory`` (optional) holds
     the deterministic (eval-gate) density measured every few steps. ``ce_label`` names the constrained loss;
     ``log_ce=False`` draws it on a linear axis (a language model's CE moves by hundredths of a nat).
     ``reference`` = (CE, label) adds a dotted line to the CE panel (e.g. the dense model's validation CE).
+    A run whose multiplier read held-out windows (``extra["heldout_constraint"]``, :class:`~sparsecirc.spa.geco.
+    HeldoutConstraint`) gets a fourth panel: its held-out excess over the dense parent (each measurement, and the
+    EMA λ follows) against the slack ``heldout_slack`` (the run's ``train_slack``), which it then needs.
     """
     ex = history.extra
-    fig, axes = plt.subplots(1, 3, figsize=(13.5, 3.6))
+    held = "heldout_constraint" in ex
+    if held and heldout_slack is None:
+        raise ValueError("this run's multiplier read held-out windows: pass heldout_slack (its metrics' train_slack)")
+    fig, axes = plt.subplots(1, 4 if held else 3, figsize=(18 if held else 13.5, 3.6))
+    if held:
+        ax, steps = axes[3], np.arange(1, len(ex["heldout_constraint"]) + 1)
+        ax.plot(steps, np.asarray(ex["heldout_constraint"]) + heldout_slack, lw=0.6, alpha=0.5, color="C4",
+                label="each measurement (held on until the next)")
+        ax.plot(steps, np.asarray(ex["constraint_ema"]) + heldout_slack, lw=1.5, color="C3", label="EMA (λ's input)")
+        ax.axhline(heldout_slack, color="k", ls="--", lw=1, label=f"slack {heldout_slack:.3g}")
+        ax.axhline(0.0, color="C1", ls=":", lw=1, label="dense parent")
+        ax.set(xlabel="step", ylabel="CE − dense CE (nats), held-out windows", title="the constraint λ reads")
+        ax.legend(fontsize=7)
     ax = axes[0]
     ax.plot(*_smooth(history.train_loss, smooth), lw=1, alpha=0.7, label=f"train CE (sampled gates, mean of {smooth})")
     ax.plot(history.val_step, history.val_loss, "o-", ms=3, label="validation CE (eval gates)")
