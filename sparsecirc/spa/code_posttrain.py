@@ -288,7 +288,9 @@ def heldout_hooks(spec: dict, geco_over: dict, dense_model, cfg, val_tokens) -> 
 
 def produce_gated_lm(ctx: BuildContext) -> None:
     """Post-train ``init_from`` with the gate and GECO (τ = the dense CE on the whole training stream + slack);
-    store model and metrics."""
+    store model and metrics. With ``heldout_constraint`` in the spec, λ reads the excess over the dense parent on
+    the even validation windows instead (:func:`heldout_hooks`), and the run is judged on the odd ones
+    (``metrics["judged"]``, which ``within_tau`` then refers to)."""
     cfg, geco_over, spec = gated_config(ctx)
     start_id = spec["init_from"]
     start = ctx.dep(start_id)
