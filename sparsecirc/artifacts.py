@@ -1,9 +1,9 @@
 """Artifacts: atomic writes, sha256, the registry in ``data/registry.yaml``, and ``get_or_compute``.
 
 An artifact is a folder ``<id>/`` holding files plus ``manifest.json`` (config, seed, scale, versions, commit,
-wall time, sha256 and bytes of every file). Committed (``book`` scale) artifacts live in ``data/artifacts/<id>/``
-and are listed in the registry; ``ci``-scale ones are recomputed into the cache folder.
-
+wall time, sha256 and bytes of every file; ``omitted``: files recorded but not committed, see
+``build.omit_weights``). Committed (``book`` scale) artifacts live in ``data/artifacts/<id>/`` and are listed in the
+registry; ``ci``-scale ones are recomputed into the cache folder.
 This module is the bottom of the house: it imports nothing from the rest of the package but ``paths`` and
 ``version``. Loading an artifact into a :class:`Run` (``get_or_compute``) lives in :mod:`sparsecirc.build`.
 """
@@ -332,7 +332,7 @@ def verify_folder(folder: str | os.PathLike, rebuild_hint: str = "") -> dict:
     if not (folder / "manifest.json").exists():
         raise ArtifactError(f"{folder / 'manifest.json'}: missing{hint}")
     manifest = read_json(folder / "manifest.json")
-    for e in manifest["files"]:
+    for e in (e for e in manifest["files"] if e["path"] not in manifest.get("omitted", ())):  # build.omit_weights
         p = folder / e["path"]
         if not p.exists():
             raise ArtifactError(f"{p}: missing{hint}")
@@ -387,10 +387,10 @@ def read_yaml(path: str | os.PathLike) -> Any:
 
 def register(artifact_id: str, folder: str | os.PathLike, *, paper_ref: str, used_by: list[str]) -> dict:
     """Add or update ``artifact_id`` in the registry from its folder's manifest."""
-    folder = Path(folder)
-    m = verify_folder(folder)
-    entry = {"files": m["files"] + [{"path": "manifest.json", "sha256": sha256_file(folder / "manifest.json"),
-                                     "bytes": (folder / "manifest.json").stat().st_size}],
+    m = verify_folder(folder := Path(folder))
+    kept = [f for f in m["files"] if f["path"] not in m.get("omitted", ())]
+    entry = {"files": kept + [{"path": "manifest.json", "sha256": sha256_file(folder / "manifest.json"),
+                               "bytes": (folder / "manifest.json").stat().st_size}],
              "produced_by": rebuild_command(artifact_id),
              "config": f"data/configs/{artifact_id}.yaml", "seed": m.get("seed"), "scale": m.get("scale"),
              "commit": m["environment"].get("commit"), "torch": m["environment"].get("torch"),

@@ -23,7 +23,7 @@ from sparsecirc.artifacts import ArtifactError, Run, rebuild_command
 from sparsecirc.context import BuildContext
 from sparsecirc.core.config import BUILD_SCALES, RunConfig, check_scale, make_config, scale_overrides
 from sparsecirc.core.repro import setup_threads
-from sparsecirc.core.train import load_run, save_run, train
+from sparsecirc.core.train import History, load_run, save_run, train
 from sparsecirc.data.lm import lm_task_metrics, lm_tokens, lm_val_loss
 from sparsecirc.paths import cache_dir
 from sparsecirc.spa import addition, attention_circuits, code_posttrain, topk_finetune
@@ -221,15 +221,58 @@ def recorded_threads(artifact_id: str) -> int | None:
     return int(n) if isinstance(n, int) and n > 0 else None
 
 
+class OmittedModel:
+    """Stands in for the weights of a run committed without them (:func:`omit_weights`): any use says so and names
+    the command that rebuilds them."""
+
+    def __init__(self, artifact_id: str):
+        self._why = (f"{artifact_id}: its weights are not committed (data/ is kept small; its metrics and history "
+                     f"are); rebuild them with `{rebuild_command(artifact_id)}`")
+
+    def __getattr__(self, name):
+        raise ArtifactError(self._why)
+
+    def __call__(self, *args, **kwargs):
+        raise ArtifactError(self._why)
+
+
 def load(artifact_id: str, folder: Path, scale: str) -> Run:
-    """Load a verified artifact folder into a :class:`Run`."""
+    """Load a verified artifact folder into a :class:`Run` (``run.model`` an :class:`OmittedModel` when the
+    weights were not committed)."""
     manifest = artifacts.verify_folder(folder, rebuild_command(artifact_id, scale))
     run = Run(id=artifact_id, scale=scale, folder=folder, manifest=manifest)
     if manifest.get("kind") in STUDY_KINDS:
         run.results = artifacts.read_json(folder / "results.json")
-    if manifest.get("kind") in GPT_FOLDER_KINDS:
+    if manifest.get("kind") in GPT_FOLDER_KINDS and weights_omitted(manifest):
+        run.model, run.history = OmittedModel(artifact_id), History.read(folder)
+        run.config = RunConfig.from_dict(artifacts.read_json(folder / "config.json"))
+        run.metrics = artifacts.read_json(folder / "metrics.json")
+    elif manifest.get("kind") in GPT_FOLDER_KINDS:
         run.model, run.history, run.config, run.metrics = load_run(folder)
     return run
+
+
+def weights_omitted(manifest: dict) -> bool:
+    return "model.safetensors" in manifest.get("omitted", ())
+
+
+def omit_weights(artifact_id: str, reason: str) -> dict:
+    """Take a committed run's ``model.safetensors`` out of ``data/`` (to keep it small), keeping everything else:
+    the manifest still lists the file's sha256 and bytes under ``omitted`` with ``reason``; metrics, history and
+    config still load (``run.model`` is an :class:`OmittedModel`); an artifact built *from* it rebuilds it in the
+    cache first (:func:`load_dependency`). Returns the new registry entry."""
+    reg = artifacts.load_registry()
+    if artifact_id not in reg:
+        raise ArtifactError(f"{artifact_id} is not a committed artifact")
+    folder = artifacts.verify(artifact_id)
+    manifest = artifacts.read_json(folder / "manifest.json")
+    if manifest.get("kind") not in GPT_FOLDER_KINDS or weights_omitted(manifest):
+        raise ArtifactError(f"{artifact_id}: not a run with committed weights")
+    manifest.update(omitted=["model.safetensors"], omitted_reason=str(reason))
+    artifacts.write_json(folder / "manifest.json", manifest)
+    (folder / "model.safetensors").unlink()
+    return artifacts.register(artifact_id, folder, paper_ref=reg[artifact_id]["paper_ref"],
+                              used_by=reg[artifact_id]["used_by"])
 
 
 def cached_build(artifact_id: str, scale: str, folder: Path, progress: bool = False, recompute: bool = False) -> Path:
@@ -246,10 +289,13 @@ def cached_build(artifact_id: str, scale: str, folder: Path, progress: bool = Fa
 
 
 def load_dependency(artifact_id: str, scale: str) -> Run:
-    """An artifact another one is built from: at book scale the committed one when it is registered (else a
-    cache build), at ci scale the cache build (built first when missing or stale)."""
+    """An artifact another one is built from: at book scale the committed one when it is registered with its
+    weights (else a cache build: a run committed without them, :func:`omit_weights`, is rebuilt there), at ci
+    scale the cache build (built first when missing or stale)."""
     if scale == "book" and artifact_id in artifacts.load_registry():
-        return load(artifact_id, artifacts.verify(artifact_id), scale)
+        run = load(artifact_id, artifacts.verify(artifact_id), scale)
+        if not isinstance(run.model, OmittedModel):
+            return run
     return load(artifact_id, cached_build(artifact_id, scale, cache_dir() / "artifacts" / scale / artifact_id), scale)
 
 

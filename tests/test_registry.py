@@ -131,3 +131,50 @@ def test_reencoding_a_folder_keeps_its_tensors_and_records_the_old_hash(tmp_path
     artifacts.verify_folder(tmp_path)
     assert m["reencoded"][0]["from_sha256"] == old != m["files"][0]["sha256"]
     assert torch.equal(artifacts.load_tensors(tmp_path / "model.safetensors")["w"], w)
+
+
+def test_a_run_committed_without_its_weights_loads_its_record_and_is_rebuilt_as_a_dependency(tmp_cache, tmp_path,
+                                                                                              monkeypatch):
+    torch = pytest.importorskip("torch")
+    from sparsecirc.core.config import make_config
+    from sparsecirc.core.model import GPT
+    from sparsecirc.core.train import History, save_run
+    for name, value in {"ARTIFACTS_DIR": tmp_path / "artifacts", "REGISTRY_PATH": tmp_path / "registry.yaml",
+                        "CONFIGS_DIR": tmp_path / "configs"}.items():
+        monkeypatch.setattr(artifacts, name, value)
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "toy.yaml").write_text("kind: lm\n")
+    cfg = make_config("ci", model={"n_layer": 1, "d_model": 16, "d_head": 4, "n_ctx": 8, "d_vocab": 20})
+    model = GPT(cfg.model)
+    folder = tmp_path / "artifacts" / "toy"
+    save_run(folder, model, History(step=[0], train_loss=[1.0]), cfg, metrics={"val_loss": 1.0}, kind="lm",
+             scale="book")
+    artifacts.register("toy", folder, paper_ref="p", used_by=["ch"])
+    assert isinstance(build.get_or_compute("toy").model, GPT)
+    with pytest.raises(artifacts.ArtifactError, match="not a committed"):
+        build.omit_weights("other", "size")
+    entry = build.omit_weights("toy", "data size")
+    assert not (folder / "model.safetensors").exists()
+    assert "model.safetensors" not in [f["path"] for f in entry["files"]]
+    manifest = artifacts.read_json(folder / "manifest.json")
+    assert manifest["omitted"] == ["model.safetensors"] and manifest["omitted_reason"] == "data size"
+    assert any(f["path"] == "model.safetensors" for f in manifest["files"])  # its sha256 is still on record
+    run = build.get_or_compute("toy")  # verifies; the record loads, the model says why it is not there
+    assert run.metrics == {"val_loss": 1.0} and run.history.train_loss == [1.0] and run.config == cfg
+    with pytest.raises(artifacts.ArtifactError, match="not committed.*reproduce toy"):
+        run.model.eval()
+    with pytest.raises(artifacts.ArtifactError, match="not a run with committed weights"):
+        build.omit_weights("toy", "again")
+    # an artifact built from it rebuilds it in the cache first
+    rebuilt = []
+
+    def fake_produce(artifact_id, scale, out, progress=False):
+        save_run(out, model, History(step=[0], train_loss=[2.0]), cfg, metrics={"val_loss": 2.0}, kind="lm",
+                 scale=scale)
+        artifacts.stamp_cached(artifact_id, out)
+        rebuilt.append(out)
+
+    monkeypatch.setattr(build, "produce", fake_produce)
+    dep = build.load_dependency("toy", "book")
+    assert isinstance(dep.model, GPT) and dep.metrics == {"val_loss": 2.0} and len(rebuilt) == 1
+    assert torch.equal(dep.model.embed.weight, model.embed.weight)
