@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from sparsecirc import GPT, ModelConfig
-from sparsecirc.core.train import History
+from sparsecirc.core.train import History, evaluate
 from sparsecirc.spa import addition, attention_edges, code_posttrain, plots
 from sparsecirc.wst import bracket, case_plots, circuits, quote, reading
 
@@ -284,3 +284,17 @@ def test_reads_table_and_last_query_heatmaps():
     assert len(fig.axes) == 4  # two heatmaps, two colour bars
     assert fig.axes[0].images[0].get_array().shape == (dense.cfg.n_head, 16)  # the last n_ctx tokens
     assert fig.axes[0].get_title() == "p - dense"
+
+
+def test_judged_loss_reads_the_odd_half_against_the_dense_parent():
+    a, b = _tiny_lm(n_ctx=16), _tiny_lm(n_ctx=16, gate=True)
+    cfg = SimpleNamespace(model=SimpleNamespace(n_ctx=16))
+    stream = torch.randint(0, a.cfg.d_vocab, (17 * 5 + 3,))
+    odd = code_posttrain.split_validation(stream, 16)[1]
+    j = code_posttrain.judged_loss(b, a, cfg, 0.02, stream)
+    assert j["windows"] == 2 and j["slack"] == 0.02
+    assert j["val_loss"] == pytest.approx(evaluate(b, odd), rel=1e-6)
+    assert j["dense_val_loss"] == pytest.approx(evaluate(a, odd), rel=1e-6)
+    assert j["bound"] == pytest.approx(j["dense_val_loss"] + 0.02)
+    assert j["within"] == (j["val_loss"] - j["dense_val_loss"] <= 0.02)
+    assert code_posttrain.judged_loss(a, a, cfg, 0.0, stream)["within"]  # the parent is within any slack of itself

@@ -27,6 +27,7 @@ from typing import Callable
 import torch
 
 from sparsecirc.core.config import ConfigError, DictConfig
+from sparsecirc.core.metrics import per_token_loss
 from sparsecirc.core.recipe import TrainHooks
 
 
@@ -155,15 +156,13 @@ def trajectory_hooks(measure: Callable[[torch.nn.Module], dict], every: int, tra
 
 
 # --- the multiplier fed from held-out text ---------------------------------------------------------------------
-@torch.no_grad()
 def window_ces(model, windows: torch.Tensor, batch_size: int = 8) -> torch.Tensor:
-    """Mean next-token CE of each window [n, T + 1] (eval mode: deterministic gates), as a float64 [n]."""
+    """Mean next-token CE of each window [n, T + 1] (:func:`~sparsecirc.core.metrics.per_token_loss`, eval mode:
+    deterministic gates), as a float64 [n]; the model's train/eval mode is restored (it is called mid-training)."""
     was = model.training
-    model.eval()
-    out = [model.loss(windows[i:i + batch_size].long(), reduction="none").double().mean(1)
-           for i in range(0, len(windows), batch_size)]
+    ces = per_token_loss(model, windows.long(), batch_size).double().mean(1)
     model.train(was)
-    return torch.cat(out)
+    return ces
 
 
 class HeldoutConstraint:
@@ -205,7 +204,7 @@ class HeldoutConstraint:
         return float(excess.mean()) - self.slack
 
     def after_step(self, model, step: int) -> None:
-        if step % self.every == 0 or self.c != self.c:
+        if step % self.every == 0 or math.isnan(self.c):
             self.c = self.measure(model)
         self.geco.update(self.c)
 
