@@ -12,8 +12,10 @@ Measured failures are ``xfail(strict=True)`` with the measured number, so a fixe
 import random
 import re
 from functools import lru_cache
+from types import SimpleNamespace
 
 import pytest
+import torch
 
 from sparsecirc.data import task_audit, tasks
 
@@ -217,3 +219,51 @@ def test_audit_table_has_one_row_per_task():
     df = task_audit.audit_table()
     assert list(df.index) == P1_TASKS and (df["n_test"] == N_TEST).all()
     assert {"last_token_acc", "bag_of_tokens_acc", "diff_tokens_mean", "top_diff"} <= set(df.columns)
+
+
+# --- (d) open_modes and pair_outcomes ----------------------------------------------------------------------------
+def test_open_modes_reads_name_kind_and_mode():
+    texts = ['with open("data/input.csv", "r") as f:\n    f = open(\'output.txt\', mode=\'w\')',
+             'fh = open(path)\nout = open("results.json", "a")\nopen("zzz.txt", "w")']
+    assert task_audit.open_modes(texts) == {("other", "none"): 1, ("other", "w"): 1, ("read", "r"): 1,
+                                            ("write", "a"): 1, ("write", "w"): 1}
+
+
+class _PriorModel(torch.nn.Module):
+    """Logits that ignore the prompt: a fixed random score per vocabulary id (a pure prior)."""
+
+    def __init__(self, d_vocab=4096, seed=0):
+        super().__init__()
+        self.cfg = SimpleNamespace(data_version="v2", n_ctx=None)
+        self.scores = torch.nn.Parameter(torch.randn(d_vocab, generator=torch.Generator().manual_seed(seed)))
+
+    def forward(self, tokens, positions=None):
+        return self.scores.expand(tokens.shape[0], -1)
+
+
+def test_pair_outcomes_counts_a_prior_as_the_same_answer_on_both_prompts():
+    out = task_audit.pair_outcomes(_PriorModel(), "var_swap")
+    assert out["pairs"] == 128 and out["same_answer"] == 1.0 and out["both_right"] == out["both_wrong"] == 0.0
+    assert out["accuracy"] == 0.5
+
+
+def test_pair_outcomes_splits_pairs_by_how_many_prompts_are_right(monkeypatch):
+    import datasets
+
+    ds = datasets.Dataset.from_dict({"pair_id": [0, 0, 1, 1, 2, 2, 3, 3], "target": list("abbaabba"),
+                                     "distractor": list("baabbaab")})
+    right = [1, 1, 1, 0, 0, 0, 0, 1]  # pair 0 both right, 1 one (chose "b"), 2 none, 3 one (chose "a")
+    monkeypatch.setattr(tasks, "model_task", lambda m, t, s: ds)
+    monkeypatch.setattr(tasks, "pair_logits", lambda m, d: torch.tensor([[float(r), 0.5] for r in right]))
+    out = task_audit.pair_outcomes(None, "x")
+    assert (out["both_right"], out["same_answer"], out["both_wrong"]) == (0.25, 0.5, 0.25)
+    assert out["accuracy"] == 0.5
+    monkeypatch.setattr(tasks, "model_task", lambda m, t, s: ds.select(range(7)))
+    monkeypatch.setattr(tasks, "pair_logits", lambda m, d: torch.zeros(7, 2))
+    with pytest.raises(ValueError, match="exactly two"):
+        task_audit.pair_outcomes(None, "x")
+
+
+def test_swap_completions_counts_only_line_initial_tuple_assignments():
+    texts = ["a, b = b, a\n    lo, hi = hi, lo + hi\nx, y = y, 0\n", "print(a, b = b, a)\nfoo(x, y = y, x)\n"]
+    assert task_audit.swap_completions(texts) == {"lines": 3, "first_name": 2}

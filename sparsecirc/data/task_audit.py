@@ -11,6 +11,12 @@ cannot be read off something simpler. Three checks, all on the committed data (`
   it should be at chance only where P1's task is about order or copying (``class_init``, ``var_swap``).
 - ``pair_difference``: which tokens differ between the two prompts of a pair (``difflib`` alignment of ids).
 
+``open_modes`` and ``swap_completions`` count what training text says about two tasks (``with_open``,
+``var_swap``). One more check reads a model's answers rather than the data: ``pair_outcomes`` splits a task's
+pairs into those the model gets right on both prompts, those it gets right on one (it gave the *same* candidate to
+both prompts: it answered from a prior, blind to the contrast), and those it gets wrong on both (it read the
+contrast backwards).
+
 The checks read the committed data (``task`` a name) or columns generated in memory by ``generate_task`` (any
 generator version, e.g. ``"v2"`` before its data is committed; ``audit_table("v2")``).
 
@@ -271,3 +277,86 @@ def audit(task: str, version: str | None = None, n_train_pairs: int = 256, n_tes
 def audit_table(version: str | None = None, **kw) -> pd.DataFrame:
     """``audit`` of all 20 tasks in registry order, one row per task (``version`` and ``kw`` as for ``audit``)."""
     return pd.DataFrame([audit(name, version, **kw) for name in tasks.TASKS]).set_index("task")
+
+
+_OPEN = re.compile(r"open\(([^\n]*?)(?:,\s*(?:mode=)?[\"']([rwa])|\))")
+_FILE_NAME = re.compile(r"[\"'/_{]([a-z_]+)\.\w+[\"']")
+
+
+def open_modes(programs) -> dict[tuple[str, str], int]:
+    """Count ``open(...)`` calls in training text by the kind of file they open and the mode they pass: what the
+    corpus teaches about task ``with_open`` (``r`` for a file read from, ``w`` for one written).
+
+    The kind is ``read`` / ``write`` when the file's base name is one of the version-2 generator's ``READ_FILES`` /
+    ``WRITE_FILES`` (a quoted name such as ``"data/input.csv"``), else ``other`` (a variable, a name from neither
+    list); the mode is the first letter of a positional or ``mode=`` argument, or ``none``.
+
+    Example:
+        >>> open_modes(['with open("input.txt", "w") as f:', 'f = open("output.csv")'])
+        {('read', 'w'): 1, ('write', 'none'): 1}
+    """
+    from sparsecirc.data import simple_python_v2_vocab as vocab
+
+    read, write = set(vocab.READ_FILES), set(vocab.WRITE_FILES)
+    out: dict[tuple[str, str], int] = {}
+    for text in programs:
+        for m in _OPEN.finditer(text):
+            name = _FILE_NAME.search(m.group(1))
+            base = name.group(1) if name else None
+            key = ("read" if base in read else "write" if base in write else "other", m.group(2) or "none")
+            out[key] = out.get(key, 0) + 1
+    return dict(sorted(out.items()))
+
+
+_SWAP = re.compile(r"^[ \t]*(\w+), (\w+) = \2, (\w+)", re.MULTILINE)
+
+
+def swap_completions(programs) -> dict[str, int]:
+    """What training text teaches task ``var_swap``: lines ``X, Y = Y, Z`` (a tuple assignment that starts by
+    giving ``X`` the value of ``Y``), and how many of them complete with ``Z == X`` (the swap; the task's answer is
+    the first name).
+
+    Example:
+        >>> swap_completions(["a, b = b, a\\n", "lo, hi = hi, lo + hi\\n", "x, y = y, 0\\n"])
+        {'lines': 3, 'first_name': 2}
+    """
+    found = [m.groups() for text in programs for m in _SWAP.finditer(text)]
+    return {"lines": len(found), "first_name": sum(z == x for x, _, z in found)}
+
+
+def pair_outcomes(model: torch.nn.Module, task: str, split: str = "test") -> dict:
+    """How a model's answers fall on a task's pairs (``tasks.model_task``'s ``split``, grouped by ``pair_id``).
+
+    The two prompts of a pair swap target and distractor, so a pair with exactly one prompt right is a pair where
+    the model chose the same candidate for both: it answered from a prior, blind to the contrast.
+
+    Returns:
+        dict: ``accuracy`` (per prompt), ``pairs``, ``both_right``, ``same_answer`` (one right), ``both_wrong``
+        (fractions of pairs) and ``prior`` (the candidate the same-answer pairs chose most often, with its share; not
+        for tasks whose candidates are names drawn per pair).
+    Example:
+        >>> pair_outcomes(model, "var_swap")["same_answer"]     # near 1: the model never reads which name is first
+    """
+    ds = tasks.model_task(model, task, split).with_format(None)
+    right = tasks.task_accuracy(tasks.pair_logits(model, ds)).tolist()
+    by: dict[int, list[tuple[float, str, str]]] = {}
+    for pid, ok, tgt, dis in zip(ds["pair_id"], right, ds["target"], ds["distractor"]):
+        by.setdefault(pid, []).append((ok, tgt, dis))
+    if any(len(v) != 2 for v in by.values()):
+        raise ValueError(f"{task}/{split}: a pair_id without exactly two prompts")
+    n = len(by)
+    same = [v for v in by.values() if sum(ok for ok, _, _ in v) == 1]
+    chosen = Counter(tgt if ok else dis for v in same for ok, tgt, dis in v[:1])
+    top = chosen.most_common(1)[0] if chosen else (None, 0)
+    per_pair = task in tasks.TASKS and tasks.TASKS[task].candidates is None  # names drawn per pair: no one prior
+    return {"accuracy": sum(right) / len(right), "pairs": n,
+            "both_right": sum(sum(ok for ok, _, _ in v) == 2 for v in by.values()) / n,
+            "same_answer": len(same) / n, "both_wrong": sum(sum(ok for ok, _, _ in v) == 0 for v in by.values()) / n,
+            "prior": "" if top[0] is None else "(a name per pair)" if per_pair else
+            f"{top[0]!r} ({top[1] / max(1, len(same)):.0%})"}
+
+
+def pair_outcome_table(models: dict[str, torch.nn.Module], names: list[str], split: str = "test") -> pd.DataFrame:
+    """``pair_outcomes`` for each (model label, task): one row each, indexed by (task, model)."""
+    rows = [{"task": t, "model": label, **pair_outcomes(m, t, split)} for t in names for label, m in models.items()]
+    return pd.DataFrame(rows).set_index(["task", "model"])
