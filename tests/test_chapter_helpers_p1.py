@@ -124,6 +124,15 @@ def test_frontier_table_and_trends():
     f.loc["sparse", "edges"] = float("nan")      # a model without edges: no trend can be read
     assert cs.frontier_trends(f) == (False, False)
 
+    g = pd.DataFrame({"val loss": [3.0, 3.5, 2.8], "edges": [100.0, 50.0, 80.0]},
+                     index=["sparse", "sparse-lowl0", "d256-sparse"])   # the second zoo widens the base model
+    kw = {"narrow": "sparse", "wide": "d256-sparse"}
+    assert cs.frontier_trends(g, **kw) == (True, True)
+    g.loc["d256-sparse", "val loss"] = 3.1       # wider but worse in loss: no push
+    assert cs.frontier_trends(g, **kw) == (True, False)
+    with pytest.raises(ValueError, match="two models"):
+        cs.frontier_trends(g, narrow="sparse")
+
 
 # --- metrics tables ---------------------------------------------------------------------------------------------
 def test_corpus_table_chars_per_token():

@@ -445,24 +445,29 @@ def frontier_table(results: dict, runs: dict, names: dict[str, str], target: flo
 
 
 def frontier_trends(front: pd.DataFrame, base: str = "sparse", low_l0: str = "sparse-lowl0",
-                    narrow: str = "d64-sparse") -> tuple[bool, bool]:
+                    narrow: str = "d64-sparse", wide: str | None = None) -> tuple[bool, bool]:
     """P1's two frontier trends, read off a :func:`frontier_table`.
 
     Args:
         front: the frontier table (``val loss`` and ``edges`` per model).
-        base: the reference sparse model.
+        base: the reference sparse model (the L0 comparison's higher budget).
         low_l0: the same width with fewer nonzero weights.
-        narrow: a narrower model with the same number of nonzero weights.
+        narrow: the narrower model of the width comparison.
+        wide: the wider model with the same number of nonzero weights as ``narrow``; ``base`` if None (the first
+            zoo widens to ``base``, the second widens ``base`` itself, so ``narrow=base, wide=<the wider one>``).
 
     Returns:
         ``(l0_trade, width_push)``: lowering L0 gives a worse loss but circuits no larger; the wider model is
         strictly better in loss with circuits no larger. Both False if any model lacks edges.
     """
+    wide = base if wide is None else wide
+    if len({narrow, wide}) < 2:
+        raise ValueError(f"the width comparison needs two models, got narrow={narrow!r}, wide={wide!r}")
     have = front["edges"].notna().all()
     l0_trade = bool(have and front.loc[low_l0, "val loss"] > front.loc[base, "val loss"]
                     and front.loc[low_l0, "edges"] <= front.loc[base, "edges"])
-    width_push = bool(have and front.loc[base, "val loss"] < front.loc[narrow, "val loss"]
-                      and front.loc[base, "edges"] <= front.loc[narrow, "edges"])
+    width_push = bool(have and front.loc[wide, "val loss"] < front.loc[narrow, "val loss"]
+                      and front.loc[wide, "edges"] <= front.loc[narrow, "edges"])
     return l0_trade, width_push
 
 
