@@ -587,3 +587,24 @@ def test_refresh_claims_regrades_the_configured_attack_without_remeasuring():
     assert out["vartype"]["distractor_attack"] == {"prefix": "y", "attacked": "b"}
     assert out["claims"]["vartype-distractor-attack"] == "0.90 -> 0.10 of += prompts right"
     assert out["claims"]["vartype-distractor-flips"] is True and out["vartype"]["distractor"] is rows
+
+
+def test_task_circuits_reads_one_task_per_model_bisected_and_cleaned():
+    from sparsecirc.wst import quote
+
+    def row(model, task, cell, cleaned=None, condition="main"):
+        r = {"model": model, "task": task, "condition": condition, "k_coef": 3e-3,
+             "targets": {"0.15": cell}, "test": {"loss": 0.05, "accuracy": 0.98},
+             "faithfulness": {"agreement": 0.97}}
+        return {**r, **({"cleaned": cleaned} if cleaned else {})}
+
+    res = {"targets": [0.15], "runs": [
+        row("a", "q", {"nodes": 40, "edges": 80}, {"nodes": 30, "edges": 60, "test": {"loss": 0.1, "accuracy": 0.95}}),
+        row("a", "other", {"nodes": 1, "edges": 1}),
+        row("b", "q", None),
+        row("a", "q", {"nodes": 9, "edges": 9}, condition="random_init")]}  # a control: not a circuit of the model
+    t = quote.task_circuits(res, "q", {"b": "low", "a": "base", "c": "absent"})
+    assert list(t.index) == ["low", "base"]
+    assert t.loc["base", ["nodes", "edges", "cleaned nodes", "cleaned edges"]].tolist() == [40, 80, 30, 60]
+    assert t.loc["base", "agreement"] == 0.97 and t.loc["base", "cleaned test accuracy"] == 0.95
+    assert t.loc["low"].drop("k_coef").isna().all()

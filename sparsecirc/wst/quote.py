@@ -5,6 +5,8 @@ variable-type circuit predicts come from :mod:`sparsecirc.wst.vartype`.
 """
 from __future__ import annotations
 
+import pandas as pd
+
 from sparsecirc.context import BuildContext
 from sparsecirc.core.config import PruneConfig
 from sparsecirc.wst.contrast import contrast_task
@@ -82,3 +84,26 @@ def claim_arguments(results: dict, scale: str) -> dict[str, dict]:
         One entry per value of :func:`quote_claim_values` (None reads "not reached").
     """
     return reading_claim_arguments(quote_claim_values(results), results["claims"], scale)
+
+
+def task_circuits(results: dict, task: str, names: dict[str, str]) -> pd.DataFrame:
+    """One task's circuits in a ``prune_study`` (e.g. the frontier's), one row per model, at the study's first
+    target: the node penalty its search chose, the bisected circuit (nodes, edges, test loss and accuracy, agreement
+    with the full model on test) and the greedily cleaned one (nodes, edges, test loss and accuracy); None where a
+    circuit was not reached. ``names``: ``{model id: row name}``, in row order (models without a row are left out).
+    """
+    t = str(float(results["targets"][0]))
+    rows = {r["model"]: r for r in results["runs"] if r.get("condition", "main") == "main" and r["task"] == task}
+    out = []
+    for mid, name in names.items():
+        r = rows.get(mid)
+        if r is None:
+            continue
+        cell, cl = r["targets"].get(t), r.get("cleaned")
+        out.append({"model": name, "k_coef": r["k_coef"], "nodes": cell and cell["nodes"],
+                    "edges": cell and cell["edges"], "test loss": cell and r["test"]["loss"],
+                    "test accuracy": cell and r["test"]["accuracy"],
+                    "agreement": cell and r["faithfulness"]["agreement"], "cleaned nodes": cl and cl["nodes"],
+                    "cleaned edges": cl and cl["edges"], "cleaned test loss": cl and cl["test"]["loss"],
+                    "cleaned test accuracy": cl and cl["test"]["accuracy"]})
+    return pd.DataFrame(out).set_index("model") if out else pd.DataFrame()
