@@ -42,6 +42,7 @@ from collections import Counter
 import pandas as pd
 import torch
 
+from sparsecirc.data import simple_python_v2_vocab as vocab
 from sparsecirc.data import task_generators as gen
 from sparsecirc.data import tasks
 
@@ -295,8 +296,6 @@ def open_modes(programs) -> dict[tuple[str, str], int]:
         >>> open_modes(['with open("input.txt", "w") as f:', 'f = open("output.csv")'])
         {('read', 'w'): 1, ('write', 'none'): 1}
     """
-    from sparsecirc.data import simple_python_v2_vocab as vocab
-
     read, write = set(vocab.READ_FILES), set(vocab.WRITE_FILES)
     out: dict[tuple[str, str], int] = {}
     for text in programs:
