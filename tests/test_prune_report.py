@@ -140,6 +140,14 @@ def test_frontier_frame_takes_tasks_every_model_reached():
     assert f.loc["s", "edges seed 0"] == pytest.approx(math.sqrt(10 * 20))
     assert f.loc["s", "edges"] == pytest.approx((math.sqrt(200) + 40) / 2) and f.loc["d", "tasks"] == 2
     assert f.loc["s", "val loss"] == 3.0 and f.loc["d", "val loss"] == 3.5
+    res = _results()
+    for r in pr.main_rows(res):  # clean-up halves every reached circuit; the sparse circuit of task b is not cleaned
+        edges = (r["targets"]["0.15"] or {}).get("edges")
+        if edges is not None and (r["model"], r["task"]) != (S, "b"):
+            r["cleaned"] = {**_cell(edges // 2), "test": {"loss": 0.1, "accuracy": 1.0}}
+    c = pr.frontier_frame({0: res}, runs, {S: "s", D: "d"}, 0.15, cleaned=True)
+    assert c.loc["s", "edges"] == pytest.approx(5) and c.loc["d", "edges"] == pytest.approx(50)
+    assert c.loc["d", "tasks"] == 1  # only task a has a non-empty cleaned circuit for every model
 
 
 def test_collapsed_runs_are_those_whose_mask_ends_near_chance():

@@ -343,14 +343,13 @@ def pair_outcomes(model: torch.nn.Module, task: str, split: str = "test") -> dic
         by.setdefault(pid, []).append((ok, tgt, dis))
     if any(len(v) != 2 for v in by.values()):
         raise ValueError(f"{task}/{split}: a pair_id without exactly two prompts")
-    n = len(by)
+    n, hits = len(by), Counter(sum(ok for ok, _, _ in v) for v in by.values())  # {prompts right: pairs}
     same = [v for v in by.values() if sum(ok for ok, _, _ in v) == 1]
     chosen = Counter(tgt if ok else dis for v in same for ok, tgt, dis in v[:1])
     top = chosen.most_common(1)[0] if chosen else (None, 0)
     per_pair = task in tasks.TASKS and tasks.TASKS[task].candidates is None  # names drawn per pair: no one prior
-    return {"accuracy": sum(right) / len(right), "pairs": n,
-            "both_right": sum(sum(ok for ok, _, _ in v) == 2 for v in by.values()) / n,
-            "same_answer": len(same) / n, "both_wrong": sum(sum(ok for ok, _, _ in v) == 0 for v in by.values()) / n,
+    return {"accuracy": sum(right) / len(right), "pairs": n, "both_right": hits[2] / n,
+            "same_answer": hits[1] / n, "both_wrong": hits[0] / n,
             "prior": "" if top[0] is None else "(a name per pair)" if per_pair else
             f"{top[0]!r} ({top[1] / max(1, len(same)):.0%})"}
 

@@ -235,6 +235,11 @@ def _final_view(res: dict, target: float, cell) -> dict:
     return {**res, "runs": [{**r, "budgets": {"final": {t: cell(r)}}} for r in main_rows(res)]}
 
 
+def _cleaned_view(res: dict, target: float) -> dict:
+    """:func:`_final_view` of each main row's greedily cleaned circuit (None where the study ran no clean-up)."""
+    return _final_view(res, target, lambda r: r.get("cleaned") and {k: r["cleaned"][k] for k in SIZE_KEYS})
+
+
 def ranking_table(by_seed: dict[int, dict], sparse: str, dense: str, target: float) -> pd.DataFrame:
     """The headline ratio under each ranking of a trained mask's tied nodes: the study's own tie-break (the
     headline) and every alternative it bisected (``rankings``), at the largest budget, per seed and their mean,
@@ -285,7 +290,7 @@ def cleanup_table(by_seed: dict[int, dict], sparse: str, dense: str, target: flo
         if not any("cleaned" in r for r in main_rows(res)):
             continue
         before = _final_view(res, target, lambda r: r["targets"].get(t))
-        after = _final_view(res, target, lambda r: r.get("cleaned") and {k: r["cleaned"][k] for k in SIZE_KEYS})
+        after = _cleaned_view(res, target)
         ok_b, _ = usable(before, "final", target)
         ok_a, _ = usable(after, "final", target)
         both = sorted(set(ok_b) & set(ok_a))
@@ -303,7 +308,8 @@ def cleanup_table(by_seed: dict[int, dict], sparse: str, dense: str, target: flo
     return pd.DataFrame(rows).set_index("seed") if rows else pd.DataFrame()
 
 
-def frontier_frame(by_seed: dict[int, dict], runs: dict, names: dict[str, str], target: float) -> pd.DataFrame:
+def frontier_frame(by_seed: dict[int, dict], runs: dict, names: dict[str, str], target: float,
+                   cleaned: bool = False) -> pd.DataFrame:
     """Capability against interpretability (P1 Fig. 3) from converged pruning studies of several models.
 
     Args:
@@ -311,6 +317,7 @@ def frontier_frame(by_seed: dict[int, dict], runs: dict, names: dict[str, str], 
         runs: {model id: loaded run} (``.model``, ``.metrics["val_loss"]``).
         names: {model id: row name}, in row order.
         target: the task loss.
+        cleaned: size the greedily cleaned circuits instead of the bisected ones (same usable-task rule).
     Returns:
         One row per model: ``d_model``, ``L0 (nonzero weights)``, ``val loss``, ``edges`` (geometric mean over the
         tasks every model reached with a non-empty circuit at the largest budget, mean over seeds), ``edges seed
@@ -318,7 +325,8 @@ def frontier_frame(by_seed: dict[int, dict], runs: dict, names: dict[str, str], 
     """
     per_seed, n_tasks = {}, []
     for seed, res in by_seed.items():
-        ok, _ = usable(res, max(res["budgets"]), target)
+        ok, _ = usable(_cleaned_view(res, target), "final", target) if cleaned else \
+            usable(res, max(res["budgets"]), target)
         n_tasks.append(len(ok))
         per_seed[seed] = {mid: geomean([row[mid] for row in ok.values()]) if ok else None for mid in names}
     rows = []

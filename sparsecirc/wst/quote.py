@@ -10,6 +10,7 @@ import pandas as pd
 from sparsecirc.context import BuildContext
 from sparsecirc.core.config import PruneConfig
 from sparsecirc.wst.contrast import contrast_task
+from sparsecirc.wst.prune_report import main_rows
 from sparsecirc.wst.reading import claim_arguments as reading_claim_arguments
 from sparsecirc.wst.reading import mean_values, study_model
 from sparsecirc.wst.vartype import distractor_claims, distractor_rows
@@ -93,7 +94,7 @@ def task_circuits(results: dict, task: str, names: dict[str, str]) -> pd.DataFra
     circuit was not reached. ``names``: ``{model id: row name}``, in row order (models without a row are left out).
     """
     t = str(float(results["targets"][0]))
-    rows = {r["model"]: r for r in results["runs"] if r.get("condition", "main") == "main" and r["task"] == task}
+    rows = {r["model"]: r for r in main_rows(results) if r["task"] == task}
     out = []
     for mid, name in names.items():
         r = rows.get(mid)
