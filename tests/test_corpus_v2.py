@@ -30,7 +30,7 @@ def test_val_and_train_program_ranges_are_disjoint_and_start_where_documented():
 
 def test_train_stream_skips_a_program_whose_text_is_a_validation_program(monkeypatch):
     clash = simple_python_v2.program_at(0, 3)
-    monkeypatch.setattr(corpus_v2, "val_texts", lambda seed=0: frozenset({clash}))
+    monkeypatch.setattr(corpus_v2, "val_texts", lambda seed=0, generator_version=3: frozenset({clash}))
     first = [i for i, _ in itertools.islice(corpus_v2.simple_programs("train", seed=0), 5)]
     assert first == [0, 1, 2, 4, 5]
 
@@ -74,9 +74,10 @@ def test_cache_key_holds_what_the_stream_depends_on(tok2, monkeypatch):
     assert key != corpus_v2.tokens_key("train", tok2, 1001, 0, corpus_v2.PARTS)
     assert key != corpus_v2.tokens_key("train", tok2, 1000, 1, corpus_v2.PARTS)
     assert key != corpus_v2.tokens_key("train", load_tokenizer(), 1000, 0, corpus_v2.PARTS)
-    monkeypatch.setattr(simple_python_v2, "GENERATOR_VERSION", 99)
-    assert key != corpus_v2.tokens_key("train", tok2, 1000, 0, corpus_v2.PARTS)
-    monkeypatch.undo()
+    assert key == corpus_v2.tokens_key("train", tok2, 1000, 0, corpus_v2.PARTS, 3)  # 3 is the default
+    assert key != corpus_v2.tokens_key("train", tok2, 1000, 0, corpus_v2.PARTS, 4)
+    with pytest.raises(ValueError, match="generator version"):
+        corpus_v2.tokens_key("train", tok2, 1000, 0, corpus_v2.PARTS, 5)
     monkeypatch.setattr(simple_python_v2, "source_sha256", lambda: "0" * 64)
     assert key != corpus_v2.tokens_key("train", tok2, 1000, 0, corpus_v2.PARTS)
 
@@ -115,3 +116,13 @@ def test_a_60m_token_stream_builds_in_minutes(tok2):
     arr, stats = corpus_v2.build_tokens_v2("train", tok2, n_simple_tokens=60_000_000, parts=SIMPLE, progress=False)
     print(stats)
     assert len(arr) == 60_000_000 and stats["seconds"] < 600
+
+
+def test_version_4_streams_are_version_4_programs(tok2):
+    val = list(itertools.islice(corpus_v2.simple_programs("val", seed=0, generator_version=4), 3))
+    assert [t for _, t in val] == simple_python_v2.generate_programs(3, 0, start=corpus_v2.VAL_START, version=4)
+    train = [t for _, t in itertools.islice(corpus_v2.simple_programs("train", seed=0, generator_version=4), 400)]
+    assert train == simple_python_v2.generate_programs(400, 0, version=4)
+    assert train != simple_python_v2.generate_programs(400, 0)  # version 3 differs somewhere in 400 programs
+    ds = corpus_v2.load_corpus_v2("train", n_programs=4, parts=SIMPLE, generator_version=4)
+    assert list(ds["text"]) == train[:4]

@@ -1,6 +1,7 @@
 """The version-2 simple-Python generator: deterministic, resumable, valid, varied, disjoint from the task prompts."""
 import itertools
 import random
+import re
 
 import pytest
 
@@ -88,3 +89,47 @@ def test_no_task_prompt_occurs_in_generated_programs():
             if p in big:
                 found.append((name, p))
     assert not found, found[:3]
+
+
+# sha256 of programs 0..2999 of seed 0 (each followed by a NUL byte), generator version 3, measured before version 4
+# existed: the stream the tokenizer and every committed zoo-v2 model were made from must not change
+V3_STREAM_SHA256 = "35bf91d67d2441f0745748aa689aecb1db7492b5de3eaf9cf8a720d82d2720fd"
+
+
+def test_version_3_stream_is_unchanged():
+    import hashlib
+    h = hashlib.sha256()
+    for text in v2.generate_programs(3000, seed=0):
+        h.update(text.encode() + b"\0")
+    assert h.hexdigest() == V3_STREAM_SHA256
+
+
+def test_version_4_differs_from_3_only_in_write_mode_open_names():
+    from sparsecirc.data import simple_python_v2_vocab as V
+    from sparsecirc.data.task_audit import open_modes
+    changed = 0
+    for i in range(1500):
+        a, b = v2.program_at(0, i, 3), v2.program_at(0, i, 4)
+        la, lb = a.split("\n"), b.split("\n")
+        assert len(la) == len(lb)
+        for x, y in zip(la, lb):
+            if x != y:
+                changed += 1
+                assert "open(" in x and ("'w'" in x or '"w"' in x), x
+                (old,), (new,) = re.findall(r"(\w+)\.txt", x), re.findall(r"(\w+)\.txt", y)
+                assert old in V.READ_FILES and new in V.WRITE_FILES, (x, y)
+                assert x.replace(f"{old}.txt", f"{new}.txt", 1) == y
+    assert changed > 100  # the flaw is common: ~1 program in 6
+    modes3 = open_modes(v2.generate_programs(1500, seed=0))
+    modes4 = open_modes(v2.generate_programs(1500, seed=0, version=4))
+    assert modes3.get(("read", "w"), 0) > 200  # version 3's flaw, measured on the same programs
+    assert modes4.get(("read", "w"), 0) == 0 and modes4[("read", "r")] == modes3[("read", "r")]
+    assert modes4[("write", "w")] == modes3[("write", "w")] + modes3[("read", "w")]
+
+
+def test_unknown_generator_version_is_refused():
+    for bad in (2, 5, True, "4"):
+        with pytest.raises(ValueError, match="generator version"):
+            v2.program_at(0, 0, bad)
+    with pytest.raises(ValueError, match="generator version"):
+        next(v2.stream_programs(0, version=9))

@@ -211,24 +211,31 @@ class DataConfig(DictConfig):
     ``n_simple`` (v1 only; v2 does not read it): number of generated programs, None for the corpus' default.
     ``n_simple_tokens`` (v2 only, required there): tokens of the simple-Python-v2 part of the train stream; None
     is v1's behaviour, and a v1 run refuses a value (``RunConfig``).
+    ``generator_version`` (v2 only): the simple-Python-v2 generator version of the stream (3 or 4,
+    ``simple_python_v2.VERSIONS``); None is version 3, the default stream of every committed v2 model.
     """
 
     parts: tuple[str, ...] = ("stdlib", "simple")
     n_simple: int | None = None  # v1: None = the corpus module's default
     seed: int = 0  # seed of the simple-Python generator
     n_simple_tokens: int | None = None  # v2: size of the generated part of the train stream (e.g. 60_000_000)
+    generator_version: int | None = None  # v2: simple-Python-v2 generator version; None = 3 (the default stream)
 
     def to_dict(self) -> dict[str, Any]:
-        """The fields as a plain dict; ``n_simple_tokens`` only when set (v1 configs serialise as before)."""
+        """The fields as a plain dict; ``n_simple_tokens`` and ``generator_version`` only when set (earlier
+        configs serialise as before)."""
         out = super().to_dict()
-        if out["n_simple_tokens"] is None:
-            del out["n_simple_tokens"]
+        for key in ("n_simple_tokens", "generator_version"):
+            if out[key] is None:
+                del out[key]
         return out
 
     def __post_init__(self):
         object.__setattr__(self, "parts", tuple(self.parts))
         _require(self.n_simple_tokens is None or self.n_simple_tokens > 0,
                  f"DataConfig.n_simple_tokens must be a positive int or None, got {self.n_simple_tokens!r}")
+        _require(self.generator_version in (None, 3, 4) and not isinstance(self.generator_version, bool),
+                 f"DataConfig.generator_version must be 3, 4 or None, got {self.generator_version!r}")
 
 
 @dataclass(frozen=True)
@@ -399,6 +406,9 @@ class RunConfig(DictConfig):
         _require(not (self.model.data_version == "v1" and self.data.n_simple_tokens is not None),
                  f"data.n_simple_tokens={self.data.n_simple_tokens} sizes data v2's program stream; this run's "
                  "model.data_version is 'v1' (set model.data_version: v2, or data.n_simple for v1)")
+        _require(not (self.model.data_version == "v1" and self.data.generator_version is not None),
+                 f"data.generator_version={self.data.generator_version} picks data v2's program generator; this "
+                 "run's model.data_version is 'v1'")
 
     @property
     def is_sparse(self) -> bool:

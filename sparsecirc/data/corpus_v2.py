@@ -14,7 +14,7 @@ The stream is ``doc EOT doc EOT ...``: the stdlib documents of the split (in ``c
 the programs; train is cut at exactly ``stdlib tokens + n_simple_tokens`` (the last program may be cut short), val
 holds its ``VAL_PROGRAMS`` programs whole (~1 M tokens), whatever ``n_simple_tokens`` is. Token streams are
 cached like v1's, as ``cache_dir()/tokens/<split>-v2-<key>.npy`` (uint16, written atomically), the key holding
-split, seed, ``n_simple_tokens``, the parts, the tokenizer's sha256, ``simple_python_v2.GENERATOR_VERSION`` and the
+split, seed, ``n_simple_tokens``, the parts, the tokenizer's sha256, the generator version (default 3) and the
 sha256 of its four source files, the snapshot's sha256 and the Python version.
 
 Example:
@@ -38,6 +38,7 @@ import torch
 from tqdm.auto import tqdm
 
 from sparsecirc.data import corpus, simple_python_v2
+from sparsecirc.data.simple_python_v2 import GENERATOR_VERSION
 
 VAL_START = 2 ** 40  # first program index of the validation stream
 VAL_PROGRAMS = 4_000  # validation programs (~1 M tokens)
@@ -60,12 +61,14 @@ def _check(split: str, parts: tuple[str, ...], seed: int, n_simple_tokens: int |
 
 
 @lru_cache(maxsize=4)
-def val_texts(seed: int = 0) -> frozenset[str]:
+def val_texts(seed: int = 0, generator_version: int = GENERATOR_VERSION) -> frozenset[str]:
     """The texts of the validation programs of stream ``seed`` (the train stream skips them)."""
-    return frozenset(simple_python_v2.generate_programs(VAL_PROGRAMS, seed, start=VAL_START))
+    return frozenset(simple_python_v2.generate_programs(VAL_PROGRAMS, seed, start=VAL_START,
+                                                        version=generator_version))
 
 
-def simple_programs(split: str, seed: int = 0, start: int | None = None) -> Iterator[tuple[int, str]]:
+def simple_programs(split: str, seed: int = 0, start: int | None = None,
+                    generator_version: int = GENERATOR_VERSION) -> Iterator[tuple[int, str]]:
     """``(index, text)`` of the ``split``'s simple-Python-v2 programs in stream order (see the module docstring).
 
     Args:
@@ -73,28 +76,30 @@ def simple_programs(split: str, seed: int = 0, start: int | None = None) -> Iter
             (the ``VAL_PROGRAMS`` programs from ``VAL_START``).
         seed: the stream's seed.
         start: first program index (default: 0 for train, ``VAL_START`` for val).
+        generator_version: the generator version writing the programs (``simple_python_v2.VERSIONS``).
     """
     _check(split, PARTS, seed, 1)
+    simple_python_v2.check_version(generator_version)
     if split == "val":
         first = VAL_START if start is None else start
         for i in range(first, VAL_START + VAL_PROGRAMS):
-            yield i, simple_python_v2.program_at(seed, i)
+            yield i, simple_python_v2.program_at(seed, i, generator_version)
         return
-    skip = val_texts(seed)
+    skip = val_texts(seed, generator_version)
     i = 0 if start is None else start
     while True:
-        text = simple_python_v2.program_at(seed, i)
+        text = simple_python_v2.program_at(seed, i, generator_version)
         if text not in skip:
             yield i, text
         i += 1
 
 
 def load_corpus_v2(split: str = "train", *, n_programs: int | None = None, seed: int = 0,
-                   parts: tuple[str, ...] = PARTS) -> datasets.Dataset:
+                   parts: tuple[str, ...] = PARTS, generator_version: int = GENERATOR_VERSION) -> datasets.Dataset:
     """The documents of a v2 split as a ``datasets.Dataset`` (columns ``text``, ``source``, ``doc_id``), like
     ``corpus.load_corpus``: the stdlib documents, then the first ``n_programs`` programs of the split's stream
     (train: required, the stream is endless; val: default all ``VAL_PROGRAMS``). ``doc_id`` of a program is
-    ``simple_v2/<seed>/<index>``."""
+    ``simple_v2/<seed>/<index>``; ``generator_version`` picks the generator version writing the programs."""
     if split == "train" and "simple" in parts and n_programs is None:
         raise ValueError("the v2 train stream is endless: pass n_programs (a bounded sample)")
     _check(split, tuple(parts), seed, 1)
@@ -106,7 +111,7 @@ def load_corpus_v2(split: str = "train", *, n_programs: int | None = None, seed:
         cols["doc_id"] += std["doc_id"]
     if "simple" in parts:
         n = VAL_PROGRAMS if n_programs is None else n_programs
-        for k, (i, text) in enumerate(simple_programs(split, seed)):
+        for k, (i, text) in enumerate(simple_programs(split, seed, generator_version=generator_version)):
             if k == n:
                 break
             cols["text"].append(text)
@@ -116,14 +121,15 @@ def load_corpus_v2(split: str = "train", *, n_programs: int | None = None, seed:
     return datasets.Dataset.from_dict(cols, features=features)
 
 
-def tokens_key(split: str, tokenizer, n_simple_tokens: int | None, seed: int, parts: tuple[str, ...]) -> str:
+def tokens_key(split: str, tokenizer, n_simple_tokens: int | None, seed: int, parts: tuple[str, ...],
+               generator_version: int = GENERATOR_VERSION) -> str:
     """Cache file stem of a v2 token stream: ``<split>-v2-<16 hex of sha256(spec)>`` where the spec holds what
     the stream depends on (see the module docstring)."""
     _check(split, tuple(parts), seed, n_simple_tokens)
     spec = {"version": "v2", "split": split, "parts": list(parts), "seed": seed,
             "n_simple_tokens": n_simple_tokens if split == "train" and "simple" in parts else None,
             "stdlib": corpus.snapshot_sha256() if "stdlib" in parts else None,
-            "generator_version": simple_python_v2.GENERATOR_VERSION,
+            "generator_version": simple_python_v2.check_version(generator_version),
             "generator_sha256": simple_python_v2.source_sha256() if "simple" in parts else None,
             "val_start": VAL_START, "val_programs": VAL_PROGRAMS, "val_percent": corpus.VAL_PERCENT,
             "python": list(sys.version_info[:2]), "tokenizer": tokenizer.sha256, "layout": "doc EOT doc EOT ..."}
@@ -146,7 +152,8 @@ def _fill(arr: np.ndarray, pos: int, encoded: list[list[int]], eot: int) -> tupl
 
 
 def build_tokens_v2(split: str, tokenizer, *, n_simple_tokens: int | None = None, seed: int = 0,
-                    parts: tuple[str, ...] = PARTS, progress: bool = True) -> tuple[np.ndarray, dict]:
+                    parts: tuple[str, ...] = PARTS, progress: bool = True,
+                    generator_version: int = GENERATOR_VERSION) -> tuple[np.ndarray, dict]:
     """The v2 token stream of ``split`` as a uint16 array, built now (no cache), and build statistics.
 
     Returns:
@@ -168,7 +175,7 @@ def build_tokens_v2(split: str, tokenizer, *, n_simple_tokens: int | None = None
         full = np.empty(len(stdlib) + n_simple_tokens, dtype=np.uint16)  # one allocation, no final copy
         full[:len(stdlib)] = stdlib
         arr = full[len(stdlib):]
-        pos, stream = 0, simple_programs("train", seed)
+        pos, stream = 0, simple_programs("train", seed, generator_version=generator_version)
         with tqdm(total=n_simple_tokens, unit="tok", unit_scale=True, disable=not progress,
                   desc=f"v2 train stream (seed {seed})") as bar:
             while pos < len(arr):
@@ -180,7 +187,7 @@ def build_tokens_v2(split: str, tokenizer, *, n_simple_tokens: int | None = None
                 bar.update(new - pos)
                 pos = new
     else:
-        chunk = list(simple_programs("val", seed))
+        chunk = list(simple_programs("val", seed, generator_version=generator_version))
         encoded = tokenizer.encode_batch([t for _, t in chunk])
         full = np.empty(len(stdlib) + sum(len(e) + 1 for e in encoded), dtype=np.uint16)
         full[:len(stdlib)] = stdlib
@@ -193,7 +200,8 @@ def build_tokens_v2(split: str, tokenizer, *, n_simple_tokens: int | None = None
 
 
 def corpus_tokens_v2(split: str, tokenizer, *, n_simple_tokens: int | None = None, seed: int = 0,
-                     parts: tuple[str, ...] = PARTS, progress: bool = True) -> torch.Tensor:
+                     parts: tuple[str, ...] = PARTS, progress: bool = True,
+                     generator_version: int = GENERATOR_VERSION) -> torch.Tensor:
     """Data version 2's token stream of ``split`` (see the module docstring), cached as ``.npy``.
 
     Args:
@@ -205,6 +213,7 @@ def corpus_tokens_v2(split: str, tokenizer, *, n_simple_tokens: int | None = Non
         seed: the program stream's seed.
         parts: any of ``"stdlib"``, ``"simple"``.
         progress: show a tqdm bar while building (stderr).
+        generator_version: the simple-Python-v2 generator version (``simple_python_v2.VERSIONS``; default 3).
     Returns:
         ``[n_tokens]`` int32 tensor, documents separated by ``tokenizer.eot_id``.
 
@@ -213,6 +222,7 @@ def corpus_tokens_v2(split: str, tokenizer, *, n_simple_tokens: int | None = Non
     """
     def build() -> np.ndarray:
         return build_tokens_v2(split, tokenizer, n_simple_tokens=n_simple_tokens, seed=seed, parts=tuple(parts),
-                               progress=progress)[0]
+                               progress=progress, generator_version=generator_version)[0]
 
-    return corpus.cached_tokens(tokens_key(split, tokenizer, n_simple_tokens, seed, tuple(parts)), build)
+    key = tokens_key(split, tokenizer, n_simple_tokens, seed, tuple(parts), generator_version)
+    return corpus.cached_tokens(key, build)

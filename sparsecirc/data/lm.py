@@ -2,7 +2,7 @@
 
 The data version is the model's (``cfg.model.data_version``, ``sparsecirc.data.versions``): v1 reads the fixed
 corpus (``corpus.corpus_tokens``), v2 the streamed one (``corpus_v2.corpus_tokens_v2``, sized by
-``cfg.data.n_simple_tokens``), each with its own tokenizer; task metrics read the same version's task data.
+``cfg.data.n_simple_tokens``, written by generator version ``cfg.data.generator_version``), each with its own tokenizer; task metrics read the same version's task data.
 
 Example::
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 from sparsecirc.core.config import RunConfig
 from sparsecirc.core.train import eval_windows, evaluate
 from sparsecirc.data.corpus import corpus_tokens
+from sparsecirc.data import simple_python_v2
 from sparsecirc.data.corpus_v2 import corpus_tokens_v2
 from sparsecirc.data.tasks import evaluate_all
 from sparsecirc.data.tokenizer import load_tokenizer
@@ -31,7 +32,8 @@ def lm_tokens(cfg: RunConfig):
         if cfg.data.n_simple_tokens is None:
             raise ValueError(f"model.data_version {version.name!r} streams its programs: set data.n_simple_tokens "
                              "(tokens of the generated part of the train stream, e.g. 60_000_000)")
-        kw = {"seed": cfg.data.seed, "parts": cfg.data.parts, "n_simple_tokens": cfg.data.n_simple_tokens}
+        kw = {"seed": cfg.data.seed, "parts": cfg.data.parts, "n_simple_tokens": cfg.data.n_simple_tokens,
+              "generator_version": cfg.data.generator_version or simple_python_v2.GENERATOR_VERSION}
         return corpus_tokens_v2("train", tok, **kw), corpus_tokens_v2("val", tok, **kw)
     kw = {"seed": cfg.data.seed, "parts": cfg.data.parts}
     if cfg.data.n_simple is not None:

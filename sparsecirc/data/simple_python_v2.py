@@ -29,6 +29,13 @@ context of the 20 tasks (``tasks.Task.idioms``) is at least 1.02x as dense as in
 (more stdlib) the least dense are ``quote.close_double`` (0.98x) and ``indent_for.top`` (0.99x). Only the drawn
 alternative of a choice is built, which made version 3 2.7x faster than version 2.
 
+Version 4 (opt-in: ``program_at(seed, i, version=4)``, a model's ``data.generator_version``) mends one data-recipe
+flaw found by ``task_audit.open_modes``: version 3's two filler ``open`` idioms draw a read-file name and then a
+random mode, so read-file names are opened with ``w`` about two times in five and the ``with_open`` task's cue is
+taught weakly. Version 4 gives a write-file name to those opened with ``w`` without drawing anything else, so its
+programs are version 3's except for those names (tested). Version 3 stays the default: the tokenizer and every
+committed zoo-v2 model were made from it.
+
 Measured (seed 0, Python 3.11, one core, ``distinct_estimate(0, 20_000, tokenizer=load_tokenizer())``): 769
 characters, 274 tinypy-2048 tokens and 263 tinypy2-2048 tokens per program (version 1: 436 characters and 139
 tokens); 5,600 programs/s (4.3 M characters/s) on a quiet core. No exact duplicate among 20,000 consecutive
@@ -55,10 +62,11 @@ from pathlib import Path
 
 from sparsecirc.data.simple_python_v2_blocks import MAX_LINES, MIN_LINES, ProgramMaker
 
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 3  # the default stream (tokenizer tinypy2-2048 and every committed zoo-v2 model)
+VERSIONS = (3, 4)  # 4: version 3 with the filler `open` idioms' file name following the mode (``ExprMaker.open_path``)
 SOURCE_FILES = ("simple_python_v2.py", "simple_python_v2_blocks.py", "simple_python_v2_exprs.py",
                 "simple_python_v2_vocab.py")
-__all__ = ["GENERATOR_VERSION", "SOURCE_FILES", "MAX_LINES", "MIN_LINES", "IDIOMS", "generate_program", "program_at",
+__all__ = ["GENERATOR_VERSION", "VERSIONS", "check_version", "SOURCE_FILES", "MAX_LINES", "MIN_LINES", "IDIOMS", "generate_program", "program_at",
            "stream_programs", "generate_programs", "idiom_counts", "distinct_estimate", "source_sha256"]
 
 
@@ -72,30 +80,42 @@ def source_sha256() -> str:
     return h.hexdigest()
 
 
-def generate_program(rng: random.Random) -> str:
-    """One program (``MIN_LINES``..``MAX_LINES`` lines, ends with a newline) drawn from ``rng`` (advanced)."""
-    return ProgramMaker(rng).program()
+def check_version(version: int) -> int:
+    """``version`` if it is one of :data:`VERSIONS`; ValueError naming them otherwise."""
+    if isinstance(version, bool) or version not in VERSIONS:
+        raise ValueError(f"unknown simple-Python-v2 generator version {version!r}; valid: "
+                         f"{', '.join(map(str, VERSIONS))}")
+    return version
 
 
-def program_at(seed: int, index: int) -> str:
-    """Program ``index`` of stream ``seed``; depends on nothing else (no state, no salted ``hash``)."""
-    return generate_program(random.Random(f"simple_python_v2:{seed}:{index}"))
+def generate_program(rng: random.Random, version: int = GENERATOR_VERSION) -> str:
+    """One program (``MIN_LINES``..``MAX_LINES`` lines, ends with a newline) drawn from ``rng`` (advanced), as
+    generator ``version`` writes it (:data:`VERSIONS`)."""
+    return ProgramMaker(rng, check_version(version)).program()
 
 
-def stream_programs(seed: int = 0, start: int = 0) -> Iterator[str]:
+def program_at(seed: int, index: int, version: int = GENERATOR_VERSION) -> str:
+    """Program ``index`` of stream ``seed``; depends on nothing else (no state, no salted ``hash``). Versions 3
+    and 4 draw the same random numbers: their programs differ only in the file names of filler ``open`` idioms
+    opened for writing (``ExprMaker.open_path``)."""
+    return generate_program(random.Random(f"simple_python_v2:{seed}:{index}"), version)
+
+
+def stream_programs(seed: int = 0, start: int = 0, version: int = GENERATOR_VERSION) -> Iterator[str]:
     """The endless stream ``program_at(seed, start)``, ``program_at(seed, start + 1)``, ...
 
     Example:
         >>> list(itertools.islice(stream_programs(1, start=3), 2)) == [program_at(1, 3), program_at(1, 4)]
         True
     """
+    check_version(version)
     for i in itertools.count(start):
-        yield program_at(seed, i)
+        yield program_at(seed, i, version)
 
 
-def generate_programs(n: int, seed: int, start: int = 0) -> list[str]:
-    """Programs ``start``..``start + n - 1`` of stream ``seed`` as a list."""
-    return [program_at(seed, i) for i in range(start, start + n)]
+def generate_programs(n: int, seed: int, start: int = 0, version: int = GENERATOR_VERSION) -> list[str]:
+    """Programs ``start``..``start + n - 1`` of stream ``seed`` (generator ``version``) as a list."""
+    return [program_at(seed, i, version) for i in range(start, start + n)]
 
 
 # --- idioms ------------------------------------------------------------------------------------------------

@@ -37,8 +37,9 @@ ELEM_KINDS = ("int", "int", "int", "float", "neg", "str", "str", "str", "name", 
 class ExprMaker:
     """Draws expressions from ``rng`` in one program's style (see the module docstring)."""
 
-    def __init__(self, rng: random.Random):
+    def __init__(self, rng: random.Random, version: int = 3):
         self.r = rng
+        self.version = version  # generator version (3 or 4; see ``open_path``); draws nothing
         self.p_double = rng.choice([0.1, 0.5, 0.9, 0.6, 0.3])
         self.p_eq_odd = rng.choice([0.0, 0.0, 0.03, 0.1, 0.3])  # `x=[[`, `x =[[`, `x= [[`
         self.p_tight_comma = rng.choice([0.0, 0.0, 0.0, 0.05, 0.6])
@@ -318,8 +319,7 @@ class ExprMaker:
             lambda: f"print(f{q}{self.pick(V.CAPS)}{self.pick(['', ' ' + self.word(), ':'])} {{{x}}}{q})",
             lambda: f"{self.ident()}{self.eq()}f{q}{{{x}}} {self.word()}{q}",
             lambda: self.assign(x, self.nested(2, self.pick(["int", "int", "neg", "float", "str", "name", "const"]))),
-            lambda: self.assign(self.pick(["f", "fh", "fp", "handle"]),
-                                f"open({self.s(self.pick(V.READ_FILES) + '.txt')}, {q}{self.pick(['r', 'w'])}{q})"),
+            lambda: self.assign(self.pick(["f", "fh", "fp", "handle"]), self.open_call(q)),
             lambda: self.assign(x, f"{self.value()} if {self.cond()} else {self.value()}"),
             lambda: self.assign(self.pick(V.FLAGS), self.pick(["True", "False"])),
             lambda: self.assign(x, self.pick(["set()", '""', "''"])),
@@ -375,7 +375,28 @@ class ExprMaker:
             return f"class {self.pick(V.CLASSES)}:\n    def __init__(self, {', '.join(ps)}):{lines}"
         mode, fv = self.pick(["r", "w"]), self.pick(["f", "fh", "fp"])
         body = f"{fv}.read()" if mode == "r" else f"{fv}.write({self.s()})"
-        return f"with open({self.s(self.pick(V.READ_FILES) + '.txt')}, {q}{mode}{q}) as {fv}:\n    {body}"
+        name = self.pick(V.READ_FILES)
+        return f"with open({self.open_path(self.s(name + '.txt'), name, mode)}, {q}{mode}{q}) as {fv}:\n    {body}"
+
+    def open_call(self, q: str) -> str:
+        """``open(<file>, <q>r<q>)`` or ``...w...`` (the one-line ``open`` idiom of :meth:`idiom_stmt`)."""
+        name = self.pick(V.READ_FILES)
+        path = self.s(name + ".txt")
+        mode = self.pick(["r", "w"])
+        return f"open({self.open_path(path, name, mode)}, {q}{mode}{q})"
+
+    def open_path(self, path: str, name: str, mode: str) -> str:
+        """The quoted file of a filler ``open`` idiom, drawn as a ``READ_FILES`` ``name`` before its ``mode``.
+
+        Version 3 keeps the name whatever the mode, so read-file names are opened for writing about two times in
+        five (``task_audit.open_modes``: in the first 20,000 programs of seed 0, ``r`` 4,769 and ``w`` 3,393),
+        which teaches the ``with_open`` task's cue (a read-file name means ``r``) only weakly. Version 4 writes
+        a ``WRITE_FILES`` name when the mode is ``w``, chosen by the read name's index, so it draws nothing: the
+        random stream is not advanced differently and every other character of a program is version 3's."""
+        if self.version < 4 or mode != "w":
+            return path
+        write = V.WRITE_FILES[V.READ_FILES.index(name) % len(V.WRITE_FILES)]
+        return path.replace(name + ".txt", write + ".txt", 1)
 
     def stmt(self) -> str:
         """One simple statement (a filler line between the idioms; a third of them hold an idiom themselves)."""
