@@ -65,3 +65,18 @@ def test_data_version_v2_round_trips_and_bad_values_name_the_valid_ones():
         make_config("ci", data={"n_simple_tokens": 1000})
     with pytest.raises(ConfigError, match="n_simple_tokens must be a positive int"):
         make_config("ci", model={"data_version": "v2"}, data={"n_simple_tokens": 0})
+
+
+def test_generator_version_is_v2_only_round_trips_and_is_checked():
+    from sparsecirc.core.config import GENERATOR_VERSIONS
+    from sparsecirc.data import simple_python_v2
+    assert GENERATOR_VERSIONS == simple_python_v2.VERSIONS  # core may not import data: the two lists must agree
+    plain = make_config("ci", model={"data_version": "v2"}, data={"n_simple_tokens": 1000})
+    assert "generator_version" not in plain.to_dict()["data"]  # committed v2 configs serialise as before
+    cfg = make_config("ci", model={"data_version": "v2"}, data={"n_simple_tokens": 1000, "generator_version": 4})
+    d = json.loads(json.dumps(cfg.to_dict()))
+    assert d["data"]["generator_version"] == 4 and RunConfig.from_dict(d) == cfg and cfg != plain
+    with pytest.raises(ConfigError, match="generator_version must be one of"):
+        make_config("ci", model={"data_version": "v2"}, data={"n_simple_tokens": 1000, "generator_version": 2})
+    with pytest.raises(ConfigError, match="generator_version=4 picks data v2's program generator"):
+        make_config("ci", data={"generator_version": 4})

@@ -6,9 +6,7 @@ minute on 2 cores), ``book`` (the scale of the committed artifacts) and ``paper`
 a CPU, kept so the same code documents the target).
 
 Example::
-
-    cfg = make_config("ci", model={"n_layer": 2})
-    cfg2 = RunConfig.from_dict(cfg.to_dict())   # == cfg
+    cfg = make_config("ci", model={"n_layer": 2}); RunConfig.from_dict(cfg.to_dict()) == cfg   # True
 """
 from __future__ import annotations
 
@@ -21,8 +19,8 @@ from typing import Any
 ACT_SPARSITY_SITES = ("attn_in", "attn_q", "attn_k", "attn_v", "attn_out", "mlp_in", "mlp_neuron", "mlp_out")
 # two more sites circuit_sparsity knows (the residual stream after each block's add); never on by default
 RESID_SPARSITY_SITES = ("resid_post_attn", "resid_post_mlp")
-# the keys of sparsecirc.data.versions.DATA_VERSIONS (core may not import data; tests/test_config.py checks they agree)
-DATA_VERSION_NAMES = ("v1", "v2")
+# data.versions.DATA_VERSIONS' keys and simple_python_v2.VERSIONS (core may not import data; tests hold them equal)
+DATA_VERSION_NAMES, GENERATOR_VERSIONS = ("v1", "v2"), (3, 4)
 DEFAULT_DATA_VERSION = "v1"
 # ModelConfig fields to_dict leaves out at their defaults (committed configs serialise as before they existed)
 OMITTED_AT_DEFAULT = ("data_version", "norm", "norm_eps", "norm_bias", "mlp_activation", "resid_activation",
@@ -211,8 +209,7 @@ class DataConfig(DictConfig):
     ``n_simple`` (v1 only; v2 does not read it): number of generated programs, None for the corpus' default.
     ``n_simple_tokens`` (v2 only, required there): tokens of the simple-Python-v2 part of the train stream; None
     is v1's behaviour, and a v1 run refuses a value (``RunConfig``).
-    ``generator_version`` (v2 only): the simple-Python-v2 generator version of the stream (3 or 4,
-    ``simple_python_v2.VERSIONS``); None is version 3, the default stream of every committed v2 model.
+    ``generator_version`` (v2 only): the simple-Python-v2 generator version, one of ``GENERATOR_VERSIONS``; None is 3.
     """
 
     parts: tuple[str, ...] = ("stdlib", "simple")
@@ -222,8 +219,7 @@ class DataConfig(DictConfig):
     generator_version: int | None = None  # v2: simple-Python-v2 generator version; None = 3 (the default stream)
 
     def to_dict(self) -> dict[str, Any]:
-        """The fields as a plain dict; ``n_simple_tokens`` and ``generator_version`` only when set (earlier
-        configs serialise as before)."""
+        """The fields as a plain dict; the two v2 keys only when set (earlier configs serialise as before)."""
         out = super().to_dict()
         for key in ("n_simple_tokens", "generator_version"):
             if out[key] is None:
@@ -234,8 +230,9 @@ class DataConfig(DictConfig):
         object.__setattr__(self, "parts", tuple(self.parts))
         _require(self.n_simple_tokens is None or self.n_simple_tokens > 0,
                  f"DataConfig.n_simple_tokens must be a positive int or None, got {self.n_simple_tokens!r}")
-        _require(self.generator_version in (None, 3, 4) and not isinstance(self.generator_version, bool),
-                 f"DataConfig.generator_version must be 3, 4 or None, got {self.generator_version!r}")
+        gv = self.generator_version
+        _require(gv is None or (gv in GENERATOR_VERSIONS and not isinstance(gv, bool)),
+                 f"DataConfig.generator_version must be one of {GENERATOR_VERSIONS} or None, got {gv!r}")
 
 
 @dataclass(frozen=True)
@@ -403,12 +400,12 @@ class RunConfig(DictConfig):
     scale: str = "ci"
 
     def __post_init__(self):
-        _require(not (self.model.data_version == "v1" and self.data.n_simple_tokens is not None),
-                 f"data.n_simple_tokens={self.data.n_simple_tokens} sizes data v2's program stream; this run's "
-                 "model.data_version is 'v1' (set model.data_version: v2, or data.n_simple for v1)")
-        _require(not (self.model.data_version == "v1" and self.data.generator_version is not None),
-                 f"data.generator_version={self.data.generator_version} picks data v2's program generator; this "
-                 "run's model.data_version is 'v1'")
+        v1, d = self.model.data_version == "v1", self.data
+        _require(not (v1 and d.n_simple_tokens is not None), f"data.n_simple_tokens={d.n_simple_tokens} sizes data "
+                 "v2's program stream; this run's model.data_version is 'v1' (set model.data_version: v2, or "
+                 "data.n_simple for v1)")
+        _require(not (v1 and d.generator_version is not None), f"data.generator_version={d.generator_version} "
+                 "picks data v2's program generator; this run's model.data_version is 'v1'")
 
     @property
     def is_sparse(self) -> bool:
