@@ -2,7 +2,8 @@
 
 The data version is the model's (``cfg.model.data_version``, ``sparsecirc.data.versions``): v1 reads the fixed
 corpus (``corpus.corpus_tokens``), v2 the streamed one (``corpus_v2.corpus_tokens_v2``, sized by
-``cfg.data.n_simple_tokens``, written by generator version ``cfg.data.generator_version``), each with its own tokenizer; task metrics read the same version's task data.
+``cfg.data.n_simple_tokens``, written by generator version ``cfg.data.generator_version``), each with its own
+tokenizer; task metrics read the same version's task data.
 
 Example::
 
@@ -13,8 +14,8 @@ from __future__ import annotations
 
 from sparsecirc.core.config import RunConfig
 from sparsecirc.core.train import eval_windows, evaluate
-from sparsecirc.data.corpus import corpus_tokens
 from sparsecirc.data import simple_python_v2
+from sparsecirc.data.corpus import corpus_tokens
 from sparsecirc.data.corpus_v2 import corpus_tokens_v2
 from sparsecirc.data.tasks import evaluate_all
 from sparsecirc.data.tokenizer import load_tokenizer

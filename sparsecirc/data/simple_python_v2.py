@@ -66,8 +66,9 @@ GENERATOR_VERSION = 3  # the default stream (tokenizer tinypy2-2048 and every co
 VERSIONS = (3, 4)  # 4: version 3 with the filler `open` idioms' file name following the mode (``ExprMaker.open_path``)
 SOURCE_FILES = ("simple_python_v2.py", "simple_python_v2_blocks.py", "simple_python_v2_exprs.py",
                 "simple_python_v2_vocab.py")
-__all__ = ["GENERATOR_VERSION", "VERSIONS", "check_version", "SOURCE_FILES", "MAX_LINES", "MIN_LINES", "IDIOMS", "generate_program", "program_at",
-           "stream_programs", "generate_programs", "idiom_counts", "distinct_estimate", "source_sha256"]
+__all__ = ["GENERATOR_VERSION", "VERSIONS", "check_version", "SOURCE_FILES", "MAX_LINES", "MIN_LINES", "IDIOMS",
+           "generate_program", "program_at", "stream_programs", "generate_programs", "idiom_counts",
+           "distinct_estimate", "source_sha256"]
 
 
 def source_sha256() -> str:
