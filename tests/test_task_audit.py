@@ -264,6 +264,15 @@ def test_pair_outcomes_splits_pairs_by_how_many_prompts_are_right(monkeypatch):
         task_audit.pair_outcomes(None, "x")
 
 
+def test_target_accuracy_splits_a_prior_into_one_side_right_and_one_wrong():
+    table = task_audit.target_accuracy_table({"prior": _PriorModel(), "other": _PriorModel(seed=3)}, "with_open")
+    assert list(table.columns) == ["target 'r'", "target 'w'"] and list(table.index) == ["prior", "other"]
+    for _, row in table.iterrows():  # a model that ignores the prompt answers one mode everywhere
+        assert sorted(row.tolist()) == [0.0, 1.0]
+    with pytest.raises(ValueError, match="no fixed candidates"):
+        task_audit.target_accuracy_table({"prior": _PriorModel()}, "var_swap")
+
+
 def test_swap_completions_counts_only_line_initial_tuple_assignments():
     texts = ["a, b = b, a\n    lo, hi = hi, lo + hi\nx, y = y, 0\n", "print(a, b = b, a)\nfoo(x, y = y, x)\n"]
     assert task_audit.swap_completions(texts) == {"lines": 3, "first_name": 2}

@@ -358,3 +358,23 @@ def pair_outcome_table(models: dict[str, torch.nn.Module], names: list[str], spl
     """``pair_outcomes`` for each (model label, task): one row each, indexed by (task, model)."""
     rows = [{"task": t, "model": label, **pair_outcomes(m, t, split)} for t in names for label, m in models.items()]
     return pd.DataFrame(rows).set_index(["task", "model"])
+
+
+def target_accuracy_table(models: dict[str, torch.nn.Module], task: str, split: str = "test") -> pd.DataFrame:
+    """Each model's accuracy on the prompts of each target candidate of a task with fixed candidates (``with_open``:
+    the prompts whose answer is ``r`` and those whose answer is ``w``): which side of the contrast a model gets.
+
+    Returns:
+        DataFrame indexed by model label, one column ``target <candidate>`` per target. ValueError for a task whose
+        candidates are names drawn per pair (``var_swap``, ``class_init``): there a target has one or two prompts.
+    """
+    if task not in tasks.TASKS or tasks.TASKS[task].candidates is None:
+        raise ValueError(f"{task!r} has no fixed candidates (names drawn per pair): no accuracy per target")
+    rows = {}
+    for label, model in models.items():
+        ds = tasks.model_task(model, task, split).with_format(None)
+        by: dict[str, list[float]] = {}
+        for ok, tgt in zip(tasks.task_accuracy(tasks.pair_logits(model, ds)).tolist(), ds["target"]):
+            by.setdefault(tgt, []).append(ok)
+        rows[label] = {f"target {t!r}": sum(v) / len(v) for t, v in sorted(by.items())}
+    return pd.DataFrame(rows).T
