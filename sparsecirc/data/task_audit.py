@@ -323,6 +323,13 @@ def swap_completions(programs) -> dict[str, int]:
     return {"lines": len(found), "first_name": sum(z == x for x, _, z in found)}
 
 
+def _scored_prompts(model: torch.nn.Module, task: str, split: str):
+    """The task's ``split`` in the model's data version (plain format) and 1.0 / 0.0 per prompt: target above
+    distractor."""
+    ds = tasks.model_task(model, task, split).with_format(None)
+    return ds, tasks.task_accuracy(tasks.pair_logits(model, ds)).tolist()
+
+
 def pair_outcomes(model: torch.nn.Module, task: str, split: str = "test") -> dict:
     """How a model's answers fall on a task's pairs (``tasks.model_task``'s ``split``, grouped by ``pair_id``).
 
@@ -336,8 +343,7 @@ def pair_outcomes(model: torch.nn.Module, task: str, split: str = "test") -> dic
     Example:
         >>> pair_outcomes(model, "var_swap")["same_answer"]     # near 1: the model never reads which name is first
     """
-    ds = tasks.model_task(model, task, split).with_format(None)
-    right = tasks.task_accuracy(tasks.pair_logits(model, ds)).tolist()
+    ds, right = _scored_prompts(model, task, split)
     by: dict[int, list[tuple[float, str, str]]] = {}
     for pid, ok, tgt, dis in zip(ds["pair_id"], right, ds["target"], ds["distractor"]):
         by.setdefault(pid, []).append((ok, tgt, dis))
@@ -372,9 +378,9 @@ def target_accuracy_table(models: dict[str, torch.nn.Module], task: str, split: 
         raise ValueError(f"{task!r} has no fixed candidates (names drawn per pair): no accuracy per target")
     rows = {}
     for label, model in models.items():
-        ds = tasks.model_task(model, task, split).with_format(None)
+        ds, right = _scored_prompts(model, task, split)
         by: dict[str, list[float]] = {}
-        for ok, tgt in zip(tasks.task_accuracy(tasks.pair_logits(model, ds)).tolist(), ds["target"]):
+        for ok, tgt in zip(right, ds["target"]):
             by.setdefault(tgt, []).append(ok)
         rows[label] = {f"target {t!r}": sum(v) / len(v) for t, v in sorted(by.items())}
     return pd.DataFrame(rows).T
