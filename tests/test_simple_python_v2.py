@@ -127,8 +127,28 @@ def test_version_4_differs_from_3_only_in_write_mode_open_names():
     assert modes4[("write", "w")] == modes3[("write", "w")] + modes3[("read", "w")]
 
 
+def test_version_5_draws_more_one_row_nested_lists_and_short_name_swaps():
+    from sparsecirc.data import simple_python_v2_exprs as E
+    from sparsecirc.data.task_audit import open_modes
+    one_row = re.compile(r"\[\[[^\[\]\n]+\]\]")  # `[[1, 2, 3]]`: a depth-2 list with a single row
+    swap = re.compile(r"^\s*(\w+), (\w+) = \2, \1\b", re.M)
+    short = set(E._SHORT_NAMES) - {n for p in E._STOCK_PAIRS for n in p}
+    counts = {}
+    for version in (4, 5):
+        progs = v2.generate_programs(1500, seed=0, version=version)
+        pairs = [m.groups() for p in progs for m in swap.finditer(p)]
+        counts[version] = (sum(len(one_row.findall(p)) for p in progs), sum(set(x) <= short for x in pairs),
+                           len(pairs), open_modes(progs).get(("read", "w"), 0))
+    (rows4, short4, swaps4, rw4), (rows5, short5, swaps5, rw5) = counts[4], counts[5]
+    assert rows5 > 2 * rows4 > 0
+    assert short5 > 2 * short4 > 0 and short5 > swaps5 / 2
+    assert 0.6 * swaps4 < swaps5 < 1.6 * swaps4  # as many swap blocks; other names
+    assert rw4 == rw5 == 0  # version 4's mend is kept
+    assert v2.program_at(0, 0, 5) != v2.program_at(0, 0, 4) or v2.program_at(0, 1, 5) != v2.program_at(0, 1, 4)
+
+
 def test_unknown_generator_version_is_refused():
-    for bad in (2, 5, True, "4"):
+    for bad in (2, 6, True, "4"):
         with pytest.raises(ValueError, match="generator version"):
             v2.program_at(0, 0, bad)
     with pytest.raises(ValueError, match="generator version"):

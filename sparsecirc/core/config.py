@@ -20,7 +20,7 @@ ACT_SPARSITY_SITES = ("attn_in", "attn_q", "attn_k", "attn_v", "attn_out", "mlp_
 # two more sites circuit_sparsity knows (the residual stream after each block's add); never on by default
 RESID_SPARSITY_SITES = ("resid_post_attn", "resid_post_mlp")
 # data.versions.DATA_VERSIONS' keys and simple_python_v2.VERSIONS (core may not import data; tests hold them equal)
-DATA_VERSION_NAMES, GENERATOR_VERSIONS = ("v1", "v2"), (3, 4)
+DATA_VERSION_NAMES, GENERATOR_VERSIONS = ("v1", "v2"), (3, 4, 5)
 DEFAULT_DATA_VERSION = "v1"
 # ModelConfig fields to_dict leaves out at their defaults (committed configs serialise as before they existed)
 OMITTED_AT_DEFAULT = ("data_version", "norm", "norm_eps", "norm_bias", "mlp_activation", "resid_activation",

@@ -374,7 +374,7 @@ class ProgramMaker(ExprMaker):
 
     def blk_swap(self) -> list[str]:
         """Tuple swaps in both orders after ``a, b = ...`` (task 14)."""
-        a, b = self.idents(2) if self.chance(0.6) else self.pick([("a", "b"), ("x", "y"), ("i", "j"), ("lo", "hi")])
+        a, b = self.swap_names()
         init = self.pick([f"{a}, {b} = {self.num()}, {self.num()}", f"{a} = {self.value()}\n{b} = {self.value()}",
                           f"{a}, {b} = {self.ident()}, {self.ident()}"])
         swap = self.pick([f"{a}, {b} = {b}, {a}", f"{b}, {a} = {a}, {b}"])

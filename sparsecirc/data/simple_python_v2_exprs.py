@@ -25,6 +25,8 @@ from sparsecirc.data import simple_python_v2_vocab as V
 
 CONSTS = ("True", "False", "None")
 EMPTY_STRINGS = ('""', "''")
+_STOCK_PAIRS = [("a", "b"), ("x", "y"), ("i", "j"), ("lo", "hi")]  # swap names of every version (``swap_names``)
+_SHORT_NAMES = sorted({n for n in V.SCALARS + [w for p in V.NOUNS for w in p] if not keyword.iskeyword(n)})
 # relative frequency of the small compound idioms (``idiom_compound``), tuned so that every task idiom is at least
 # as dense per token as in version 1's corpus (see simple_python_v2's docstring)
 COMPOUND_WEIGHTS = {"if_eq": 3, "while_name": 1.2, "while_true": 1, "for": 2.6, "flag": 1, "accumulate": 1.5,
@@ -39,7 +41,7 @@ class ExprMaker:
 
     def __init__(self, rng: random.Random, version: int = 3):
         self.r = rng
-        self.version = version  # generator version (3 or 4; see ``open_path``); draws nothing
+        self.version = version  # generator version (3, 4 or 5; see ``open_path``, ``nested``, ``swap_names``)
         self.p_double = rng.choice([0.1, 0.5, 0.9, 0.6, 0.3])
         self.p_eq_odd = rng.choice([0.0, 0.0, 0.03, 0.1, 0.3])  # `x=[[`, `x =[[`, `x= [[`
         self.p_tight_comma = rng.choice([0.0, 0.0, 0.0, 0.05, 0.6])
@@ -215,13 +217,29 @@ class ExprMaker:
         return self.seq(self.elems(kind, n))
 
     def nested(self, depth: int, kind: str | None = None) -> str:
-        """A list nested ``depth`` deep (1 = flat); rows may be ragged, empty, or spread over lines."""
+        """A list nested ``depth`` deep (1 = flat); rows may be ragged, empty, or spread over lines. A depth-2 list
+        has one row (``[[1, 2, 3]]``, the ``bracket_counting`` task's form) 1 time in 9 up to version 4, 4 in 11 in
+        version 5."""
         kind = kind or self.pick(ELEM_KINDS[:11])
         if depth <= 1:
             return self.seq(self.elems(kind, self.r.choice([1, 2, 2, 3, 3, 3, 4, 5, 7, 12])), multiline=False)
-        n = self.r.choice([1, 2, 2, 2, 3, 3, 4, 5, 8]) if depth == 2 else self.r.randint(1, 2)
+        counts = [1, 2, 2, 2, 3, 3, 4, 5, 8] if self.version < 5 else [1, 1, 1, 1, 2, 2, 3, 3, 4, 5, 8]  # 1: `[[...]]`
+        n = self.r.choice(counts) if depth == 2 else self.r.randint(1, 2)
         rows = [self.nested(depth - 1 if self.chance(0.93) else 1, kind) for _ in range(n)]
         return self.seq(rows, multiline=depth == 2 and n > 2 and self.chance(self.p_multiline + 0.35))
+
+    def swap_names(self) -> tuple[str, str]:
+        """The two names of a swap block (``blk_swap``). Versions 3 and 4: two ``ident`` names (3 in 5; mostly
+        compounds of several tokens, such as ``max_count``) or a stock pair (``a, b``, ``x, y``, ``i, j``,
+        ``lo, hi``); so a swap of two short names other than the stock pairs is rare. Version 5: two short names
+        (a scalar or a noun, such as ``total, index``) half of the time, else two ``ident`` names (3 in 10) or a
+        stock pair (2 in 10)."""
+        if self.version < 5:
+            return tuple(self.idents(2)) if self.chance(0.6) else self.pick(_STOCK_PAIRS)
+        r = self.r.random()
+        if r < 0.5:
+            return tuple(self.r.sample(_SHORT_NAMES, 2))
+        return tuple(self.idents(2)) if r < 0.8 else self.pick(_STOCK_PAIRS)
 
     def dict_literal(self, n: int | None = None, multiline: bool | None = None) -> str:
         n = self.r.choice([0, 1, 2, 3, 3, 4, 5, 6, 9]) if n is None else n
