@@ -43,6 +43,18 @@ def test_heldout_sets_are_large_varied_and_tokenize(task):
     task_audit.variant_rows(cols)  # the audit's pair layout (raises otherwise)
 
 
+_V1_DICT = pytest.mark.xfail(strict=True, reason="measured: tinypy-2048 (v1) has a `]}` token, so the 24 flat "
+                             "prompts of template dict_value (`{\"rows\": [1, 2`) finish as `]}`, not `]` `}`")
+
+
+@pytest.mark.parametrize("task,version", [(t, v) for t in TASKS for v in ("v1", "v2")
+                                          if (t, v) != ("bracket_counting", "v1")]
+                         + [pytest.param("bracket_counting", "v1", marks=_V1_DICT)])
+def test_every_heldout_target_is_the_next_token_of_the_finished_line(task, version):
+    tok = tasks.task_tokenizer(version)
+    assert task_audit.line_end_mismatches(heldout.heldout_pairs(task, tok), tok) == []
+
+
 @pytest.mark.parametrize("task", TASKS)
 def test_no_heldout_prompt_meets_a_generator_prompt(task):
     """No held-out prompt equals, contains or is contained in a train/test prompt of either generator version."""

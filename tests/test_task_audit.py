@@ -276,3 +276,35 @@ def test_target_accuracy_splits_a_prior_into_one_side_right_and_one_wrong():
 def test_swap_completions_counts_only_line_initial_tuple_assignments():
     texts = ["a, b = b, a\n    lo, hi = hi, lo + hi\nx, y = y, 0\n", "print(a, b = b, a)\nfoo(x, y = y, x)\n"]
     assert task_audit.swap_completions(texts) == {"lines": 3, "first_name": 2}
+
+
+def test_line_end_closes_open_brackets_outside_strings():
+    assert task_audit.line_end("f(x, [[1, 2]]") == ")"
+    assert task_audit.line_end('d = {"(": [[1') == "]]}"
+    assert task_audit.line_end("x = [1, 2]") == ""
+    assert task_audit.line_end('print("(abc') is None
+
+
+def test_line_end_mismatches_flags_a_target_the_finished_line_tokenizes_otherwise():
+    tok = tasks.task_tokenizer("v2")
+    rows = []
+    for prompt, target in (("grid = np.array([[1, 2", "]]"), ("grid = [[1, 2", "]]"), ("for x in [1, 2", "]")):
+        rows.append({"prompt": prompt, "target": target, "prompt_ids": tok.encode(prompt),
+                     "target_id": tok.single_token_id(target)})
+    assert task_audit.line_end_mismatches(rows, tok) == [0]  # `]]` then `)` is written `]` `])`
+    # (a `for` header's `]:` is not a bracket: the task generators do not open lists there)
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_every_committed_target_is_the_next_token_of_the_finished_line(version):
+    tok = tasks.task_tokenizer(version)
+    bad = {(name, split): task_audit.line_end_mismatches(tasks.load_task(name, split, version=version), tok)
+           for name in P1_TASKS for split in ("train", "test")}
+    assert {k: len(v) for k, v in bad.items() if v} == {}
+
+
+def test_bracket_counting_never_opens_its_list_in_a_compound_header():
+    for split in ("train", "test"):
+        for prompt in tasks.load_task("bracket_counting", split, version="v2")["prompt"]:
+            line = prompt[:prompt.rindex("[")].rsplit("\n", 1)[-1]
+            assert not re.match(r"\s*(for|while|if|elif|with)\b", line), line

@@ -233,7 +233,8 @@ def test_v2_varies_the_idioms():
     quotes = [a.split("\n")[-1] for a, _ in _pairs("single_double_quote")]
     assert 0.5 < sum('("' in q for q in quotes) / len(quotes) < 0.95  # also ` "` after an argument, or alone
     brackets = [a for a, _ in _pairs("bracket_counting")]
-    for form in ("= [[", " =[[", "([[", "[[\n"):
+    assert not any("([[" in a for a in brackets)  # inside a call the tokenizer writes `]` `])`, not `]]`
+    for form in ("= [[", " =[[", "+= [[", "] = [[", "[[\n"):
         assert sum(form in a for a in brackets) >= 10, form
     assert sum(bool(re.search(r"\[\[[^\]\n]*(?:True|None|[a-z_]+\b)", a)) for a in brackets) >= 100
     for name in ("set_or_string", "set_or_string_fixedvarname"):

@@ -11,7 +11,8 @@ independent probe of the same contrasts, never used for training, mask fitting o
   with ``")`` / ``')``, cut after its content, with up to 12 preceding lines (whole docstrings only); the pair is
   the real line and the same line with the other opening quote;
 - ``bracket_counting``: nine templates (``x =[[`` without a space, lists of names, of ``True/False/None``, of
-  strings, inside ``np.array(`` and dict values, ``return [[``, ``x=[[-1.5,2.0``, elements on later lines);
+  strings, conditional defaults (``x = y if y else [[``) and dict values, ``return [[``, ``x=[[-1.5,2.0``,
+  elements on later lines; none inside a call, where ``]]`` is not the tokenizer's next token);
 - ``set_or_string`` / ``set_or_string_fixedvarname``: eight templates (a method, a ``while`` over a stack, a
   ``with`` block, comprehensions, ``var=set()`` without spaces, a long gap with a decoy, comments, ``if``/``elif``);
   variable names from ``heldout_templates.VARTYPE_NAMES`` (none in either generator's pool), or ``current``.

@@ -195,10 +195,11 @@ def b_strings(h, var=None):
     return _bracket_pair(h.ctx(h.r.randint(1, 2)), f"{h.thing()[1]} = ", _elems(h, "str", h.r.randint(2, 6)))
 
 
-def b_call_argument(h, var=None):
-    """Inside a call: ``np.array([[``, ``json.dumps([[``, ..."""
-    call = h.pick(["np.array(", "torch.tensor(", "json.dumps(", "Matrix(", "pd.DataFrame("])
-    return _bracket_pair(h.ctx(h.r.randint(1, 2)), f"{h.name()} = {call}",
+def b_fallback(h, var=None):
+    """A conditional default: ``rows = cached if cached else [[``. (Not inside a call such as ``np.array([[``:
+    there the tokenizer writes ``]`` then ``])``, so ``]]`` is not the next token.)"""
+    other = h.pick(["cached", "loaded", "previous", "given", "override"])
+    return _bracket_pair(h.ctx(h.r.randint(1, 2)), f"{h.name()} = {other} if {other} else ",
                          _elems(h, h.pick(["num", "float"]), h.r.randint(2, 9)))
 
 
@@ -230,7 +231,7 @@ def b_over_lines(h, var=None):
     return a + tail, b + tail
 
 
-BRACKET_TEMPLATES = {f.__name__[2:]: f for f in (b_no_space, b_names, b_constants, b_strings, b_call_argument,
+BRACKET_TEMPLATES = {f.__name__[2:]: f for f in (b_no_space, b_names, b_constants, b_strings, b_fallback,
                                                 b_dict_value, b_return, b_float_no_space, b_over_lines)}
 
 

@@ -11,8 +11,9 @@ cannot be read off something simpler. Three checks, all on the committed data (`
   it should be at chance only where P1's task is about order or copying (``class_init``, ``var_swap``).
 - ``pair_difference``: which tokens differ between the two prompts of a pair (``difflib`` alignment of ids).
 
-``open_modes`` and ``swap_completions`` count what training text says about two tasks (``with_open``,
-``var_swap``). One more check reads a model's answers rather than the data: ``pair_outcomes`` splits a task's
+``line_end_mismatches`` checks that a prompt's target is the tokenizer's next token once its line is finished
+(its open brackets closed). ``open_modes`` and ``swap_completions`` count what training text says about two tasks
+(``with_open``, ``var_swap``). One more check reads a model's answers rather than the data: ``pair_outcomes`` splits a task's
 pairs into those the model gets right on both prompts, those it gets right on one (it gave the *same* candidate to
 both prompts: it answered from a prior, blind to the contrast), and those it gets wrong on both (it read the
 contrast backwards).
@@ -305,6 +306,42 @@ def open_modes(programs) -> dict[tuple[str, str], int]:
             key = ("read" if base in read else "write" if base in write else "other", m.group(2) or "none")
             out[key] = out.get(key, 0) + 1
     return dict(sorted(out.items()))
+
+
+_CLOSER = {"(": ")", "[": "]", "{": "}"}
+
+
+def line_end(text: str) -> str | None:
+    """The closing brackets that ``text``'s open brackets still need (outside string literals), innermost first;
+    None when ``text`` ends inside a string. ``line_end('f(x, [[1, 2]]')`` is ``")"``."""
+    stack, quote = [], None
+    for ch in text:
+        if quote:
+            quote = None if ch == quote else quote
+        elif ch in "\"'":
+            quote = ch
+        elif ch in _CLOSER:
+            stack.append(_CLOSER[ch])
+        elif stack and ch == stack[-1]:
+            stack.pop()
+    return None if quote else "".join(reversed(stack))
+
+
+def line_end_mismatches(ds, tok) -> list[int]:
+    """Rows of a task split (``prompt``, ``target``, ``prompt_ids``, ``target_id`` columns) whose target is not
+    the tokenizer's next token once the line is finished: ``prompt + target + line_end(prompt + target)`` must
+    tokenize as ``prompt_ids + [target_id] + ...``. ``tasks.make_example`` checks only ``prompt + target``, which
+    passes ``np.array([[1, 2`` + ``]]`` although the finished line ``np.array([[1, 2]])`` is written ``]`` ``])``.
+    Prompts ending inside a string are not checked."""
+    bad = []
+    for i, row in enumerate(ds):
+        end = line_end(row["prompt"] + row["target"])
+        if end is None:
+            continue
+        n = len(row["prompt_ids"])
+        if tok.encode(row["prompt"] + row["target"] + end)[:n + 1] != [*row["prompt_ids"], row["target_id"]]:
+            bad.append(i)
+    return bad
 
 
 _SWAP = re.compile(r"^[ \t]*(\w+), (\w+) = \2, (\w+)", re.MULTILINE)

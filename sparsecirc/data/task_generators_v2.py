@@ -16,8 +16,12 @@ the tokens and redraws. What changed (measured in ``tests/test_task_generators_v
   types, comprehensions, keyword arguments, literals over several lines, compound blocks, imports, comments),
   decision lines sit at top level, in functions, loops and methods, and each task varies its own idiom
   (quotes opened after ``(`` or after an earlier argument; lists of numbers, names, constants and strings,
-  opened as ``= [[``, ``=[[``, ``([[`` or over several lines; dict keys opened as ``{"`` or on the next line;
-  ``open(...)`` with directories, ``os.path.join`` and ``mode=``; ...).
+  opened as ``= [[``, ``=[[``, ``: list = [[``, ``+= [[`` or over several lines; dict keys opened as ``{"`` or
+  on the next line; ``open(...)`` with directories, ``os.path.join`` and ``mode=``; ...);
+- ``bracket_counting`` opens its list only where the closing bracket is the tokenizer's next token: until
+  2026-12 it also opened lists inside calls (``np.array([[``) and ``for`` headers, where the tokenizer writes
+  ``]`` then ``])`` after ``[[1, 2`` and ``]:`` after ``for x in [1, 2``, so 50 of its 256 test prompts had a
+  target that is not the next token (``task_audit.line_end_mismatches``).
 
 Each pair still differs only where P1 Table 1 puts the contrast (digest §6): the opening quote, ``[[`` vs ``[``,
 the variable's initialisation, the defaults, ``with`` vs an assignment, ``{`` vs ``[``, the file's name,
@@ -114,9 +118,11 @@ def bracket_list_draws(c: CodeDraw, n: int | None = None, *, safe_ends: str = "l
     if safe_ends == "last":
         elems[-1] = safe(elems[-1])
     name = c.pick([many, "grid", "matrix", "rows", "table", "pairs", "layers", "board", c.var()])
+    # every opener leaves the list the only open bracket of a simple statement, so that the closing bracket is the
+    # next token: after `f([[1, 2` the tokenizer writes `]` then `])`, and after `for x in [1, 2` it writes `]:`
     opener = c.pick([f"{name} = ", f"{name} = ", f"{name} =", f"{name}=", f"{c.attr()} = ", "return ",
-                     f"{name} = {c.pick(['np.array', 'tuple', 'list', 'sorted'])}(", f"{c.pick(VERBS)}_{one}(",
-                     f"{name}[{c.strlit()}] = ", f"for {one} in "])
+                     f"{name}: {c.pick(['list', 'List[list]', 'Sequence', 'list[list]'])} = ",
+                     f"{name} = {c.pick(VERBS)}_{one} or ", f"{name}[{c.strlit()}] = ", f"{many} += "])
     ctx, ind = c.context(1, 3), ""
     if opener == "return " or c.chance(0.2):
         ctx += [f"def {c.pick(VERBS)}_{many}({c.var()}):"]

@@ -14,7 +14,7 @@ Prompts follow the ``bracket_counting`` task of the model's data version (``mode
   single token `` [[`` (nested) or `` [`` (flat).
 - v2 (``task_generators_v2.pair_bracket_counting``): the task's context (``task_fragments_v2.CodeDraw``), maybe
   a ``def`` around the list, one of the task's openers (``name = ``, ``name =``, ``name=``, ``self.attr = ``,
-  ``return ``, ``name = np.array(``, ``verb_things(``, ``name["key"] = ``, ``for thing in ``) and elements of
+  ``return ``, ``name: list = ``, ``name = verb_thing or ``, ``name["key"] = ``, ``things += ``) and elements of
   one of its kinds (ints, numbers, names, constants, mixed, strings); a cut never ends on a string (``"]]``
   would be one token; the task's own rule). The nested list opens with two single ``[`` tokens (`` [`` or ``[``,
   then ``[``). Only the task's single-line form is drawn (it holds 85% of the task's prompts): the sweep cuts
