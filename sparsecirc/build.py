@@ -135,17 +135,30 @@ def _rewrite_manifest(folder: Path, provenance_key: str) -> None:
     artifacts.write_manifest(folder, [f["path"] for f in manifest["files"]], **keep)
 
 
-def refresh_lm_metrics(artifact_id: str) -> dict:
+def refresh_lm_metrics(artifact_id: str, reason: str | None = None, tasks: list[str] | None = None) -> dict:
     """Recompute a committed language model's metrics.json from its weights (what the producer writes after
-    training), rewrite its manifest and registry entry. For artifacts built before a metric was added."""
+    training), rewrite its manifest and registry entry. For artifacts built before a metric was added; or, with
+    ``tasks`` and ``reason``, after those tasks' committed data were regenerated: then only their metrics are
+    recomputed (the others keep the numbers of the machine that trained the model; the weights are checked by
+    their sha256) and ``metrics["tasks_rescored"]`` records the tasks and the reason."""
+    if (reason is None) != (tasks is None):
+        raise ValueError("refresh_lm_metrics: give both reason and tasks, or neither")
     folder = artifacts.verify(artifact_id)
     run = load(artifact_id, folder, "book")
     metrics = run.metrics
-    val_loss, _ = lm_val_loss(run.model, run.config, lm_tokens(run.config)[1])
-    if abs(val_loss - metrics["val_loss"]) > 1e-4 * abs(metrics["val_loss"]):
-        raise ArtifactError(f"{artifact_id}: validation loss {val_loss} differs from the recorded "
-                            f"{metrics['val_loss']}")
-    metrics["tasks"] = lm_task_metrics(run.model)
+    if tasks is None:
+        val_loss, _ = lm_val_loss(run.model, run.config, lm_tokens(run.config)[1])
+        if abs(val_loss - metrics["val_loss"]) > 1e-4 * abs(metrics["val_loss"]):
+            raise ArtifactError(f"{artifact_id}: validation loss {val_loss} differs from the recorded "
+                                f"{metrics['val_loss']}")
+        metrics["tasks"] = lm_task_metrics(run.model)
+    else:
+        unknown = sorted(set(tasks) - set(metrics["tasks"]))
+        if unknown:
+            raise ValueError(f"{artifact_id}: no recorded metrics for tasks {unknown}")
+        fresh = lm_task_metrics(run.model, tasks)
+        metrics["tasks"] = {t: fresh.get(t, m) for t, m in metrics["tasks"].items()}
+        metrics["tasks_rescored"] = [*metrics.get("tasks_rescored", []), {"tasks": sorted(tasks), "reason": reason}]
     artifacts.write_json(folder / "metrics.json", metrics)
     _rewrite_manifest(folder, "trained_environment")  # provenance of the weights themselves
     spec = read_spec(artifact_id)

@@ -90,6 +90,22 @@ def test_evaluate_all_reads_the_models_data_version(use_v2_dir):
         tasks.task_metrics(v1_model, "with_open", max_examples=4)  # an explicit version wins
 
 
+def test_lm_task_metrics_of_named_tasks_match_the_full_evaluation(use_v2_dir):
+    from sparsecirc.data.lm import lm_task_metrics
+    model = GPT(ModelConfig(n_layer=1, d_model=32, data_version="v2")).eval()
+    some = lm_task_metrics(model, ["bracket_counting", "var_if"])
+    assert list(some) == ["bracket_counting", "var_if"]
+    assert some == {t: m for t, m in lm_task_metrics(model).items() if t in some}
+
+
+def test_refreshing_named_task_metrics_needs_a_reason():
+    from sparsecirc import build
+    with pytest.raises(ValueError, match="reason and tasks"):
+        build.refresh_lm_metrics("wst-zoo2-l4d128-sparse", tasks=["bracket_counting"])
+    with pytest.raises(ValueError, match="reason and tasks"):
+        build.refresh_lm_metrics("wst-zoo2-l4d128-sparse", reason="data regenerated")
+
+
 def test_the_data_version_reaches_generators_that_take_it(monkeypatch):
     seen = []
 

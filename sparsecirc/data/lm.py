@@ -17,7 +17,7 @@ from sparsecirc.core.train import eval_windows, evaluate
 from sparsecirc.data import simple_python_v2
 from sparsecirc.data.corpus import corpus_tokens
 from sparsecirc.data.corpus_v2 import corpus_tokens_v2
-from sparsecirc.data.tasks import evaluate_all
+from sparsecirc.data.tasks import evaluate_all, task_metrics
 from sparsecirc.data.tokenizer import load_tokenizer
 from sparsecirc.data.versions import get_version
 
@@ -51,8 +51,8 @@ def lm_val_loss(model, cfg: RunConfig, val_tokens) -> tuple[float, int]:
     return evaluate(model, windows), len(windows)
 
 
-def lm_task_metrics(model) -> dict:
-    """Loss and accuracy on the test split of all 20 P1 tasks, in the model's data version (recorded in every
-    language model's metrics)."""
-    return {t: {"loss": round(m["loss"], 5), "accuracy": round(m["accuracy"], 5)}
-            for t, m in evaluate_all(model, "test").items()}
+def lm_task_metrics(model, names=None) -> dict:
+    """Loss and accuracy on the test split of all 20 P1 tasks (or of ``names``), in the model's data version
+    (recorded in every language model's metrics)."""
+    scores = evaluate_all(model, "test") if names is None else {t: task_metrics(model, t, "test") for t in names}
+    return {t: {"loss": round(m["loss"], 5), "accuracy": round(m["accuracy"], 5)} for t, m in scores.items()}

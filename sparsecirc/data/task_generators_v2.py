@@ -20,8 +20,9 @@ the tokens and redraws. What changed (measured in ``tests/test_task_generators_v
   on the next line; ``open(...)`` with directories, ``os.path.join`` and ``mode=``; ...);
 - ``bracket_counting`` opens its list only where the closing bracket is the tokenizer's next token: until
   2026-12 it also opened lists inside calls (``np.array([[``) and ``for`` headers, where the tokenizer writes
-  ``]`` then ``])`` after ``[[1, 2`` and ``]:`` after ``for x in [1, 2``, so 50 of its 256 test prompts had a
-  target that is not the next token (``task_audit.line_end_mismatches``).
+  ``]`` then ``])`` after ``[[1, 2`` and ``]:`` after ``for x in [1, 2``: the target was not the next token in
+  the 50 test prompts of its 25 pairs opened in a call (of 256; ``task_audit.line_end_mismatches``) and in the
+  12 flat prompts opened in a ``for`` header.
 
 Each pair still differs only where P1 Table 1 puts the contrast (digest §6): the opening quote, ``[[`` vs ``[``,
 the variable's initialisation, the defaults, ``with`` vs an assignment, ``{`` vs ``[``, the file's name,
