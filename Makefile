@@ -77,10 +77,11 @@ unit: $(STAMP)
 	if [ $$rc -eq 5 ]; then echo "ERROR: pytest collected no unit tests (exit 5)" >&2; exit 5; fi; \
 	echo "unit: $$(( $$(date +%s) - t0 )) s"; exit $$rc
 
-# Recompute path: every chapter in _toc.yml at ci scale into $(CI_OUT); non-zero exit on any cell error.
+# Recompute path: every chapter in _toc.yml at ci scale into $(CI_OUT); non-zero exit on any cell error. bf16
+# autocast only where the CPU has native bf16 (SPARSECIRC_BF16=auto, sparsecirc.core.repro): emulated, it is ~6x slower.
 chapters: $(STAMP)
 	@echo "==> chapters at ci scale (papermill -> $(CI_OUT))"
-	$(PY) -m sparsecirc.book execute --scale ci --recompute --out $(CI_OUT)
+	SPARSECIRC_BF16=$${SPARSECIRC_BF16:-auto} $(PY) -m sparsecirc.book execute --scale ci --recompute --out $(CI_OUT)
 
 # Re-run the committed chapters at default parameters; only cells marked NBVAL_CHECK_OUTPUT are compared.
 # Run from the repo root (the sanitize file path is relative to it; nbval starts each kernel in the

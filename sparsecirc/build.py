@@ -22,7 +22,7 @@ from sparsecirc import artifacts
 from sparsecirc.artifacts import ArtifactError, Run, rebuild_command
 from sparsecirc.context import BuildContext
 from sparsecirc.core.config import BUILD_SCALES, RunConfig, check_scale, make_config, scale_overrides
-from sparsecirc.core.repro import setup_threads
+from sparsecirc.core.repro import bf16_enabled, setup_threads
 from sparsecirc.core.train import History, load_run, save_run, train
 from sparsecirc.data.lm import lm_task_metrics, lm_tokens, lm_val_loss
 from sparsecirc.paths import cache_dir
@@ -98,7 +98,7 @@ def _save_lm(ctx: BuildContext, model, hist, cfg: RunConfig, tokens, val_tokens,
                **extra}
     metrics["tasks"] = lm_task_metrics(model)
     save_run(ctx.folder, model, hist, cfg, metrics=metrics, **ctx.manifest_info(
-        kind="lm", precision="bf16-autocast" if cfg.train.bf16 else "fp32", wall_time_s=round(wall, 1)))
+        kind="lm", precision="bf16-autocast" if bf16_enabled(cfg.train.bf16) else "fp32", wall_time_s=round(wall, 1)))
 
 
 def _produce_lm_full_schedule(ctx: BuildContext) -> None:

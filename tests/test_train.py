@@ -133,6 +133,24 @@ def test_bf16_autocast_trains():
     assert hist.val_loss[-1] < hist.val_loss[0]
 
 
+def test_sparsecirc_bf16_decides_whether_a_bf16_config_autocasts(monkeypatch):
+    from sparsecirc.core import repro
+    monkeypatch.delenv("SPARSECIRC_BF16", raising=False)
+    assert repro.bf16_enabled(True) and not repro.bf16_enabled(False)  # default "on": as configured
+    monkeypatch.setenv("SPARSECIRC_BF16", "auto")
+    assert repro.bf16_enabled(True) == repro.native_bf16() and not repro.bf16_enabled(False)
+    monkeypatch.setenv("SPARSECIRC_BF16", "sometimes")
+    with pytest.raises(ValueError, match="SPARSECIRC_BF16"):
+        repro.bf16_enabled(True)
+    monkeypatch.setenv("SPARSECIRC_BF16", "off")  # a bf16 config then trains exactly as the fp32 one
+    w_off = train(_cfg(steps=3, bf16=True), _tokens(), _tokens(seed=1), progress=False)[0].state_dict()
+    w_fp32 = train(_cfg(steps=3), _tokens(), _tokens(seed=1), progress=False)[0].state_dict()
+    monkeypatch.setenv("SPARSECIRC_BF16", "on")
+    w_on = train(_cfg(steps=3, bf16=True), _tokens(), _tokens(seed=1), progress=False)[0].state_dict()
+    assert all(torch.equal(w_off[k], w_fp32[k]) for k in w_fp32)
+    assert not all(torch.equal(w_on[k], w_fp32[k]) for k in w_fp32)
+
+
 def test_grad_normalize_mode_runs_and_hooks_are_called():
     seen = []
     hooks = TrainHooks(lr_factor=lambda s: 0.5, after_step=lambda m, s: seen.append(s))

@@ -31,7 +31,7 @@ from sparsecirc import artifacts
 from sparsecirc.core.config import RunConfig
 from sparsecirc.core.model import GPT
 from sparsecirc.core.recipe import TrainHooks, compose_hooks
-from sparsecirc.core.repro import seed_everything, setup_threads
+from sparsecirc.core.repro import bf16_enabled, seed_everything, setup_threads
 from sparsecirc.core.sparsity import Projector
 
 HISTORY_FILE = "history.json.gz"  # gzip: a long run's per-step lists are ~1.4 MB as text, ~0.4 MB compressed
@@ -455,7 +455,7 @@ def _train_locked(cfg, tokens, val_tokens, *, out, resume, progress, hooks, stop
                 for group in opt.param_groups:
                     group["lr"] = lr
                 batch = batch_fn(step) if batch_fn else draw(tokens, t.batch_size, m.n_ctx, t.seed, step)
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=t.bf16):
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16_enabled(t.bf16)):
                     loss = net(batch[rows], loss_mask)
                     total = hooks.objective(model, batch[rows], loss) if hooks.objective else loss
                 opt.zero_grad(set_to_none=True)
