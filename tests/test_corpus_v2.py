@@ -76,8 +76,9 @@ def test_cache_key_holds_what_the_stream_depends_on(tok2, monkeypatch):
     assert key != corpus_v2.tokens_key("train", load_tokenizer(), 1000, 0, corpus_v2.PARTS)
     assert key == corpus_v2.tokens_key("train", tok2, 1000, 0, corpus_v2.PARTS, 3)  # 3 is the default
     assert key != corpus_v2.tokens_key("train", tok2, 1000, 0, corpus_v2.PARTS, 4)
+    assert key != corpus_v2.tokens_key("train", tok2, 1000, 0, corpus_v2.PARTS, 5)
     with pytest.raises(ValueError, match="generator version"):
-        corpus_v2.tokens_key("train", tok2, 1000, 0, corpus_v2.PARTS, 5)
+        corpus_v2.tokens_key("train", tok2, 1000, 0, corpus_v2.PARTS, 6)
     monkeypatch.setattr(simple_python_v2, "source_sha256", lambda: "0" * 64)
     assert key != corpus_v2.tokens_key("train", tok2, 1000, 0, corpus_v2.PARTS)
 

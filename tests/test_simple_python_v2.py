@@ -132,7 +132,7 @@ def test_version_5_draws_more_one_row_nested_lists_and_short_name_swaps():
     from sparsecirc.data.task_audit import open_modes
     one_row = re.compile(r"\[\[[^\[\]\n]+\]\]")  # `[[1, 2, 3]]`: a depth-2 list with a single row
     swap = re.compile(r"^\s*(\w+), (\w+) = \2, \1\b", re.M)
-    short = set(E._SHORT_NAMES) - {n for p in E._STOCK_PAIRS for n in p}
+    short = set(E.SHORT_NAMES) - {n for p in E.STOCK_PAIRS for n in p}
     counts = {}
     for version in (4, 5):
         progs = v2.generate_programs(1500, seed=0, version=version)

@@ -25,8 +25,8 @@ from sparsecirc.data import simple_python_v2_vocab as V
 
 CONSTS = ("True", "False", "None")
 EMPTY_STRINGS = ('""', "''")
-_STOCK_PAIRS = [("a", "b"), ("x", "y"), ("i", "j"), ("lo", "hi")]  # swap names of every version (``swap_names``)
-_SHORT_NAMES = sorted({n for n in V.SCALARS + [w for p in V.NOUNS for w in p] if not keyword.iskeyword(n)})
+STOCK_PAIRS = [("a", "b"), ("x", "y"), ("i", "j"), ("lo", "hi")]  # swap names of every version (``swap_names``)
+SHORT_NAMES = sorted({n for n in V.SCALARS + [w for p in V.NOUNS for w in p] if not keyword.iskeyword(n)})
 # relative frequency of the small compound idioms (``idiom_compound``), tuned so that every task idiom is at least
 # as dense per token as in version 1's corpus (see simple_python_v2's docstring)
 COMPOUND_WEIGHTS = {"if_eq": 3, "while_name": 1.2, "while_true": 1, "for": 2.6, "flag": 1, "accumulate": 1.5,
@@ -235,11 +235,11 @@ class ExprMaker:
         (a scalar or a noun, such as ``total, index``) half of the time, else two ``ident`` names (3 in 10) or a
         stock pair (2 in 10)."""
         if self.version < 5:
-            return tuple(self.idents(2)) if self.chance(0.6) else self.pick(_STOCK_PAIRS)
+            return tuple(self.idents(2)) if self.chance(0.6) else self.pick(STOCK_PAIRS)
         r = self.r.random()
         if r < 0.5:
-            return tuple(self.r.sample(_SHORT_NAMES, 2))
-        return tuple(self.idents(2)) if r < 0.8 else self.pick(_STOCK_PAIRS)
+            return tuple(self.r.sample(SHORT_NAMES, 2))
+        return tuple(self.idents(2)) if r < 0.8 else self.pick(STOCK_PAIRS)
 
     def dict_literal(self, n: int | None = None, multiline: bool | None = None) -> str:
         n = self.r.choice([0, 1, 2, 3, 3, 4, 5, 6, 9]) if n is None else n
