@@ -308,3 +308,24 @@ def test_bracket_counting_never_opens_its_list_in_a_compound_header():
         for prompt in tasks.load_task("bracket_counting", split, version="v2")["prompt"]:
             line = prompt[:prompt.rindex("[")].rsplit("\n", 1)[-1]
             assert not re.match(r"\s*(for|while|if|elif|with)\b", line), line
+
+
+def test_stream_bracket_sites_sorts_closings_by_kind():
+    tok = tasks.task_tokenizer("v2")
+    progs = ["a = [1, 2]\nb = [[3, 4]]\nc = [[5], [6, 7]]\nprint(f([[8, 9]]))\n"]
+    sites = task_audit.stream_bracket_sites(progs, tok, n_ctx=64)
+    assert all(v["found"] == 1 for v in sites.values())
+    decoded = {k: [tok.decode(p[-2:]) for p in v["prompt_ids"]] for k, v in sites.items()}
+    assert decoded == {"flat list: ]": [", 2"], "only row: ]]": [", 4"], "only row, in a call: ]": [", 9"],
+                       "later row: ]]": [", 7"]}
+    for v in sites.values():  # the true next token is the target, the other bracket the distractor
+        assert {(t, d) for t, d in zip(v["target_id"], v["distractor_id"])} <= {
+            (tok.single_token_id("]]"), tok.single_token_id("]")), (tok.single_token_id("]"), tok.single_token_id("]]"))}
+
+
+def test_stream_bracket_table_scores_a_prior_on_one_side_only():
+    progs = ["a = [1, 2]\nb = [[3, 4]]\nc = [[5], [6, 7]]\nprint(f([[8, 9]]))\n"] * 3
+    table = task_audit.stream_bracket_table({"prior": _PriorModel()}, progs, per_kind=2)  # found 3, scored 2
+    row = table.loc["prior"]
+    assert row["flat list: ]"] == row["only row, in a call: ]"] == 1 - row["only row: ]]"] == 1 - row["later row: ]]"]
+    assert list(table.loc["sites"]) == [3, 3, 3, 3]

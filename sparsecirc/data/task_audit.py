@@ -13,7 +13,8 @@ cannot be read off something simpler. Three checks, all on the committed data (`
 
 ``line_end_mismatches`` checks that a prompt's target is the tokenizer's next token once its line is finished
 (its open brackets closed). ``open_modes`` and ``swap_completions`` count what training text says about two tasks
-(``with_open``, ``var_swap``). One more check reads a model's answers rather than the data: ``pair_outcomes`` splits a task's
+(``with_open``, ``var_swap``); ``stream_bracket_table`` asks a model ``bracket_counting``'s question where training
+text asks it (a list closing with ``]]`` or ``]``). One more check reads a model's answers rather than the data: ``pair_outcomes`` splits a task's
 pairs into those the model gets right on both prompts, those it gets right on one (it gave the *same* candidate to
 both prompts: it answered from a prior, blind to the contrast), and those it gets wrong on both (it read the
 contrast backwards).
@@ -342,6 +343,58 @@ def line_end_mismatches(ds, tok) -> list[int]:
         if tok.encode(row["prompt"] + row["target"] + end)[:n + 1] != [*row["prompt_ids"], row["target_id"]]:
             bad.append(i)
     return bad
+
+
+STREAM_BRACKET_SITES = ("flat list: ]", "only row: ]]", "only row, in a call: ]", "later row: ]]")
+
+
+def stream_bracket_sites(programs, tok, n_ctx: int | None, per_kind: int = 300) -> dict[str, dict]:
+    """Where training text itself asks ``bracket_counting``'s question (``]]`` or ``]`` next), by kind of site, as
+    columns for ``tasks.pair_logits`` (the true next token as target, the other as distractor; the prompt is the
+    ``n_ctx`` tokens before it; None: the whole program before it). Brackets are counted on tokens (strings are not skipped). Kinds
+    (:data:`STREAM_BRACKET_SITES`): a flat list closing (``[1, 2`` -> ``]``); the only row of a nested literal
+    closing as the statement ends (``[[1, 2`` -> ``]]``) or inside a call (``f([[1, 2`` -> ``]`` then ``])``);
+    and the last of several rows (``[[1], [2, 3`` -> ``]]``). At most ``per_kind`` sites each, in stream order;
+    ``"found"`` counts all sites of the kind."""
+    close2, close1 = tok.single_token_id("]]"), tok.single_token_id("]")
+    out = {k: {"prompt_ids": [], "target_id": [], "distractor_id": [], "found": 0} for k in STREAM_BRACKET_SITES}
+    for text in programs:
+        ids = tok.encode(text)
+        depth = closed = 0
+        for j, t in enumerate(ids[:-1]):
+            s = tok.id_to_token(t)
+            depth = max(depth + s.count("[") - s.count("]"), 0)
+            closed = 0 if depth == 0 else closed + s.count("]")
+            nxt = ids[j + 1]
+            if nxt not in (close1, close2) or "[" in s or "]" in s or depth not in (1, 2):
+                continue
+            if depth == 1:
+                kind = "flat list: ]" if nxt == close1 else None
+            elif closed == 0:
+                kind = "only row: ]]" if nxt == close2 else "only row, in a call: ]"
+            else:
+                kind = "later row: ]]" if nxt == close2 else None
+            if kind is not None:
+                out[kind]["found"] += 1
+            if kind is not None and len(out[kind]["target_id"]) < per_kind:
+                out[kind]["prompt_ids"].append(ids[max(0, j + 1 - (n_ctx or j + 1)):j + 1])
+                out[kind]["target_id"].append(nxt)
+                out[kind]["distractor_id"].append(close1 if nxt == close2 else close2)
+    return out
+
+
+def stream_bracket_table(models: dict[str, torch.nn.Module], programs, per_kind: int = 300) -> pd.DataFrame:
+    """Each model's accuracy (true next token above the other bracket) at the sites of
+    :func:`stream_bracket_sites` on ``programs`` (at most ``per_kind`` of each kind scored), with the number of
+    sites found (row ``sites``); models share one data version."""
+    model = next(iter(models.values()))
+    tok = tasks.task_tokenizer(tasks.model_data_version(model))
+    sites = stream_bracket_sites(programs, tok, model.cfg.n_ctx, per_kind)
+    rows = {name: {k: tasks.task_accuracy(tasks.pair_logits(m, cols)).mean().item() if cols["target_id"] else
+                   float("nan") for k, cols in sites.items()} for name, m in models.items()}
+    table = pd.DataFrame(rows).T[list(STREAM_BRACKET_SITES)]
+    table.loc["sites"] = [sites[k]["found"] for k in STREAM_BRACKET_SITES]
+    return table
 
 
 _SWAP = re.compile(r"^[ \t]*(\w+), (\w+) = \2, (\w+)", re.MULTILINE)
