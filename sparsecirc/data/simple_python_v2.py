@@ -41,8 +41,9 @@ on fresh version-3 programs showed them unlearned there: a depth-2 list has a si
 in 11 instead of 1 in 9 (after ``[[`` and elements the next token was ``]]`` 83 times and ``]`` 71 times in 2,000
 programs, against 494 ``],``; version 5: 268 and 86), and a swap block's names are two short names (a scalar or a
 noun) half of the time (``ExprMaker.nested``, ``ExprMaker.swap_names``): in programs 0-1,999 of seed 0, 343 of 567
-swap lines swap two such names (version 4: 144 of 559), where the models chose the first name of the line over the
-second in about 0.3-0.4 of such swaps of one-token names (0.8-0.9 for the stock pairs ``x, y``, ``i, j``, ...). Its
+swap lines swap two such names (version 4: 144 of 559); on version-3 programs past their training streams the
+zoo-v2 models chose the line's first name over the second in 0.27-0.40 of the swaps of two one-token names other
+than the stock pairs (only 15 in 1,500 programs), against 0.81-0.88 for the stock pairs ``x, y``, ``i, j``, .... Its
 random stream differs from version 4's from the first such draw on: its programs are other programs.
 
 Measured (seed 0, Python 3.11, one core, ``distinct_estimate(0, 20_000, tokenizer=load_tokenizer())``): 769

@@ -13,11 +13,11 @@ cannot be read off something simpler. Three checks, all on the committed data (`
 
 ``line_end_mismatches`` checks that a prompt's target is the tokenizer's next token once its line is finished
 (its open brackets closed). ``open_modes`` and ``swap_completions`` count what training text says about two tasks
-(``with_open``, ``var_swap``); ``stream_bracket_table`` asks a model ``bracket_counting``'s question where training
-text asks it (a list closing with ``]]`` or ``]``). One more check reads a model's answers rather than the data: ``pair_outcomes`` splits a task's
-pairs into those the model gets right on both prompts, those it gets right on one (it gave the *same* candidate to
-both prompts: it answered from a prior, blind to the contrast), and those it gets wrong on both (it read the
-contrast backwards).
+(``with_open``, ``var_swap``). Two more checks read a model's answers rather than the data:
+``stream_bracket_table`` asks a model ``bracket_counting``'s question where training text asks it (a list closing
+with ``]]`` or ``]``), and ``pair_outcomes`` splits a task's pairs into those the model gets right on both prompts,
+those it gets right on one (it gave the *same* candidate to both prompts: it answered from a prior, blind to the
+contrast), and those it gets wrong on both (it read the contrast backwards).
 
 The checks read the committed data (``task`` a name) or columns generated in memory by ``generate_task`` (any
 generator version, e.g. ``"v2"`` before its data is committed; ``audit_table("v2")``).
@@ -351,11 +351,11 @@ STREAM_BRACKET_SITES = ("flat list: ]", "only row: ]]", "only row, in a call: ]"
 def stream_bracket_sites(programs, tok, n_ctx: int | None, per_kind: int = 300) -> dict[str, dict]:
     """Where training text itself asks ``bracket_counting``'s question (``]]`` or ``]`` next), by kind of site, as
     columns for ``tasks.pair_logits`` (the true next token as target, the other as distractor; the prompt is the
-    ``n_ctx`` tokens before it; None: the whole program before it). Brackets are counted on tokens (strings are not skipped). Kinds
-    (:data:`STREAM_BRACKET_SITES`): a flat list closing (``[1, 2`` -> ``]``); the only row of a nested literal
-    closing as the statement ends (``[[1, 2`` -> ``]]``) or inside a call (``f([[1, 2`` -> ``]`` then ``])``);
-    and the last of several rows (``[[1], [2, 3`` -> ``]]``). At most ``per_kind`` sites each, in stream order;
-    ``"found"`` counts all sites of the kind."""
+    ``n_ctx`` tokens before it; None: the whole program before it). Brackets are counted on tokens (strings are
+    not skipped). Kinds (:data:`STREAM_BRACKET_SITES`): a flat list closing (``[1, 2`` -> ``]``); the only row
+    of a nested literal closing as the statement ends (``[[1, 2`` -> ``]]``) or inside a call (``f([[1, 2`` ->
+    ``]`` then ``])``); and the last of several rows (``[[1], [2, 3`` -> ``]]``). At most ``per_kind`` sites
+    each, in stream order; ``"found"`` counts all sites of the kind."""
     close2, close1 = tok.single_token_id("]]"), tok.single_token_id("]")
     out = {k: {"prompt_ids": [], "target_id": [], "distractor_id": [], "found": 0} for k in STREAM_BRACKET_SITES}
     for text in programs:
