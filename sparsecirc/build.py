@@ -147,7 +147,7 @@ def refresh_lm_metrics(artifact_id: str, reason: str | None = None, tasks: list[
     run = load(artifact_id, folder, "book")
     metrics = run.metrics
     if tasks is None:
-        val_loss, _ = lm_val_loss(run.model, run.config, lm_tokens(run.config)[1])
+        val_loss, _ = lm_val_loss(run.model, run.config, lm_tokens(run.config, "val"))
         if abs(val_loss - metrics["val_loss"]) > 1e-4 * abs(metrics["val_loss"]):
             raise ArtifactError(f"{artifact_id}: validation loss {val_loss} differs from the recorded "
                                 f"{metrics['val_loss']}")

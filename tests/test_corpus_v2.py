@@ -109,6 +109,9 @@ def test_lm_tokens_reads_the_models_data_version(tmp_cache, tok2):
     assert bool((train == corpus_v2.corpus_tokens_v2("train", tok2, n_simple_tokens=3000, parts=SIMPLE)).all())
     with pytest.raises(ValueError, match="set data.n_simple_tokens"):
         lm_tokens(make_config("ci", model={"data_version": "v2"}))
+    assert bool((lm_tokens(cfg, "val") == val).all()) and bool((lm_tokens(cfg, "train") == train).all())
+    with pytest.raises(ValueError, match="split must be"):
+        lm_tokens(cfg, "test")
 
 
 @pytest.mark.slow

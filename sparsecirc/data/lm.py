@@ -22,8 +22,13 @@ from sparsecirc.data.tokenizer import load_tokenizer
 from sparsecirc.data.versions import get_version
 
 
-def lm_tokens(cfg: RunConfig):
-    """Train and validation token streams (1-D int32) for a language-model config, in its data version."""
+def lm_tokens(cfg: RunConfig, split: str | None = None):
+    """Train and validation token streams (1-D int32) for a language-model config, in its data version; with
+    ``split`` (``"train"`` or ``"val"``) that stream alone (the validation stream without building the train
+    stream, which for data v2 is tens of millions of generated tokens)."""
+    if split not in (None, "train", "val"):
+        raise ValueError(f"split must be 'train', 'val' or None, got {split!r}")
+    splits = ("train", "val") if split is None else (split,)
     version = get_version(cfg.model.data_version)
     tok = load_tokenizer(version=version.name)
     if cfg.model.d_vocab < tok.vocab_size:
@@ -35,11 +40,13 @@ def lm_tokens(cfg: RunConfig):
                              "(tokens of the generated part of the train stream, e.g. 60_000_000)")
         kw = {"seed": cfg.data.seed, "parts": cfg.data.parts, "n_simple_tokens": cfg.data.n_simple_tokens,
               "generator_version": cfg.data.generator_version or simple_python_v2.GENERATOR_VERSION}
-        return corpus_tokens_v2("train", tok, **kw), corpus_tokens_v2("val", tok, **kw)
-    kw = {"seed": cfg.data.seed, "parts": cfg.data.parts}
-    if cfg.data.n_simple is not None:
-        kw["n_simple"] = cfg.data.n_simple
-    return corpus_tokens("train", tok, **kw), corpus_tokens("val", tok, **kw)
+        out = tuple(corpus_tokens_v2(sp, tok, **kw) for sp in splits)
+    else:
+        kw = {"seed": cfg.data.seed, "parts": cfg.data.parts}
+        if cfg.data.n_simple is not None:
+            kw["n_simple"] = cfg.data.n_simple
+        out = tuple(corpus_tokens(sp, tok, **kw) for sp in splits)
+    return out if split is None else out[0]
 
 
 def lm_val_loss(model, cfg: RunConfig, val_tokens) -> tuple[float, int]:

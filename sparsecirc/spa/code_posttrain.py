@@ -127,12 +127,12 @@ def validation_windows(cfg, val_tokens: torch.Tensor | None = None) -> torch.Ten
 
     Args:
         cfg: the gated model's RunConfig (``run.config``).
-        val_tokens: its validation stream (default: ``lm_tokens(cfg)[1]``).
+        val_tokens: its validation stream (default: ``lm_tokens(cfg, "val")``).
 
     Returns:
         LongTensor [n, n_ctx].
     """
-    val_tokens = lm_tokens(cfg)[1] if val_tokens is None else val_tokens
+    val_tokens = lm_tokens(cfg, "val") if val_tokens is None else val_tokens
     return eval_windows(val_tokens, cfg.train.eval_batches * cfg.train.batch_size, cfg.model.n_ctx)[:, :-1]
 
 
@@ -162,7 +162,7 @@ def stream_ce_table(models: dict, cfg, val_tokens: torch.Tensor | None = None, b
     Args:
         models: label -> model (``GPT``), the reference (the dense parent) first.
         cfg: a run config whose ``model.n_ctx`` sets the window length and whose data section names the stream.
-        val_tokens: the stream (default: the validation stream ``lm_tokens(cfg)[1]``; pass ``lm_tokens(cfg)[0]``
+        val_tokens: the stream (default: the validation stream ``lm_tokens(cfg, "val")``; pass ``lm_tokens(cfg)[0]``
             for the training stream, on which GECO's constraint was held).
         bound: the slack (nats) the excess is compared with (the runs' ``tau_slack``).
         sample: this many of the stream's tiled windows, drawn at random with ``seed`` (the same for every model),
@@ -173,7 +173,7 @@ def stream_ce_table(models: dict, cfg, val_tokens: torch.Tensor | None = None, b
     Returns:
         DataFrame indexed by label: "CE (nats)", "above the first", "within bound", "windows".
     """
-    val_tokens = lm_tokens(cfg)[1] if val_tokens is None else val_tokens
+    val_tokens = lm_tokens(cfg, "val") if val_tokens is None else val_tokens
     if part not in ("all", "even", "odd"):
         raise ValueError(f"part must be 'all', 'even' or 'odd', got {part!r}")
     windows = tiled_windows(val_tokens, cfg.model.n_ctx) if part == "all" else \

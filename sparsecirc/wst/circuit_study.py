@@ -139,7 +139,7 @@ def _controls(ctrl: dict | None, sspec: dict, models: dict, pcfg: PruneConfig, t
     model, cfg, means = models[mid]
     tasks = sspec.get("control_tasks") or ctrl["tasks"]
     fresh = random_init_like(model, cfg, seed=ctrl.get("seed", 0))
-    fresh_means = mean_values(fresh, cfg, lm_tokens(cfg)[1], pcfg)
+    fresh_means = mean_values(fresh, cfg, lm_tokens(cfg, "val"), pcfg)
     for task in tasks:
         row, _ = _prune_one(fresh, fresh_means, model_task(fresh, task, "train"), model_task(fresh, task, "test"),
                             pcfg, targets, task, inverse=False)

@@ -248,7 +248,7 @@ def produce_prune_study(ctx: BuildContext) -> None:
             if cond == "random_init":
                 if mid not in fresh:
                     r = random_init_like(model, cfg, seed=ctrl.get("seed", 0))
-                    fresh[mid] = (r, mean_values(r, cfg, lm_tokens(cfg)[1], pcfg))
+                    fresh[mid] = (r, mean_values(r, cfg, lm_tokens(cfg, "val"), pcfg))
                 jm, jmeans = fresh[mid]
             row, head = run_job(jm, jmeans, train_ds, test_ds, jcfg, targets, task,
                                 attribution=attribution and cond == "main", random_draws=draws,

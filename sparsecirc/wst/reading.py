@@ -29,7 +29,7 @@ from sparsecirc.wst.prune import circuit_faithfulness, circuit_metrics, prune_to
 def study_model(ctx: BuildContext, model_id: str) -> tuple[GPT, RunConfig, torch.Tensor]:
     """(model, its RunConfig, its validation token stream) of a model a study reads, through the build context."""
     run = ctx.dep(model_id)
-    return run.model, run.config, lm_tokens(run.config)[1]
+    return run.model, run.config, lm_tokens(run.config, "val")
 
 
 def mean_values(model: GPT, cfg: RunConfig, val_tokens: torch.Tensor, pcfg: PruneConfig) -> dict:
@@ -183,7 +183,7 @@ def corpus_snippets(cfg: RunConfig, texts: tuple[str, ...], n: int = 4, before: 
     """:func:`snippets_around` occurrences of the single tokens ``texts`` (e.g. ``('("', "('")``) in the
     *pretraining validation stream* of a model trained with ``cfg`` (``run.config``): for reading a node on
     ordinary code rather than on task prompts. The tokens are looked up in the data version of ``cfg.model``."""
-    val = lm_tokens(cfg)[1]
+    val = lm_tokens(cfg, "val")
     tok = task_tokenizer(cfg.model.data_version)
     return snippets_around(val, [tok.single_token_id(t) for t in texts], n, before, after, seed)
 
