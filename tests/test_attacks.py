@@ -524,7 +524,7 @@ def test_reading_labels_tokens_in_the_models_data_version(monkeypatch):
     fig = reading.snippet_heatmap(_tiny(128), snips, ("blocks.0.hook_attn_out", 0))
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == [repr(tok1.decode([i]))[1:-1] for i in snips[0]]
     stream = torch.tensor([5] * 10 + [tok2.single_token_id("]]")] + [5] * 20 + [tok1.single_token_id("]]")] + [5] * 20)
-    monkeypatch.setattr(reading, "lm_tokens", lambda cfg: (None, stream))
+    monkeypatch.setattr(reading, "lm_tokens", lambda cfg, split=None: stream if split == "val" else (None, stream))
     v2 = make_config("ci", model={"data_version": "v2"}, data={"n_simple_tokens": 60_000})
     assert reading.corpus_snippets(v2, ("]]",), n=4, before=2, after=2) == [stream[8:13].tolist()]
     assert reading.corpus_snippets(make_config("ci"), ("]]",), n=4, before=2, after=2) == [stream[29:34].tolist()]

@@ -234,7 +234,7 @@ def test_produce_circuits_prunes_each_model_on_its_own_data_version(tmp_path, mo
         return SimpleNamespace(seconds=0.0, full_loss=0.0, history={"kept": [0]}, circuits={})
     monkeypatch.setattr(cs, "study_model", lambda ctx, mid: (models[mid], cfgs[mid], None))
     monkeypatch.setattr(cs, "mean_values", lambda *a: {})
-    monkeypatch.setattr(cs, "lm_tokens", lambda cfg: (None, None))
+    monkeypatch.setattr(cs, "lm_tokens", lambda cfg, split=None: None if split == "val" else (None, None))
     monkeypatch.setattr(cs, "prune_to_circuit", fake_prune)
     spec = {"models": ["s2", "d1"], "targets": [0.15], "min_accuracy": 0.0,
             "controls": {"model": "s2", "tasks": ["var_if"]}}
