@@ -424,7 +424,7 @@ def _train_locked(cfg, tokens, val_tokens, *, out, resume, progress, hooks, stop
         raise ValueError("extra trainable modules (hooks.modules) are not supported under torchrun yet")
     opt = make_optimizer(model, cfg, hooks.modules)
     trainables = torch.nn.ModuleList([model, *(hooks.modules or {}).values()])
-    t, m = cfg.train, cfg.model
+    t, m, bf16 = cfg.train, cfg.model, bf16_enabled(cfg.train.bf16)  # decided once per run
     start, hist = 0, History()
     if resume and out is not None:
         start, hist = _restore(out, model, opt, cfg, hooks)
@@ -455,7 +455,7 @@ def _train_locked(cfg, tokens, val_tokens, *, out, resume, progress, hooks, stop
                 for group in opt.param_groups:
                     group["lr"] = lr
                 batch = batch_fn(step) if batch_fn else draw(tokens, t.batch_size, m.n_ctx, t.seed, step)
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16_enabled(t.bf16)):
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                     loss = net(batch[rows], loss_mask)
                     total = hooks.objective(model, batch[rows], loss) if hooks.objective else loss
                 opt.zero_grad(set_to_none=True)

@@ -374,12 +374,14 @@ def stream_bracket_sites(programs, tok, n_ctx: int | None, per_kind: int = 300) 
                 kind = "only row: ]]" if nxt == close2 else "only row, in a call: ]"
             else:
                 kind = "later row: ]]" if nxt == close2 else None
-            if kind is not None:
-                out[kind]["found"] += 1
-            if kind is not None and len(out[kind]["target_id"]) < per_kind:
-                out[kind]["prompt_ids"].append(ids[max(0, j + 1 - (n_ctx or j + 1)):j + 1])
-                out[kind]["target_id"].append(nxt)
-                out[kind]["distractor_id"].append(close1 if nxt == close2 else close2)
+            if kind is None:
+                continue
+            site = out[kind]
+            site["found"] += 1
+            if len(site["target_id"]) < per_kind:
+                site["prompt_ids"].append(ids[max(0, j + 1 - (n_ctx or j + 1)):j + 1])
+                site["target_id"].append(nxt)
+                site["distractor_id"].append(close1 if nxt == close2 else close2)
     return out
 
 

@@ -162,8 +162,8 @@ def stream_ce_table(models: dict, cfg, val_tokens: torch.Tensor | None = None, b
     Args:
         models: label -> model (``GPT``), the reference (the dense parent) first.
         cfg: a run config whose ``model.n_ctx`` sets the window length and whose data section names the stream.
-        val_tokens: the stream (default: the validation stream ``lm_tokens(cfg, "val")``; pass ``lm_tokens(cfg)[0]``
-            for the training stream, on which GECO's constraint was held).
+        val_tokens: the stream (default: the validation stream ``lm_tokens(cfg, "val")``; pass
+            ``lm_tokens(cfg, "train")`` for the training stream, on which GECO's constraint was held).
         bound: the slack (nats) the excess is compared with (the runs' ``tau_slack``).
         sample: this many of the stream's tiled windows, drawn at random with ``seed`` (the same for every model),
             instead of all of them (the training stream is ~20x the validation stream).
