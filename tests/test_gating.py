@@ -200,6 +200,26 @@ def test_edge_stats_and_graph():
 
 
 
+@pytest.mark.parametrize("block", [None, 4])
+@pytest.mark.parametrize("bias", [-0.3, 0.0, 0.4])
+def test_open_edge_counts_equal_the_recorded_masks_on_either_attention_path(block, bias):
+    """edge_stats counts edges from recorded queries and keys: the count of the masks the explicit forward records,
+    with or without the block path (which a hook on the mask switches off), and every causal pair of a dense model."""
+    from sparsecirc.spa.attention_edges import edge_masks, open_edge_counts
+    torch.manual_seed(0)
+    dense = GPT(ModelConfig(**TINY))
+    with torch.no_grad():  # scores of order 1, so that a bias of +-0.4 leaves some gates open and some shut
+        for layer in dense.blocks:
+            layer.attn.W_Q.weight.mul_(30.0)
+    gated = GPT(ModelConfig(**TINY, attn_gate=True, attn_gate_bias=bias, attn_gate_block=block)).eval()
+    gated.load_state_dict(dense.state_dict(), strict=True)
+    x = torch.randint(0, 20, (6, 12))
+    got = open_edge_counts(gated, x)
+    want = edge_masks(gated, x).sum((1, 2, 3, 4), dtype=torch.float64)
+    assert got.dtype == torch.float64 and torch.equal(got, want) and 0 < got.sum() < 2 * 6 * 4 * 78
+    assert open_edge_counts(dense.eval(), x).tolist() == [6 * 4 * 78.0] * 2
+
+
 def test_saturation_counts_open_edges_and_how_far_past_the_threshold_they_are():
     from sparsecirc.spa.attention_edges import saturation
     x = torch.randint(0, 20, (5, 12))

@@ -15,6 +15,7 @@ Example::
 """
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -66,8 +67,8 @@ def edge_masks(model, tokens: torch.Tensor, batch_size: int = 1024) -> torch.Ten
 def edge_stats(model, tokens: torch.Tensor, chunk_elements: int = 2 ** 28) -> dict:
     """Deterministic edge counts of ``model`` on ``tokens`` [batch, pos].
 
-    The masks are counted a few windows at a time (at most ``chunk_elements`` mask entries held at once: the full
-    [n_layer, batch, n_head, T, T] tensor of 280 windows at T = 1024 would take tens of GB).
+    The edges are counted a few windows at a time by :func:`open_edge_counts` (at most ``chunk_elements`` scores
+    held at once: the full [n_layer, batch, n_head, T, T] tensor of 280 windows at T = 1024 would take tens of GB).
 
     Returns a dict of plain floats: ``density`` (open fraction of all causal pairs, all layers and heads),
     ``density_per_layer`` [n_layer], ``edges_per_query_per_head`` [n_layer], ``edges_per_example`` (open edges
@@ -82,13 +83,37 @@ def edge_stats(model, tokens: torch.Tensor, chunk_elements: int = 2 ** 28) -> di
     step = max(1, chunk_elements // (L * H * T * T))
     open_edges = torch.zeros(L, dtype=torch.float64)  # summed over windows, heads, queries and keys
     for i in range(0, B, step):
-        open_edges += edge_masks(model, tokens[i:i + step]).sum((1, 2, 3, 4), dtype=torch.float64)
+        open_edges += open_edge_counts(model, tokens[i:i + step])
     edges_layer = open_edges / B  # [n_layer] mean over examples
     per_layer = edges_layer / (H * causal_pairs(T))
     return {"density": float(per_layer.mean()), "density_per_layer": per_layer.tolist(),
             "edges_per_query_per_head": (edges_layer / (H * T)).tolist(),
             "edges_per_example": float(edges_layer.sum()), "edges_per_example_per_layer": edges_layer.tolist(),
             "possible_edges_per_example": L * H * causal_pairs(T)}
+
+
+@torch.no_grad()
+def open_edge_counts(model, tokens: torch.Tensor) -> torch.Tensor:
+    """Open edges of each layer summed over windows, heads and causal pairs: [n_layer] float64, eval mode.
+
+    The same count as ``edge_masks(model, tokens).sum((1, 2, 3, 4))`` without the forward that builds every mask:
+    one forward records each layer's queries and keys (so a model with ``attn_gate_block`` keeps its block path),
+    and the gate 1[s + b > 0] is rebuilt from them with the explicit form's arithmetic, s = q.k / sqrt(d_head) (the
+    block path multiplies by 1/sqrt(d_head): the same number when d_head is a power of 4, else at most one rounding
+    apart). At T = 1024 this is ~3x faster than counting recorded masks (chapter 08's 280 validation windows).
+    """
+    c = model.cfg
+    B, T = tokens.shape
+    if not c.attn_gate:
+        return torch.full((c.n_layer,), float(B * c.n_head * causal_pairs(T)), dtype=torch.float64)
+    cache = eval_record(model, tokens, [f"blocks.{layer}.attn.hook_{x}" for layer in range(c.n_layer) for x in "qk"])
+    causal = torch.ones(T, T, dtype=torch.bool).tril()
+    counts = []
+    for layer in range(c.n_layer):
+        q, k = (cache.pop(f"blocks.{layer}.attn.hook_{x}").transpose(1, 2) for x in "qk")  # [B, n_head, T, d_head]
+        s = (q @ k.transpose(-1, -2)).div_(math.sqrt(c.d_head)).add_(c.attn_gate_bias)  # g = s + b, [B, H, T, T]
+        counts.append(torch.count_nonzero((s > 0) & causal).item())
+    return torch.tensor(counts, dtype=torch.float64)
 
 
 @torch.no_grad()
