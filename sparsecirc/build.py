@@ -182,6 +182,10 @@ def refresh_case_claims(artifact_id: str) -> dict:
 
 
 # --- the producer table: config ``kind`` -> producer ----------------------------------------------------------
+# (artifact id, scale, folder) of every cache build this process made: ``recompute=True`` rebuilds an artifact
+# once per process (a chapter's kernel), not again after another artifact built it as a dependency.
+BUILT_IN_THIS_PROCESS: set[tuple[str, str, str]] = set()
+
 PRODUCERS = {
     "lm": produce_lm,
     "circuits": circuit_study.produce_circuits,
@@ -290,14 +294,17 @@ def omit_weights(artifact_id: str, reason: str) -> dict:
 
 def cached_build(artifact_id: str, scale: str, folder: Path, progress: bool = False, recompute: bool = False) -> Path:
     """``folder`` holding a cache build of the artifact from its current config: reused when it verifies (and
-    ``recompute`` is off), else built there and stamped with the config it came from."""
-    if not recompute:
+    ``recompute`` is off, or this process built it: a dependency built a moment ago is not built twice), else
+    built there and stamped with the config it came from."""
+    key = (artifact_id, scale, str(Path(folder).resolve()))
+    if not recompute or key in BUILT_IN_THIS_PROCESS:
         try:
             artifacts.verify_cached(artifact_id, folder)
             return folder
         except ArtifactError:
             pass
     produce(artifact_id, scale, folder, progress=progress)
+    BUILT_IN_THIS_PROCESS.add(key)
     return folder
 
 
@@ -319,7 +326,8 @@ def get_or_compute(artifact_id: str, scale: str = "book", recompute: bool = Fals
         artifact_id: registry key, e.g. ``"wst-codemodel-l2d128-dense"``; its config is ``data/configs/<id>.yaml``.
         scale: ``"book"`` (committed) or ``"ci"`` (recomputed in the cache folder in about a minute).
         recompute: rebuild into the cache folder (at ``book`` scale instead of loading ``data/``; at ``ci`` scale
-            instead of reusing an earlier ci build in the cache). Artifacts it depends on are reused if cached.
+            instead of reusing an earlier ci build in the cache), unless this process already built it (e.g. as
+            another artifact's dependency). Artifacts it depends on are reused if cached.
     Returns:
         :class:`Run` with ``model``, ``history``, ``config``, ``metrics`` (trained models) or ``results``
         (studies), and ``manifest``.

@@ -195,6 +195,35 @@ def test_a_cache_build_is_stamped_so_it_is_reused(tmp_cache, tmp_path, monkeypat
     assert build.cached_build("toy", "ci", folder) == folder and built == ["toy"]
 
 
+
+def test_recompute_builds_an_artifact_once_per_process(tmp_cache, tmp_path, monkeypatch):
+    """A ci chapter asks with recompute=True for a model another artifact already built as its dependency: the
+    build of a moment ago is reused; a build from another process is not, nor one whose config changed since."""
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    monkeypatch.setattr(artifacts, "CONFIGS_DIR", configs)
+    monkeypatch.setattr(build, "BUILT_IN_THIS_PROCESS", set())
+    (configs / "toy.yaml").write_text("kind: toy\npaper_ref: x\nused_by: []\nscales: {book: {}, ci: {}}\n")
+    built = []
+
+    def toy(ctx):
+        ctx.folder.mkdir(parents=True, exist_ok=True)
+        (ctx.folder / "out.txt").write_text("x")
+        artifacts.write_manifest(ctx.folder, ["out.txt"], **ctx.manifest_info())
+        built.append(ctx.artifact_id)
+
+    monkeypatch.setitem(build.PRODUCERS, "toy", toy)
+    folder = tmp_path / "cache" / "toy"
+    build.cached_build("toy", "ci", folder)  # as a dependency
+    build.cached_build("toy", "ci", folder, recompute=True)  # asked for again in the same process
+    assert built == ["toy"]
+    build.BUILT_IN_THIS_PROCESS.clear()  # another process (the next chapter's kernel): recompute means rebuild
+    build.cached_build("toy", "ci", folder, recompute=True)
+    assert built == ["toy", "toy"]
+    (configs / "toy.yaml").write_text("kind: toy\npaper_ref: y\nused_by: []\nscales: {book: {}, ci: {a: 1}}\n")
+    build.cached_build("toy", "ci", folder, recompute=True)  # the config changed: the stamp no longer verifies
+    assert built == ["toy", "toy", "toy"]
+
 # --- named errors for bad input ------------------------------------------------------------------------------------
 @pytest.mark.parametrize("bad", [5000, 2048, -1])
 def test_decode_refuses_ids_outside_the_vocabulary(bad):
