@@ -176,29 +176,10 @@ def test_a_broken_registry_names_the_file_and_line(tmp_path, monkeypatch):
         artifacts.load_registry()
 
 
-def test_a_cache_build_is_stamped_so_it_is_reused(tmp_cache, tmp_path, monkeypatch):
-    configs = tmp_path / "configs"
-    configs.mkdir()
-    monkeypatch.setattr(artifacts, "CONFIGS_DIR", configs)
-    (configs / "toy.yaml").write_text("kind: toy\npaper_ref: x\nused_by: []\nscales: {book: {}, ci: {}}\n")
-    built = []
-
-    def toy(ctx):
-        ctx.folder.mkdir(parents=True, exist_ok=True)
-        (ctx.folder / "out.txt").write_text("x")
-        artifacts.write_manifest(ctx.folder, ["out.txt"], **ctx.manifest_info())
-        built.append(ctx.artifact_id)
-
-    monkeypatch.setitem(build.PRODUCERS, "toy", toy)
-    folder = build.produce("toy", "ci")  # what `python -m sparsecirc reproduce toy --scale ci` does
-    artifacts.verify_cached("toy", folder)  # stamped: get_or_compute will reuse it
-    assert build.cached_build("toy", "ci", folder) == folder and built == ["toy"]
-
-
-
-def test_recompute_builds_an_artifact_once_per_process(tmp_cache, tmp_path, monkeypatch):
-    """A ci chapter asks with recompute=True for a model another artifact already built as its dependency: the
-    build of a moment ago is reused; a build from another process is not, nor one whose config changed since."""
+@pytest.fixture
+def toy_artifact(tmp_cache, tmp_path, monkeypatch):
+    """A registered-config artifact ``toy`` whose producer writes one file and logs each build: returns (configs
+    folder, list of the ids built)."""
     configs = tmp_path / "configs"
     configs.mkdir()
     monkeypatch.setattr(artifacts, "CONFIGS_DIR", configs)
@@ -213,6 +194,20 @@ def test_recompute_builds_an_artifact_once_per_process(tmp_cache, tmp_path, monk
         built.append(ctx.artifact_id)
 
     monkeypatch.setitem(build.PRODUCERS, "toy", toy)
+    return configs, built
+
+
+def test_a_cache_build_is_stamped_so_it_is_reused(toy_artifact):
+    _, built = toy_artifact
+    folder = build.produce("toy", "ci")  # what `python -m sparsecirc reproduce toy --scale ci` does
+    artifacts.verify_cached("toy", folder)  # stamped: get_or_compute will reuse it
+    assert build.cached_build("toy", "ci", folder) == folder and built == ["toy"]
+
+
+def test_recompute_builds_an_artifact_once_per_process(toy_artifact, tmp_path):
+    """A ci chapter asks with recompute=True for a model another artifact already built as its dependency: the
+    build of a moment ago is reused; a build from another process is not, nor one whose config changed since."""
+    configs, built = toy_artifact
     folder = tmp_path / "cache" / "toy"
     build.cached_build("toy", "ci", folder)  # as a dependency
     build.cached_build("toy", "ci", folder, recompute=True)  # asked for again in the same process
@@ -223,6 +218,7 @@ def test_recompute_builds_an_artifact_once_per_process(tmp_cache, tmp_path, monk
     (configs / "toy.yaml").write_text("kind: toy\npaper_ref: y\nused_by: []\nscales: {book: {}, ci: {a: 1}}\n")
     build.cached_build("toy", "ci", folder, recompute=True)  # the config changed: the stamp no longer verifies
     assert built == ["toy", "toy", "toy"]
+
 
 # --- named errors for bad input ------------------------------------------------------------------------------------
 @pytest.mark.parametrize("bad", [5000, 2048, -1])
