@@ -97,23 +97,28 @@ def open_edge_counts(model, tokens: torch.Tensor) -> torch.Tensor:
     """Open edges of each layer summed over windows, heads and causal pairs: [n_layer] float64, eval mode.
 
     The same count as ``edge_masks(model, tokens).sum((1, 2, 3, 4))`` without the forward that builds every mask:
-    one forward records each layer's queries and keys (so a model with ``attn_gate_block`` keeps its block path),
-    and the gate 1[s + b > 0] is rebuilt from them with the explicit form's arithmetic, s = q.k / sqrt(d_head) (the
-    block path multiplies by 1/sqrt(d_head): the same number when d_head is a power of 4, else at most one rounding
-    apart). At T = 1024 this is ~4x faster than counting recorded masks (chapter 08's 280 validation windows).
+    the gate 1[g > 0] comes from :func:`gate_logit_layers` (one forward recording queries and keys, so a model with
+    ``attn_gate_block`` keeps its block path; the explicit form's arithmetic, s = q.k / sqrt(d_head), where the block
+    path multiplies by 1/sqrt(d_head): the same number when d_head is a power of 4, else at most one rounding apart).
+    At T = 1024 this is ~4x faster than counting recorded masks (chapter 08's 280 validation windows).
     """
     c = model.cfg
     B, T = tokens.shape
     if not c.attn_gate:
         return torch.full((c.n_layer,), float(B * c.n_head * causal_pairs(T)), dtype=torch.float64)
-    cache = eval_record(model, tokens, [f"blocks.{layer}.attn.hook_{x}" for layer in range(c.n_layer) for x in "qk"])
     causal = torch.ones(T, T, dtype=torch.bool, device=tokens.device).tril()
-    counts = []
-    for layer in range(c.n_layer):
-        q, k = (cache.pop(f"blocks.{layer}.attn.hook_{x}").transpose(1, 2) for x in "qk")  # [B, n_head, T, d_head]
-        s = (q @ k.transpose(-1, -2)).div_(math.sqrt(c.d_head)).add_(c.attn_gate_bias)  # g = s + b, [B, H, T, T]
-        counts.append(torch.count_nonzero((s > 0) & causal).item())
-    return torch.tensor(counts, dtype=torch.float64)
+    return torch.tensor([torch.count_nonzero((g > 0) & causal).item() for g in gate_logit_layers(model, tokens)],
+                        dtype=torch.float64)
+
+
+def gate_logit_layers(model, tokens: torch.Tensor) -> Iterator[torch.Tensor]:
+    """Gate logits g = q.k / sqrt(d_head) + b one layer at a time, [batch, n_head, q_pos, k_pos] each, from one
+    eval-mode forward recording every layer's queries and keys (only one layer's T x T logits are held at a time)."""
+    c = model.cfg
+    cache = eval_record(model, tokens, [f"blocks.{layer}.attn.hook_{x}" for layer in range(c.n_layer) for x in "qk"])
+    for layer in range(c.n_layer):  # recorded without grad, so the logits carry none either
+        q, k = (cache.pop(f"blocks.{layer}.attn.hook_{x}").transpose(1, 2) for x in "qk")  # [B, H, T, d_head]
+        yield (q @ k.transpose(-1, -2)).div_(math.sqrt(c.d_head)).add_(c.attn_gate_bias)
 
 
 @torch.no_grad()
@@ -123,15 +128,7 @@ def gate_logits(model, tokens: torch.Tensor) -> torch.Tensor:
     Entries above the diagonal are not edges (mask them with ``causal``). Useful to see how far from the threshold
     g = 0 an edge is: the straight-through and sparsity gradients scale with sigmoid'(g), tiny once |g| > ~8.
     """
-    c = model.cfg
-    names = [f"blocks.{layer}.attn.hook_{x}" for layer in range(c.n_layer) for x in ("q", "k")]
-    cache = eval_record(model, tokens, names)
-    out = []
-    for layer in range(c.n_layer):
-        # [batch, n_head, pos, d_head]
-        q, k = (cache[f"blocks.{layer}.attn.hook_{x}"].transpose(1, 2) for x in ("q", "k"))
-        out.append(q @ k.transpose(-1, -2) / c.d_head ** 0.5 + c.attn_gate_bias)
-    return torch.stack(out)
+    return torch.stack(list(gate_logit_layers(model, tokens)))
 
 
 def saturation(model, tokens: torch.Tensor, threshold: float = 8.0, weak: float = 0.05) -> list[dict]:
