@@ -79,9 +79,13 @@ unit: $(STAMP)
 
 # Recompute path: every chapter in _toc.yml at ci scale into $(CI_OUT); non-zero exit on any cell error. bf16
 # autocast only where the CPU has native bf16 (SPARSECIRC_BF16=auto, sparsecirc.core.repro): emulated, it is ~6x slower.
+# CHAPTER_JOBS chapters run side by side, each kernel with SPARSECIRC_NUM_THREADS / CHAPTER_JOBS threads (the ci
+# models are small: one thread each on two cores beats two threads on one chapter at a time).
+CHAPTER_JOBS ?= 2
 chapters: $(STAMP)
-	@echo "==> chapters at ci scale (papermill -> $(CI_OUT))"
-	SPARSECIRC_BF16=$${SPARSECIRC_BF16:-auto} $(PY) -m sparsecirc.book execute --scale ci --recompute --out $(CI_OUT)
+	@echo "==> chapters at ci scale (papermill -> $(CI_OUT), $(CHAPTER_JOBS) at a time)"
+	SPARSECIRC_BF16=$${SPARSECIRC_BF16:-auto} $(PY) -m sparsecirc.book execute --scale ci --recompute \
+		--out $(CI_OUT) --jobs $(CHAPTER_JOBS)
 
 # Re-run the committed chapters at default parameters; only cells marked NBVAL_CHECK_OUTPUT are compared.
 # Run from the repo root (the sanitize file path is relative to it; nbval starts each kernel in the

@@ -15,6 +15,7 @@ in ``config.SCALES``::
 """
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from sparsecirc.core.config import BUILD_SCALES, RunConfig, check_scale, make_co
 from sparsecirc.core.repro import bf16_enabled, setup_threads
 from sparsecirc.core.train import History, load_run, save_run, train
 from sparsecirc.data.lm import lm_task_metrics, lm_tokens, lm_val_loss
-from sparsecirc.paths import cache_dir
+from sparsecirc.paths import BUILD_RUN_ENV, cache_dir
 from sparsecirc.spa import addition, attention_circuits, code_posttrain, topk_finetune
 from sparsecirc.wst import bridge_study, case_study, circuit_study, prune_study, quote
 
@@ -185,6 +186,10 @@ def refresh_case_claims(artifact_id: str) -> dict:
 # (artifact id, scale, folder) of every cache build this process made: ``recompute=True`` rebuilds an artifact
 # once per process (a chapter's kernel), not again after another artifact built it as a dependency.
 BUILT_IN_THIS_PROCESS: set[tuple[str, str, str]] = set()
+# A run of several processes (``python -m sparsecirc.book execute`` sets it for all its chapters' kernels): a cache
+# build stamped with the same value was made in this run, so ``recompute=True`` reuses it rather than building
+# again what the chapter before (or beside) it built.
+BUILD_RUN_FILE = "build_run"
 
 PRODUCERS = {
     "lm": produce_lm,
@@ -294,17 +299,26 @@ def omit_weights(artifact_id: str, reason: str) -> dict:
 
 def cached_build(artifact_id: str, scale: str, folder: Path, progress: bool = False, recompute: bool = False) -> Path:
     """``folder`` holding a cache build of the artifact from its current config: reused when it verifies (and
-    ``recompute`` is off, or this process built it: a dependency built a moment ago is not built twice), else
-    built there and stamped with the config it came from."""
-    key = (artifact_id, scale, str(Path(folder).resolve()))
-    if not recompute or key in BUILT_IN_THIS_PROCESS:
-        try:
-            artifacts.verify_cached(artifact_id, folder)
-            return folder
-        except ArtifactError:
-            pass
-    produce(artifact_id, scale, folder, progress=progress)
-    BUILT_IN_THIS_PROCESS.add(key)
+    ``recompute`` is off, or this process or this run built it: a dependency built a moment ago is not built
+    twice, nor what another chapter of the same ``book execute`` built), else built there and stamped with the
+    config it came from. Processes building the same folder take turns (a waiting lock), so chapters executed side
+    by side never write one folder at once; the second finds the first's build and reuses it."""
+    folder = Path(folder)
+    key = (artifact_id, scale, str(folder.resolve()))
+    run = os.environ.get(BUILD_RUN_ENV, "")
+    with artifacts.folder_lock(folder.parent / f"{folder.name}.build", wait=True, what="a cache build"):
+        this_run = bool(run) and (folder / BUILD_RUN_FILE).is_file() and \
+            (folder / BUILD_RUN_FILE).read_text().strip() == run
+        if not recompute or key in BUILT_IN_THIS_PROCESS or this_run:
+            try:
+                artifacts.verify_cached(artifact_id, folder)
+                return folder
+            except ArtifactError:
+                pass
+        produce(artifact_id, scale, folder, progress=progress)
+        BUILT_IN_THIS_PROCESS.add(key)
+        if run:
+            artifacts.atomic_write_bytes(folder / BUILD_RUN_FILE, run.encode())
     return folder
 
 
@@ -327,7 +341,8 @@ def get_or_compute(artifact_id: str, scale: str = "book", recompute: bool = Fals
         scale: ``"book"`` (committed) or ``"ci"`` (recomputed in the cache folder in about a minute).
         recompute: rebuild into the cache folder (at ``book`` scale instead of loading ``data/``; at ``ci`` scale
             instead of reusing an earlier ci build in the cache), unless this process already built it (e.g. as
-            another artifact's dependency). Artifacts it depends on are reused if cached.
+            another artifact's dependency) or another chapter of the same ``book execute`` run did
+            (``$SPARSECIRC_BUILD_RUN``). Artifacts it depends on are reused if cached.
     Returns:
         :class:`Run` with ``model``, ``history``, ``config``, ``metrics`` (trained models) or ``results``
         (studies), and ``manifest``.

@@ -11,6 +11,9 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent  # the checkout (editable install)
 DATA_DIR = REPO_ROOT / "data"
 BOOK_DIR = REPO_ROOT / "book"
+# Set by `python -m sparsecirc.book execute` for all its chapters' kernels: cache builds stamped with it were
+# made in this run (sparsecirc.build.cached_build reuses them under recompute=True).
+BUILD_RUN_ENV = "SPARSECIRC_BUILD_RUN"
 
 
 def cache_dir() -> Path:

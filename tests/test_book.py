@@ -100,6 +100,35 @@ def test_execute_rejects_bad_parameters_before_running(tmp_path):
         chapters.execute("ci", book_dir=tmp_path)
 
 
+def test_execute_side_by_side_splits_threads_and_shares_one_build_run(tmp_path, monkeypatch):
+    """--jobs 2: three chapters on two workers, each kernel with half the threads and the same build-run id; the
+    report keeps toc order and a failing chapter fails alone."""
+    names = ["03_c", "01_a", "02_b"]
+    (tmp_path / "_toc.yml").write_text(yaml.safe_dump(
+        {"format": "jb-book", "root": "index", "chapters": [{"file": n} for n in names]}))
+    (tmp_path / "index.md").write_text("# Test book\n")
+    for n in names:
+        nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "language": "python",
+                                                               "display_name": "Python 3"}})
+        params = nbformat.v4.new_code_cell("SCALE = 'book'\nRECOMPUTE = False\nSEED = 0")
+        params.metadata["tags"] = ["parameters"]
+        body = ("import os, pathlib\n"
+                f"pathlib.Path('{n}.env').write_text(os.environ['SPARSECIRC_NUM_THREADS'] + ' ' + "
+                "os.environ['SPARSECIRC_BUILD_RUN'])" + ("\nraise RuntimeError('broken chapter')" if n == "01_a" else ""))
+        nb.cells += [params, nbformat.v4.new_code_cell(body)]
+        nbformat.write(nb, str(tmp_path / f"{n}.ipynb"))
+    monkeypatch.setenv("SPARSECIRC_NUM_THREADS", "2")
+    monkeypatch.delenv("SPARSECIRC_BUILD_RUN", raising=False)
+    runs = chapters.execute("ci", out=tmp_path / "out", book_dir=tmp_path, jobs=2)
+    assert [r.chapter for r in runs] == [f"{n}.ipynb" for n in names]
+    assert [r.status for r in runs] == ["ok", "failed", "ok"] and "broken chapter" in runs[1].error
+    seen = {(tmp_path / f"{n}.env").read_text() for n in names}
+    assert len(seen) == 1 and seen.pop().startswith("1 ")  # 2 threads / 2 jobs, one run id for all kernels
+    assert "SPARSECIRC_BUILD_RUN" not in __import__("os").environ  # restored after the call
+    with pytest.raises(ValueError, match="jobs must be a positive int"):
+        chapters.execute("ci", out=tmp_path / "out", book_dir=tmp_path, jobs=0)
+
+
 # --- scorecard ----------------------------------------------------------------------------------------------
 
 TOC2 = {"format": "jb-book", "root": "index", "chapters": [{"file": "02_second"}, {"file": "01_first"}]}

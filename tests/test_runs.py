@@ -220,6 +220,42 @@ def test_recompute_builds_an_artifact_once_per_process(toy_artifact, tmp_path):
     assert built == ["toy", "toy", "toy"]
 
 
+def test_recompute_builds_an_artifact_once_per_book_run(toy_artifact, tmp_path, monkeypatch):
+    """Chapters of one ``book execute`` share $SPARSECIRC_BUILD_RUN: a later kernel asking with recompute=True
+    reuses the build an earlier one made in the same run, and rebuilds one from another run (or from no run)."""
+    _, built = toy_artifact
+    folder = tmp_path / "cache" / "toy"
+    monkeypatch.setenv(build.BUILD_RUN_ENV, "run-a")
+    build.cached_build("toy", "ci", folder, recompute=True)
+    build.BUILT_IN_THIS_PROCESS.clear()  # the next chapter's kernel, same run
+    build.cached_build("toy", "ci", folder, recompute=True)
+    assert built == ["toy"]
+    build.BUILT_IN_THIS_PROCESS.clear()
+    monkeypatch.setenv(build.BUILD_RUN_ENV, "run-b")  # the next `make test`
+    build.cached_build("toy", "ci", folder, recompute=True)
+    assert built == ["toy", "toy"] and (folder / build.BUILD_RUN_FILE).read_text() == "run-b"
+    build.BUILT_IN_THIS_PROCESS.clear()
+    monkeypatch.delenv(build.BUILD_RUN_ENV)  # a kernel outside any run: recompute means rebuild
+    build.cached_build("toy", "ci", folder, recompute=True)
+    assert built == ["toy", "toy", "toy"]
+
+
+def test_a_cache_build_waits_for_another_process_building_the_same_folder(toy_artifact, tmp_path):
+    """Two chapters side by side ask for the same artifact: while one holds the build lock, the other waits for
+    it instead of writing the folder at the same time."""
+    import threading
+
+    _, built = toy_artifact
+    folder = tmp_path / "cache" / "toy"
+    done = threading.Event()
+    with artifacts.folder_lock(folder.parent / f"{folder.name}.build", wait=True):
+        worker = threading.Thread(target=lambda: (build.cached_build("toy", "ci", folder), done.set()))
+        worker.start()
+        assert not done.wait(0.5) and built == []  # blocked on the lock (flock: per open file, so threads wait too)
+    worker.join(10)
+    assert done.is_set() and built == ["toy"]
+
+
 # --- named errors for bad input ------------------------------------------------------------------------------------
 @pytest.mark.parametrize("bad", [5000, 2048, -1])
 def test_decode_refuses_ids_outside_the_vocabulary(bad):

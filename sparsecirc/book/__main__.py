@@ -2,7 +2,7 @@
 
     python -m sparsecirc.book list                          # chapter notebooks, in toc order
     python -m sparsecirc.book execute --scale book          # in place at default parameters, then scorecard
-    python -m sparsecirc.book execute --scale ci --recompute --out book/_build/ci    # the `make test` stage
+    python -m sparsecirc.book execute --scale ci --recompute --out book/_build/ci --jobs 2   # `make test`
     python -m sparsecirc.book scorecard [--check]           # CLAIM lines -> table in book/index.md
     python -m sparsecirc.book check-html                    # built HTML loads nothing from the network
 """
@@ -33,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     ex.add_argument("--seed", type=int, default=0)
     ex.add_argument("--out", type=Path, help="write executed copies here instead of in place")
     ex.add_argument("--only", help="one chapter: file name, stem or two-digit prefix")
+    ex.add_argument("--jobs", type=int, default=1,
+                    help="chapters executed side by side, each with $SPARSECIRC_NUM_THREADS // jobs threads")
     sc = sub.add_parser("scorecard", help="regenerate the scorecard in index.md")
     sc.add_argument("--check", action="store_true", help="exit 1 if index.md is stale, write nothing")
     hc = sub.add_parser("check-html", help="fail if the built HTML loads anything from the network")
@@ -53,7 +55,7 @@ def _run(args) -> int:
         return 0
     if args.cmd == "execute":
         runs = execute(args.scale, recompute=args.recompute, seed=args.seed, out=args.out, only=args.only,
-                       book_dir=args.book_dir)
+                       book_dir=args.book_dir, jobs=args.jobs)
         if any(r.status != "ok" for r in runs):
             return 1
         if args.out is None:

@@ -10,7 +10,10 @@ import json
 import os
 import sys
 import time
+import uuid
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
+from multiprocessing import get_context
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -18,7 +21,7 @@ import yaml
 
 from sparsecirc.core.config import BUILD_SCALES
 from sparsecirc.core.repro import report, seed_everything, setup_threads
-from sparsecirc.paths import BOOK_DIR
+from sparsecirc.paths import BOOK_DIR, BUILD_RUN_ENV
 
 _TOC_KEYS = ("parts", "chapters", "sections", "subtrees", "entries")
 
@@ -101,34 +104,48 @@ class ChapterRun:
 
 
 def execute(scale: str, *, recompute: bool = False, seed: int = 0, out: Path | str | None = None,
-            only: str | None = None, book_dir: Path | str = BOOK_DIR) -> list[ChapterRun]:
+            only: str | None = None, book_dir: Path | str = BOOK_DIR, jobs: int = 1) -> list[ChapterRun]:
     """Execute chapters with papermill; in place when ``out`` is None, else into ``out``.
 
     In place, each chapter runs into ``<book>/_build/inplace/`` first and replaces the committed notebook only
     on success, with volatile metadata stripped (:func:`strip_volatile`). Timings go to
     ``<book>/_build/timings-<scale>.json``.
 
-    Returns:
-        one :class:`ChapterRun` per chapter (failures included; the caller decides the exit code).
-    """
-    import papermill as pm
+    ``jobs`` > 1 executes that many chapters side by side, each kernel with ``$SPARSECIRC_NUM_THREADS // jobs``
+    torch threads (at least one): the ci-scale models are small, and one thread each on two cores beats two
+    threads on one chapter at a time. All kernels of one call share one ``$SPARSECIRC_BUILD_RUN``, so a cache
+    build made by one chapter is reused by the next with ``RECOMPUTE=True`` (:func:`sparsecirc.build.cached_build`).
 
+    Returns:
+        one :class:`ChapterRun` per chapter, in toc order (failures included; the caller decides the exit code).
+    """
     validate_params(scale, recompute, seed)
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs must be a positive int, got {jobs!r}")
     book_dir = Path(book_dir).resolve()
     if out is None and scale != "book":
         raise ValueError("ci-scale outputs must not replace the committed book-scale chapters: pass --out DIR")
     todo = _select(chapters(book_dir), only)
     target_dir = Path(out).resolve() if out is not None else book_dir / "_build" / "inplace"
     params = {"SCALE": scale, "RECOMPUTE": recompute, "SEED": seed}
-    runs: list[ChapterRun] = []
-    with _inline_figures():
-        for nb_path in todo:
-            runs.append(_execute_one(pm, nb_path, book_dir, target_dir, params, in_place=out is None))
+    jobs = min(jobs, len(todo))
+    env = {BUILD_RUN_ENV: os.environ.get(BUILD_RUN_ENV) or uuid.uuid4().hex}
+    if jobs > 1:
+        env["SPARSECIRC_NUM_THREADS"] = str(max(1, setup_threads() // jobs))
+    work = [(nb_path, book_dir, target_dir, params, out is None) for nb_path in todo]
+    with _inline_figures(), _environ(env):
+        if jobs == 1:
+            runs = [_execute_one(*w) for w in work]
+        else:
+            with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+                runs = list(pool.map(_execute_one, *zip(*work)))
     _report(runs, book_dir, scale, recompute)
     return runs
 
 
-def _execute_one(pm, nb_path: Path, book_dir: Path, target_dir: Path, params: dict, in_place: bool) -> ChapterRun:
+def _execute_one(nb_path: Path, book_dir: Path, target_dir: Path, params: dict, in_place: bool) -> ChapterRun:
+    import papermill as pm
+
     rel = nb_path.relative_to(book_dir)
     dest = target_dir / rel
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -143,7 +160,24 @@ def _execute_one(pm, nb_path: Path, book_dir: Path, target_dir: Path, params: di
         return run
     if in_place:
         _write_clean(dest, nb_path)
-    return ChapterRun(str(rel), time.perf_counter() - t0, "ok")
+    run = ChapterRun(str(rel), time.perf_counter() - t0, "ok")
+    print(f"done {rel} in {run.seconds:.0f} s", flush=True)
+    return run
+
+
+@contextmanager
+def _environ(values: dict[str, str]):
+    """Set environment variables for the block (kernels and workers started in it inherit them), then restore."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 @contextmanager
