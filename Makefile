@@ -22,6 +22,11 @@ export MPLBACKEND := Agg
 export PYTHONHASHSEED := 0
 SPARSECIRC_NUM_THREADS ?= 2
 export SPARSECIRC_NUM_THREADS
+# make test runs TEST_JOBS jobs side by side in each stage (pytest-xdist workers for the unit tests and nbval,
+# chapters for the ci-scale run), each with SPARSECIRC_NUM_THREADS / TEST_JOBS torch threads (at least 1): the
+# tests and ci-scale models are small, and one thread each on two cores beats two threads on one job at a time.
+TEST_JOBS ?= 2
+JOB_THREADS := $(shell n=$$(( $(SPARSECIRC_NUM_THREADS) / $(TEST_JOBS) )); echo $$(( n > 0 ? n : 1 )))
 
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -73,30 +78,30 @@ ci: test
 unit: $(STAMP)
 	@echo "==> unit tests"
 	@t0=$$(date +%s); rc=0; \
-	$(PY) -m pytest -q -m "not slow" tests/ || rc=$$?; \
+	SPARSECIRC_NUM_THREADS=$(JOB_THREADS) $(PY) -m pytest -q -n $(TEST_JOBS) -m "not slow" tests/ || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "ERROR: pytest collected no unit tests (exit 5)" >&2; exit 5; fi; \
 	echo "unit: $$(( $$(date +%s) - t0 )) s"; exit $$rc
 
 # Recompute path: every chapter in _toc.yml at ci scale into $(CI_OUT); non-zero exit on any cell error. bf16
 # autocast only where the CPU has native bf16 (SPARSECIRC_BF16=auto, sparsecirc.core.repro): emulated, it is ~6x slower.
-# CHAPTER_JOBS chapters run side by side, each kernel with SPARSECIRC_NUM_THREADS / CHAPTER_JOBS threads (the ci
-# models are small: one thread each on two cores beats two threads on one chapter at a time).
-CHAPTER_JOBS ?= 2
+# TEST_JOBS chapters at a time (see above).
 chapters: $(STAMP)
-	@echo "==> chapters at ci scale (papermill -> $(CI_OUT), $(CHAPTER_JOBS) at a time)"
+	@echo "==> chapters at ci scale (papermill -> $(CI_OUT), $(TEST_JOBS) at a time)"
 	SPARSECIRC_BF16=$${SPARSECIRC_BF16:-auto} $(PY) -m sparsecirc.book execute --scale ci --recompute \
-		--out $(CI_OUT) --jobs $(CHAPTER_JOBS)
+		--out $(CI_OUT) --jobs $(TEST_JOBS)
 
 # Re-run the committed chapters at default parameters; only cells marked NBVAL_CHECK_OUTPUT are compared.
 # Run from the repo root (the sanitize file path is relative to it; nbval starts each kernel in the
 # notebook's folder, book/, like papermill --cwd book and the book build). MPLBACKEND is unset for the
-# kernels so they use ipykernel's inline backend, as papermill's do (sparsecirc.book drops it there).
+# kernels so they use ipykernel's inline backend, as papermill's do (sparsecirc.book drops it there). TEST_JOBS
+# workers, each taking whole notebooks (--dist loadfile: a notebook's cells share one kernel).
 nbval: $(STAMP)
-	@echo "==> nbval (committed chapters, default parameters)"
+	@echo "==> nbval (committed chapters, default parameters, $(TEST_JOBS) at a time)"
 	@t0=$$(date +%s); \
 	chs=$$($(PY) -m sparsecirc.book list); \
 	if [ -z "$$chs" ]; then echo "ERROR: book/_toc.yml lists no chapter notebooks" >&2; exit 1; fi; \
-	env -u MPLBACKEND $(PY) -m pytest -p no:cacheprovider -q --nbval-lax --nbval-current-env \
+	SPARSECIRC_NUM_THREADS=$(JOB_THREADS) env -u MPLBACKEND $(PY) -m pytest -p no:cacheprovider -q \
+		-n $(TEST_JOBS) --dist loadfile --nbval-lax --nbval-current-env \
 		--nbval-sanitize-with tests/nbval_sanitize.cfg $$chs; \
 	echo "nbval: $$(( $$(date +%s) - t0 )) s"
 

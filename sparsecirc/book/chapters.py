@@ -133,13 +133,14 @@ def execute(scale: str, *, recompute: bool = False, seed: int = 0, out: Path | s
     if jobs > 1:
         env["SPARSECIRC_NUM_THREADS"] = str(max(1, setup_threads() // jobs))
     work = [(nb_path, book_dir, target_dir, params, out is None) for nb_path in todo]
+    t0 = time.perf_counter()
     with _inline_figures(), _environ(env):
         if jobs == 1:
             runs = [_execute_one(*w) for w in work]
         else:
             with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
                 runs = list(pool.map(_execute_one, *zip(*work)))
-    _report(runs, book_dir, scale, recompute)
+    _report(runs, book_dir, scale, recompute, wall=time.perf_counter() - t0, jobs=jobs)
     return runs
 
 
@@ -213,7 +214,7 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {msg}"
 
 
-def _report(runs: list[ChapterRun], book_dir: Path, scale: str, recompute: bool) -> None:
+def _report(runs: list[ChapterRun], book_dir: Path, scale: str, recompute: bool, wall: float, jobs: int) -> None:
     width = max([len("chapter")] + [len(r.chapter) for r in runs])
     total = sum(r.seconds for r in runs)
     n_failed = sum(r.status != "ok" for r in runs)
@@ -221,10 +222,12 @@ def _report(runs: list[ChapterRun], book_dir: Path, scale: str, recompute: bool)
     for r in runs:
         print(f"{r.chapter:<{width}}  {r.seconds:8.1f}  {r.status}")
     print(f"{'total':<{width}}  {total:8.1f}  {len(runs) - n_failed} ok, {n_failed} failed")
+    print(f"{'wall time':<{width}}  {wall:8.1f}  {jobs} chapter(s) at a time")
     for r in runs:
         if r.status != "ok":
             print(f"FAILED {r.chapter}: {r.error}", file=sys.stderr)
     timings = {"scale": scale, "recompute": recompute, "total_seconds": round(total, 2),
+               "wall_seconds": round(wall, 2), "jobs": jobs,
                "chapters": [asdict(r) | {"seconds": round(r.seconds, 2)} for r in runs]}
     path = book_dir / "_build" / f"timings-{scale}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
