@@ -1,4 +1,5 @@
 """sparsecirc.book (toc -> chapters, scorecard, parameters) and the build configuration around it."""
+import os
 import re
 import sys
 from pathlib import Path
@@ -124,7 +125,7 @@ def test_execute_side_by_side_splits_threads_and_shares_one_build_run(tmp_path, 
     assert [r.status for r in runs] == ["ok", "failed", "ok"] and "broken chapter" in runs[1].error
     seen = {(tmp_path / f"{n}.env").read_text() for n in names}
     assert len(seen) == 1 and seen.pop().startswith("1 ")  # 2 threads / 2 jobs, one run id for all kernels
-    assert "SPARSECIRC_BUILD_RUN" not in __import__("os").environ  # restored after the call
+    assert "SPARSECIRC_BUILD_RUN" not in os.environ  # restored after the call
     with pytest.raises(ValueError, match="jobs must be a positive int"):
         chapters.execute("ci", out=tmp_path / "out", book_dir=tmp_path, jobs=0)
 
