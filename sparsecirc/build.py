@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import time
+import uuid
 from pathlib import Path
 
 from sparsecirc import artifacts
@@ -183,12 +184,11 @@ def refresh_case_claims(artifact_id: str) -> dict:
 
 
 # --- the producer table: config ``kind`` -> producer ----------------------------------------------------------
-# (artifact id, scale, folder) of every cache build this process made: ``recompute=True`` rebuilds an artifact
-# once per process (a chapter's kernel), not again after another artifact built it as a dependency.
-BUILT_IN_THIS_PROCESS: set[tuple[str, str, str]] = set()
-# A run of several processes (``python -m sparsecirc.book execute`` sets it for all its chapters' kernels): a cache
-# build stamped with the same value was made in this run, so ``recompute=True`` reuses it rather than building
-# again what the chapter before (or beside) it built.
+# Every cache build is stamped (file BUILD_RUN_FILE) with the run that made it: ``$SPARSECIRC_BUILD_RUN``, which
+# ``python -m sparsecirc.book execute`` sets for all its chapters' kernels, else this process's own id. A build
+# stamped with the current run was made a moment ago (as another artifact's dependency, or by the chapter before or
+# beside this one), so ``recompute=True`` reuses it instead of building it again.
+PROCESS_RUN = uuid.uuid4().hex
 BUILD_RUN_FILE = "build_run"
 
 PRODUCERS = {
@@ -304,21 +304,16 @@ def cached_build(artifact_id: str, scale: str, folder: Path, progress: bool = Fa
     config it came from. Processes building the same folder take turns (a waiting lock), so chapters executed side
     by side never write one folder at once; the second finds the first's build and reuses it."""
     folder = Path(folder)
-    key = (artifact_id, scale, str(folder.resolve()))
-    run = os.environ.get(BUILD_RUN_ENV, "")
+    run, stamp = os.environ.get(BUILD_RUN_ENV) or PROCESS_RUN, folder / BUILD_RUN_FILE
     with artifacts.folder_lock(folder.parent / f"{folder.name}.build", wait=True, what="a cache build"):
-        this_run = bool(run) and (folder / BUILD_RUN_FILE).is_file() and \
-            (folder / BUILD_RUN_FILE).read_text().strip() == run
-        if not recompute or key in BUILT_IN_THIS_PROCESS or this_run:
+        if not recompute or (stamp.is_file() and stamp.read_text().strip() == run):
             try:
                 artifacts.verify_cached(artifact_id, folder)
                 return folder
             except ArtifactError:
                 pass
         produce(artifact_id, scale, folder, progress=progress)
-        BUILT_IN_THIS_PROCESS.add(key)
-        if run:
-            artifacts.atomic_write_bytes(folder / BUILD_RUN_FILE, run.encode())
+        artifacts.atomic_write_bytes(stamp, run.encode())
     return folder
 
 

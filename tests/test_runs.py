@@ -183,7 +183,7 @@ def toy_artifact(tmp_cache, tmp_path, monkeypatch):
     configs = tmp_path / "configs"
     configs.mkdir()
     monkeypatch.setattr(artifacts, "CONFIGS_DIR", configs)
-    monkeypatch.setattr(build, "BUILT_IN_THIS_PROCESS", set())
+    monkeypatch.setattr(build, "PROCESS_RUN", "process-1")
     (configs / "toy.yaml").write_text("kind: toy\npaper_ref: x\nused_by: []\nscales: {book: {}, ci: {}}\n")
     built = []
 
@@ -204,7 +204,7 @@ def test_a_cache_build_is_stamped_so_it_is_reused(toy_artifact):
     assert build.cached_build("toy", "ci", folder) == folder and built == ["toy"]
 
 
-def test_recompute_builds_an_artifact_once_per_process(toy_artifact, tmp_path):
+def test_recompute_builds_an_artifact_once_per_process(toy_artifact, tmp_path, monkeypatch):
     """A ci chapter asks with recompute=True for a model another artifact already built as its dependency: the
     build of a moment ago is reused; a build from another process is not, nor one whose config changed since."""
     configs, built = toy_artifact
@@ -212,7 +212,7 @@ def test_recompute_builds_an_artifact_once_per_process(toy_artifact, tmp_path):
     build.cached_build("toy", "ci", folder)  # as a dependency
     build.cached_build("toy", "ci", folder, recompute=True)  # asked for again in the same process
     assert built == ["toy"]
-    build.BUILT_IN_THIS_PROCESS.clear()  # another process (the next chapter's kernel): recompute means rebuild
+    monkeypatch.setattr(build, "PROCESS_RUN", "process-2")  # another process outside any run: rebuild
     build.cached_build("toy", "ci", folder, recompute=True)
     assert built == ["toy", "toy"]
     (configs / "toy.yaml").write_text("kind: toy\npaper_ref: y\nused_by: []\nscales: {book: {}, ci: {a: 1}}\n")
@@ -227,14 +227,12 @@ def test_recompute_builds_an_artifact_once_per_book_run(toy_artifact, tmp_path, 
     folder = tmp_path / "cache" / "toy"
     monkeypatch.setenv(build.BUILD_RUN_ENV, "run-a")
     build.cached_build("toy", "ci", folder, recompute=True)
-    build.BUILT_IN_THIS_PROCESS.clear()  # the next chapter's kernel, same run
+    monkeypatch.setattr(build, "PROCESS_RUN", "process-2")  # the next chapter's kernel, same run
     build.cached_build("toy", "ci", folder, recompute=True)
     assert built == ["toy"]
-    build.BUILT_IN_THIS_PROCESS.clear()
     monkeypatch.setenv(build.BUILD_RUN_ENV, "run-b")  # the next `make test`
     build.cached_build("toy", "ci", folder, recompute=True)
     assert built == ["toy", "toy"] and (folder / build.BUILD_RUN_FILE).read_text() == "run-b"
-    build.BUILT_IN_THIS_PROCESS.clear()
     monkeypatch.delenv(build.BUILD_RUN_ENV)  # a kernel outside any run: recompute means rebuild
     build.cached_build("toy", "ci", folder, recompute=True)
     assert built == ["toy", "toy", "toy"]

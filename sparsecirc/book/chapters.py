@@ -128,7 +128,7 @@ def execute(scale: str, *, recompute: bool = False, seed: int = 0, out: Path | s
     todo = _select(chapters(book_dir), only)
     target_dir = Path(out).resolve() if out is not None else book_dir / "_build" / "inplace"
     params = {"SCALE": scale, "RECOMPUTE": recompute, "SEED": seed}
-    jobs = min(jobs, len(todo))
+    jobs = max(1, min(jobs, len(todo)))  # an empty toc runs nothing, as before
     env = {BUILD_RUN_ENV: os.environ.get(BUILD_RUN_ENV) or uuid.uuid4().hex}
     if jobs > 1:
         env["SPARSECIRC_NUM_THREADS"] = str(max(1, setup_threads() // jobs))
